@@ -1,0 +1,31 @@
+"""Crash-safe file writing shared by checkpoints, exported models and outputs (no torch here)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it atomically replaces ``path``.
+
+    The temporary file lives in the same directory (``os.replace`` is atomic only within one
+    file system) and is fsynced before the rename, so a crash at any moment leaves either the
+    old file or the new one, never a truncated mix. On an exception the temporary is removed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()

@@ -1,0 +1,24 @@
+import pytest
+
+from fcn_edge.io import atomic_path
+
+
+def test_atomic_path_replaces_on_success(tmp_path):
+    target = tmp_path / "sub" / "model.bin"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_bytes(b"new")
+        assert not target.exists()  # nothing visible until the write completes
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["model.bin"]
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half-written")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
