@@ -22,3 +22,22 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_atomic_path_gives_new_files_the_umask_mode_and_keeps_old_modes(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        fresh = tmp_path / "fresh.bin"
+        with atomic_path(fresh) as tmp:
+            tmp.write_bytes(b"x")
+        assert fresh.stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, not mkstemp's 0o600
+        kept = tmp_path / "kept.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o604)
+        with atomic_path(kept) as tmp:
+            tmp.write_bytes(b"new")
+        assert kept.stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)

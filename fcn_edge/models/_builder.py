@@ -1,0 +1,107 @@
+"""Building FCNs by name, and rebuilding them from the files they were saved to."""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import BACKBONES, LAYOUTS, MODEL_NAMES, ModelConfig
+from ..errors import InputError, ModelFormatError
+from .alexnet import FCNAlexNet
+from .fcn import FCN
+from .loading import LoadReport, apply_weights
+from .resnet import FCNResNet18
+from .vgg import FCNVGG16
+from .weights import read_weights
+
+_FCN_CLASSES: dict[str, type[FCN]] = {
+    "vgg16": FCNVGG16, "alexnet": FCNAlexNet, "resnet18": FCNResNet18,
+}
+_FIRST_CONV = {"vgg16": "conv1_1.weight", "alexnet": "features.0.weight",
+               "resnet18": "conv1.weight"}
+_OPTIONS = tuple(f.name for f in fields(ModelConfig)
+                 if f.name not in ("name", "num_classes", "backbone", "layout"))
+
+
+def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vgg16",
+                 layout: str = "edge", weights: str | Path | None = None,
+                 **options: Any) -> FCN:
+    """Build an FCN (paper §4): ``fcn32s``, ``fcn16s`` or ``fcn8s`` on a backbone.
+
+    Args:
+        name: the variant: output stride of the finest skip (32, 16, 8).
+        num_classes: class score channels (21 for PASCAL VOC).
+        backbone: ``vgg16`` (the paper's best), ``alexnet`` or ``resnet18`` (the edge pick).
+        layout: ``edge`` or ``reference`` (VGG16 only; the released Caffe nets).
+        weights: a local file: an fcn-edge checkpoint, an FCN state dict (ours or the released
+            nets converted to PyTorch), a torchvision classifier (ImageNet initialisation), or a
+            coarser FCN for staged training. Never downloaded, never unpickled as code.
+        **options: ``learnable_upsampling``, ``fc_channels``, ``dropout``, ``in_channels``.
+
+    Returns:
+        The model; ``model.config`` holds its configuration and, when ``weights`` was given,
+        ``model.load_report`` says what was loaded.
+    """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")
+    config = ModelConfig(name=name, num_classes=num_classes, backbone=backbone, layout=layout,
+                         **options)
+    model = build(config)
+    if weights is not None:
+        model.load_report = apply_weights(model, read_weights(weights))
+    return model
+
+
+def build(config: ModelConfig) -> FCN:
+    """The (randomly initialised) FCN described by ``config``."""
+    return _FCN_CLASSES[config.backbone](config)
+
+
+def load_model(path: str | Path, **overrides: Any) -> FCN:
+    """Rebuild the model saved in ``path`` and load its weights.
+
+    For an fcn-edge checkpoint the configuration comes from the file and ``model.meta`` holds
+    its metadata (class names, palette, normalisation …). For a bare FCN state dict (e.g. the
+    released nets) the variant, backbone, classes, fc width and input channels are read from the
+    tensors; pass ``layout="reference"`` for the released 100-pixel-padded nets. ``overrides``
+    replace configuration fields.
+    """
+    weights = read_weights(path)
+    if weights.kind == "torchvision":
+        raise ModelFormatError(f"{path} is an ImageNet classifier, not a segmentation model; use "
+                               f"create_model(..., backbone='{weights.backbone}', weights=...) "
+                               f"to initialise an FCN from it")
+    if weights.kind == "checkpoint":
+        config = dict(weights.checkpoint["model_config"])
+    else:
+        config = {"name": weights.variant, "backbone": weights.backbone,
+                  "num_classes": int(weights.state_dict["score_fr.weight"].shape[0])}
+        if "fc6.weight" in weights.state_dict:
+            config["fc_channels"] = int(weights.state_dict["fc6.weight"].shape[0])
+        first = weights.state_dict.get(_FIRST_CONV[weights.backbone])
+        if first is not None:
+            config["in_channels"] = int(first.shape[1])
+    config.update(overrides)
+    model = build(ModelConfig.from_dict(config))
+    model.load_report = apply_weights(model, weights)
+    model.meta = dict(weights.checkpoint["meta"]) if weights.checkpoint else {}
+    return model
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every buildable (name, backbone, layout) with its output stride."""
+    return [{"name": n, "backbone": b, "layout": lay, "output_stride": int(n[3:-1])}
+            for b in BACKBONES for n in MODEL_NAMES for lay in LAYOUTS
+            if lay == "edge" or b == "vgg16"]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (fixed bilinear upsampling included unless trainable_only)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["create_model", "build", "load_model", "list_models", "count_parameters",
+           "LoadReport"]

@@ -1,0 +1,96 @@
+"""ResNet18 (He et al.) and FCN-ResNet18, the edge default (as jetson-inference's FCN-ResNet18).
+
+``ResNet18`` is the ImageNet classifier with torchvision's key names (``conv1``, ``bn1``,
+``layer1.0.conv1`` … ``fc``). ``FCNResNet18`` keeps the trunk, discards the pooled classifier
+(§3.1: "decapitate") and scores each stride-32 cell with a 1×1 convolution; its skips read
+``layer3`` (stride 16) and ``layer2`` (stride 8). ResNet has no fc6/fc7: the trunk is already
+convolutional. Every 3×3/7×7 convolution pads by half its kernel, so each map is ⌈H/s⌉ cells
+and any input size works as it is.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .fcn import FCN
+
+WIDTHS = (64, 128, 256, 512)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with an identity (or 1×1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+def _stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out))
+
+
+class _Trunk(nn.Module):
+    """conv1 … layer4 with torchvision's names; shared by the classifier and the FCN."""
+
+    def _build_resnet18_trunk(self, in_channels: int) -> None:
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+        self.layer1 = _stage(64, 64, 1)
+        self.layer2 = _stage(64, 128, 2)
+        self.layer3 = _stage(128, 256, 2)
+        self.layer4 = _stage(256, 512, 2)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _resnet18_taps(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x8 = self.layer2(self.layer1(x))
+        x16 = self.layer3(x8)
+        return {8: x8, 16: x16, 32: self.layer4(x16)}
+
+
+class ResNet18(_Trunk):
+    """The ResNet18 ImageNet classifier with torchvision's key names."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._build_resnet18_trunk(3)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self._resnet18_taps(x)[32]), 1))
+
+
+class FCNResNet18(FCN, _Trunk):
+    """FCN-32s/16s/8s on ResNet18."""
+
+    def _build_trunk(self) -> dict[int, int]:
+        self._build_resnet18_trunk(self.config.in_channels)
+        return {8: WIDTHS[1], 16: WIDTHS[2], 32: WIDTHS[3]}
+
+    def _trunk(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        return self._resnet18_taps(x)
+
+    def _tap_layers(self) -> dict[int, list[nn.Module]]:
+        # The main path's strided layers; the 1×1 shortcuts share their stride and cell centres.
+        stem = [self.conv1, self.maxpool]
+        blocks = {n: [b.conv1 for b in getattr(self, f"layer{n}")] for n in (1, 2, 3, 4)}
+        to8 = stem + blocks[1] + blocks[2]
+        return {8: to8, 16: to8 + blocks[3], 32: to8 + blocks[3] + blocks[4]}

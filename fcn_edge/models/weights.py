@@ -1,0 +1,147 @@
+"""Reading weights files safely and recognising what they hold.
+
+Only local files are read (nothing is downloaded at run time) and never through pickle's code
+execution: ``torch.load(weights_only=True)`` or safetensors. A file is one of:
+
+* an fcn-edge checkpoint (a dict with ``format`` = ``CHECKPOINT_FORMAT``, a model config and
+  a state dict);
+* an FCN state dict: ours or the released FCN-VGG16 nets converted to PyTorch (``conv1_1`` …
+  ``score_fr``, ``upscore*``);
+* a torchvision ImageNet classifier state dict (vgg16, alexnet, resnet18).
+
+This module only reads and classifies; ``loading.py`` applies a file to a model.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ModelFormatError
+
+CHECKPOINT_FORMAT = "fcn-edge/checkpoint"
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+#: Keys that identify a torchvision classifier's state dict.
+_TORCHVISION_SIGNS = {
+    "vgg16": ("features.28.weight", "classifier.6.weight"),
+    "alexnet": ("features.10.weight", "classifier.6.weight"),
+    "resnet18": ("layer4.1.conv2.weight", "fc.weight"),
+}
+#: Keys that identify an FCN trunk.
+_FCN_TRUNK_SIGNS = {"vgg16": "conv5_3.weight", "alexnet": "features.10.weight",
+                    "resnet18": "layer4.1.conv2.weight"}
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """The tensors of a weights file and what kind of file it is.
+
+    ``kind`` is ``"checkpoint"``, ``"fcn"`` or ``"torchvision"``; ``backbone`` the trunk it
+    holds; ``variant`` the FCN variant (``fcn32s``/``fcn16s``/``fcn8s``) for FCN files.
+    """
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    kind: str
+    backbone: str
+    variant: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    """Read and classify a local weights file; a clear ModelFormatError on anything else."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"weights path {path} is a directory; pass the weights file in it")
+    if not path.is_file():
+        raise ModelFormatError(f"weights file {path} does not exist (weights are read from local "
+                               f"files only; nothing is downloaded)")
+    obj = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
+    checkpoint = obj if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT else None
+    state = _unwrap(obj, path)
+    kind, backbone, variant = _classify(state, path)
+    if checkpoint is not None:
+        kind = "checkpoint"
+    return WeightsFile(path, state, kind, backbone, variant, checkpoint)
+
+
+def _load_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise ModelFormatError(
+                f"{path} holds pickled Python objects that fcn-edge will not execute "
+                f"(weights_only=True): re-save it as a plain state dict "
+                f"(torch.save(model.state_dict(), path)) or as .safetensors ({_first_line(exc)})"
+            ) from None
+        raise _unreadable(path, exc) from None
+    except Exception as exc:  # the unpickler raises KeyError, IndexError … on garbage
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> ModelFormatError:
+    return ModelFormatError(f"{path} is not a readable PyTorch weights file; it may be "
+                            f"truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})")
+
+
+def _load_safetensors(path: Path) -> Any:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise ModelFormatError(f"reading {path} needs safetensors: pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+        raise ModelFormatError(f"{path} is not a readable safetensors file; it may be truncated "
+                               f"or corrupt ({_first_line(exc)})") from None
+    if meta.get("format") == CHECKPOINT_FORMAT:
+        header = json.loads(meta.get("fcn_edge", "{}"))
+        return {**header, "format": CHECKPOINT_FORMAT, "state_dict": state}
+    return state
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj``: bare, or under a common wrapper key; DDP prefix removed."""
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ModelFormatError(f"{path} holds no state dict (found {type(obj).__name__})")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ModelFormatError(f"{path} holds no tensors; expected a state dict")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, str | None]:
+    if "score_fr.weight" in state:
+        backbone = next((b for b, k in _FCN_TRUNK_SIGNS.items() if k in state), None)
+        if backbone is None:
+            raise ModelFormatError(f"{path} has FCN score layers but no known trunk "
+                                   f"(expected keys like conv5_3.weight or layer4.1.conv2.weight)")
+        variant = ("fcn8s" if "score_pool3.weight" in state
+                   else "fcn16s" if "score_pool4.weight" in state else "fcn32s")
+        return "fcn", backbone, variant
+    for backbone, signs in _TORCHVISION_SIGNS.items():
+        if all(k in state for k in signs):
+            return "torchvision", backbone, None
+    sample = ", ".join(list(state)[:5])
+    raise ModelFormatError(
+        f"{path} is neither an fcn-edge checkpoint, an FCN state dict, nor a torchvision "
+        f"vgg16/alexnet/resnet18 classifier (first keys: {sample})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
