@@ -1,0 +1,172 @@
+"""`fcn-edge checks`: what this machine can run, and a smoke test of what fcn-edge has.
+
+Like ``yolo checks``: versions of every engine fcn-edge can use, the ONNX Runtime execution
+providers, known install conflicts; then each backbone's FCN-8s is built and run on an
+odd-sized procedural image, and FCN-8s ResNet18 is fitted to one scene and scored with the
+paper's metrics. Nothing here needs torch unless the smoke test runs.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, what was found, and whether that is fine."""
+
+    name: str
+    detail: str
+    ok: bool = True
+    required: bool = False
+
+
+def _module_version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except Exception:  # an optional engine may fail to import in many ways (missing libs …)
+        return None
+    return str(getattr(mod, "__version__", "installed"))
+
+
+def environment() -> list[Check]:
+    """Versions of Python and of each engine, with the extra that provides a missing one."""
+    checks = [Check("fcn-edge", __version__),
+              Check("python", f"{platform.python_version()} ({platform.machine()})")]
+    for module, label, extra, required in (
+        ("numpy", "numpy", "core", True), ("cv2", "opencv", "core", True),
+        ("onnxruntime", "onnxruntime", "core", True), ("torch", "torch", "train", False),
+        ("onnx", "onnx", "train", False), ("tensorrt", "tensorrt", "trt", False),
+    ):
+        version = _module_version(module)
+        detail = version or f"not installed (pip install 'fcn-edge[{extra}]')"
+        checks.append(Check(label, detail, ok=version is not None or not required,
+                            required=required))
+    checks += _onnxruntime_checks() + _torch_device_checks()
+    return checks
+
+
+def _onnxruntime_checks() -> list[Check]:
+    dists = [d for d in ("onnxruntime", "onnxruntime-gpu") if _dist_installed(d)]
+    checks = []
+    if len(dists) > 1:
+        checks.append(Check("onnxruntime install", "both onnxruntime and onnxruntime-gpu are "
+                            "installed and overwrite each other's files: pip uninstall -y "
+                            "onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu",
+                            ok=False))
+    try:
+        import onnxruntime as ort
+        checks.append(Check("onnxruntime providers", ", ".join(ort.get_available_providers())))
+    except Exception:
+        pass
+    return checks
+
+
+def _torch_device_checks() -> list[Check]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return [Check("cuda", f"{name}, CUDA {torch.version.cuda}")]
+    return [Check("cuda", f"not available; training runs on CPU ({torch.get_num_threads()} threads)")]
+
+
+def _dist_installed(name: str) -> bool:
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def smoke(size: tuple[int, int] = (97, 131), backbones=("resnet18", "alexnet", "vgg16"),
+          steps: int = 40) -> list[Check]:
+    """Build each backbone's FCN-8s and run it on an odd-sized image; then fit FCN-8s ResNet18
+    to one procedural scene for ``steps`` SGD steps and score it with the paper's metrics."""
+    try:
+        import torch
+    except ImportError:
+        return [Check("model smoke test", "skipped: torch is not installed (the runtime "
+                      "alone does not need it)")]
+    from .config import ModelConfig
+    from .models import build, count_parameters
+
+    torch.manual_seed(0)
+    image, target = _procedural_scene(*size)
+    x = torch.from_numpy(image)[None]
+    checks = []
+    for backbone in backbones:
+        model = build(ModelConfig("fcn8s", num_classes=3, backbone=backbone)).eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            logits = model(x)
+        seconds = time.perf_counter() - start
+        ok = logits.shape == (1, 3, *size) and bool(torch.isfinite(logits).all())
+        checks.append(Check("model forward", f"fcn8s {backbone}: "
+                            f"{count_parameters(model) / 1e6:.1f}M params, 1×3×{size[0]}×{size[1]}"
+                            f" → {tuple(logits.shape)} in {seconds * 1000:.0f} ms",
+                            ok=ok, required=True))
+    checks.append(_fit_check(x, target, steps))
+    return checks
+
+
+def _fit_check(x, target: np.ndarray, steps: int) -> Check:
+    """Per-pixel loss (§3) and SGD drive the untrained FCN-8s ResNet18 to fit one scene."""
+    import torch
+    import torch.nn.functional as F
+
+    from .config import ModelConfig
+    from .metrics import ConfusionMatrix
+    from .models import build
+
+    model = build(ModelConfig("fcn8s", num_classes=3, backbone="resnet18"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    labels = torch.from_numpy(target)[None]
+
+    def miou() -> float:
+        model.eval()
+        with torch.no_grad():
+            cm = ConfusionMatrix(3)
+            cm.update(model(x).argmax(1).numpy(), target[None])
+        model.train()
+        return cm.compute().mean_iou
+
+    before = miou()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+    after = miou()
+    return Check("model fit", f"fcn8s resnet18 fit to one procedural scene in {steps} SGD "
+                 f"steps: mean IU {before:.3f} → {after:.3f}", ok=after > max(before, 0.5),
+                 required=True)
+
+
+def _procedural_scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A small normalised image with a disc and a bar, and its 3-class label map."""
+    yy, xx = np.mgrid[:h, :w]
+    target = np.zeros((h, w), np.int64)
+    target[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (min(h, w) / 4) ** 2] = 1
+    target[:, int(w * 0.7):int(w * 0.8)] = 2
+    colours = np.array([[0.1, 0.2, 0.3], [0.9, 0.1, 0.1], [0.1, 0.8, 0.2]], np.float32)
+    image = colours[target].transpose(2, 0, 1)
+    return np.ascontiguousarray((image - 0.45) / 0.25, dtype=np.float32), target
+
+
+def run_checks(print_line: Callable[[str], None] = print, with_smoke: bool = True) -> bool:
+    """Print the report; True when every required check passed."""
+    checks = environment() + (smoke() if with_smoke else [])
+    for check in checks:
+        mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+        print_line(f"{mark}  {check.name:<22} {check.detail}")
+    return all(c.ok for c in checks if c.required)

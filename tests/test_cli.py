@@ -1,0 +1,69 @@
+"""The command line, run as users run it: a real ``fcn-edge`` process."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fcn_edge.checks import environment, smoke
+from fcn_edge.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fcn_edge.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_commands_that_exist():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("checks", "models"):
+        assert command in result.stdout
+
+
+def test_no_command_prints_help_and_fails():
+    result = run_cli()
+    assert result.returncode == 2 and "usage: fcn-edge" in result.stdout
+
+
+def test_models_json_lists_every_buildable_model():
+    result = run_cli("models", "--json", "--size", "224x224", "--num-classes", "21")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    keys = {(r["name"], r["backbone"], r["layout"]) for r in rows}
+    assert len(rows) == 12  # 3 variants × 3 backbones (edge) + 3 vgg16 reference
+    assert ("fcn8s", "vgg16", "reference") in keys and ("fcn8s", "resnet18", "reference") not in keys
+    vgg8 = next(r for r in rows if r["name"] == "fcn8s" and r["backbone"] == "vgg16"
+                and r["layout"] == "edge")
+    assert vgg8["trainable_params"] == 134_362_751  # the paper's "134M"
+    ref8 = next(r for r in rows if r["name"] == "fcn8s" and r["layout"] == "reference")
+    # The 100-pixel padding makes the reference layout compute much more for the same image.
+    assert ref8["gflops"] > 1.5 * vgg8["gflops"]
+
+
+def test_bad_argument_is_one_line_and_nonzero():
+    result = run_cli("models", "--size", "big")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "fcn-edge models: --size must look like HEIGHTxWIDTH (e.g. 512x1024), got 'big'"]
+    assert "Traceback" not in result.stderr
+
+
+def test_checks_without_smoke_reports_engines(capsys):
+    assert main(["checks", "--no-smoke"]) == 0
+    out = capsys.readouterr().out
+    for name in ("numpy", "opencv", "onnxruntime", "torch", "tensorrt"):
+        assert name in out
+    # TensorRT cannot be installed on these machines: the report names the extra instead.
+    if "tensorrt" not in {c.name for c in environment() if "not installed" not in c.detail}:
+        assert "pip install 'fcn-edge[trt]'" in out
+
+
+def test_smoke_builds_runs_and_fits():
+    checks = smoke(size=(33, 47), backbones=("resnet18",), steps=40)
+    forward, fit = checks
+    assert forward.ok and "(1, 3, 33, 47)" in forward.detail
+    assert fit.ok, fit.detail  # mean IU after fitting > 0.5 and better than before
