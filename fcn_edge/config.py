@@ -51,6 +51,9 @@ class ModelConfig:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InputError(f"{field} must be an integer ≥ {low}, got {value!r}")
+        if self.backbone == "resnet18" and self.fc_channels != 4096:
+            raise InputError("fc_channels sets the width of fc6/fc7, which resnet18 does not "
+                             "have; leave it at its default for resnet18")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
 

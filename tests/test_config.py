@@ -49,3 +49,9 @@ def test_bad_values_say_what_is_wrong(kwargs, words):
 def test_unknown_keys_are_an_error():
     with pytest.raises(InputError, match="unknown model config keys \\['colour'\\]"):
         ModelConfig.from_dict({"name": "fcn8s", "colour": "red"})
+
+
+def test_fc_channels_is_refused_for_resnet18_which_has_no_fc_layers():
+    with pytest.raises(InputError, match="resnet18 does not have"):
+        ModelConfig(backbone="resnet18", fc_channels=16)
+    assert ModelConfig(backbone="resnet18").fc_channels == 4096  # the default is accepted

@@ -2,9 +2,9 @@
 
 For a net whose output has stride ``f``, shift the input by ``(dx, dy)`` for every
 ``0 ≤ dx, dy < f``, run the net on each of the f² shifted inputs, and interleave the outputs so
-each prediction lands on the pixel at the centre of its receptive field. The result equals the
-net with its last ``f``-strided layer made stride 1 and every later filter rarefied (dilated by
-``f``) — the paper's "filter rarefaction" — at f² times the cost of one pass, which is why the
+each prediction lands on the pixel its cell reads (up to the net's fixed cell offset). The
+result equals the net with its last ``f``-strided layer made stride 1 and every later filter
+rarefied (dilated by ``f``) — the paper's "filter rarefaction" — at f² times the cost of one pass, which is why the
 paper prefers learned upsampling with skips (§3.3, §4.2).
 """
 from __future__ import annotations
@@ -28,6 +28,10 @@ def shift_and_stitch(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     Returns:
         N×K×(h·f)×(w·f) for the unshifted output size h×w: cell ``(i, j)`` of the pass shifted
         by ``(dy, dx)`` goes to ``(f·i + dy, f·j + dx)``. Shifted-in pixels are zeros.
+        If the net's cell ``i`` is centred on input pixel ``f·i + o`` (``o`` is the offset of
+        ``chain(model.tap_geometry()[32])``), output pixel ``r`` is the prediction centred on
+        input pixel ``r + o``: aligned as it is for FCN-ResNet18 (o = 0); VGG16 and AlexNet
+        cells sit 15.5 and 15 pixels in, so their stitched maps are shifted by that much.
     """
     if factor < 1:
         raise ValueError(f"factor must be ≥ 1, got {factor}")

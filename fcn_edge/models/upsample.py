@@ -20,8 +20,8 @@ def bilinear_kernel(size: int) -> np.ndarray:
     The upsampling factor is ``ceil(size / 2)``; an even size centres the kernel between two
     pixels (cells that fall half-way between output pixels), an odd size on a pixel.
     """
-    if size < 1:
-        raise ValueError(f"kernel size must be ≥ 1, got {size}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"kernel size must be an integer ≥ 1, got {size!r}")
     factor = (size + 1) // 2
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     taps = 1.0 - np.abs(np.arange(size) - centre) / factor
