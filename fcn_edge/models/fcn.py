@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import InputError
 from .geometry import Affine, LayerGeom, Upsampling, chain, chain_size, geom_of, plan_upsampling
 from .upsample import bilinear_deconv, crop_like, fuse
 
@@ -108,9 +109,9 @@ class FCN(nn.Module):
         return self.score_fr(self._trunk(self._pad_input(x))[32])
 
     def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected an N×{self.config.in_channels}×H×W tensor, "
-                             f"got shape {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels or not x.is_floating_point():
+            raise InputError(f"expected an N×{self.config.in_channels}×H×W float tensor (a "
+                             f"normalised image batch), got {x.dtype} of shape {tuple(x.shape)}")
         # Bottom/right only: cells keep their positions and the final crop drops the padding.
         pad_h = self.plan.input_margin + max(0, self.plan.min_input - x.shape[2])
         pad_w = self.plan.input_margin + max(0, self.plan.min_input - x.shape[3])

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcn_edge.errors import InputError
 from fcn_edge.models import AlexNet, ResNet18, VGG16, count_parameters, create_model
 from fcn_edge.models.geometry import chain
 
@@ -581,3 +582,9 @@ def test_translation_equivariance_by_32_pixels():
     with torch.no_grad():
         out_16 = model(F.pad(canvas, (0, 0, 16, 0)))
     assert not torch.allclose(out_16[..., 16:, :], out, atol=1e-2 * out.abs().max().item())
+
+
+def test_integer_images_are_refused_with_a_clear_error(shared_model):
+    model = shared_model("fcn32s", "resnet18", "edge")
+    with pytest.raises(InputError, match="float tensor .*torch.uint8 of shape \\(1, 3, 8, 8\\)"):
+        model(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
