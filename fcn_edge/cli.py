@@ -39,6 +39,57 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import ModelConfig, TrainConfig
+    from .train import train
+
+    model = ModelConfig(name=args.model, backbone=args.backbone, layout=args.layout,
+                        learnable_upsampling=args.learnable_upsampling)
+    config = TrainConfig(
+        model=model, data=args.data, data_layout=args.data_layout,
+        train_split=args.train_split, val_split=args.val_split, num_images=args.num_images,
+        val_images=args.val_images, image_size=_parse_size(args.image_size),
+        epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        class_weights=_parse_floats(args.class_weights, "--class-weights"),
+        loss_sample_p=args.loss_sample_p, mirror=not args.no_mirror, translate=args.translate,
+        scale=_parse_floats(args.scale, "--scale", count=2),
+        crop=_parse_size(args.crop) if args.crop else None, weights=args.weights,
+        init_from=args.init_from, resume=args.resume, out_dir=args.out, device=args.device,
+        amp=args.amp, threads=args.threads, workers=args.workers, seed=args.seed,
+        max_steps=args.max_steps)
+    result = train(config, progress=not args.quiet)
+    if result.best_path is not None:
+        print(f"best mean IU {result.best_miou:.4f}: {result.best_path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .io import atomic_path
+    from .train.evaluation import evaluate_checkpoint
+
+    metrics, classes = evaluate_checkpoint(
+        args.checkpoint, args.data, args.data_layout, args.split, args.device,
+        args.save_predictions, args.num_images, _parse_size(args.image_size), args.seed)
+    print(metrics.format_table(classes))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(metrics.to_dict(classes), indent=2))
+    return 0
+
+
+def _parse_floats(text: str | None, flag: str, count: int | None = None):
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    if count is not None and len(values) != count:
+        raise InputError(f"{flag} takes {count} comma-separated numbers, got {text!r}")
+    return values
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -66,7 +117,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
     return parser
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (procedural scenes) or a data set folder (VOC, SBD, "
+                        "Cityscapes or images/+masks/, detected)")
+    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "folder"),
+                   help="override the detected layout")
+    p.add_argument("--num-images", type=int, default=1000, help="synthetic training images")
+    p.add_argument("--image-size", default="256x256", help="synthetic image HEIGHTxWIDTH")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train an FCN and write deployable checkpoints",
+                       description="Train an FCN (paper §4). Under torchrun, trains with DDP.")
+    _add_data_arguments(p)
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--val-images", type=int, default=100, help="synthetic validation images")
+    p.add_argument("--model", default="fcn8s", choices=("fcn32s", "fcn16s", "fcn8s"))
+    p.add_argument("--backbone", default="resnet18", choices=("resnet18", "vgg16", "alexnet"))
+    p.add_argument("--layout", default="edge", choices=("edge", "reference"))
+    p.add_argument("--learnable-upsampling", action="store_true")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=1, help="1 = whole-image training")
+    p.add_argument("--recipe", default="paper", choices=("paper", "heavy"),
+                   help="paper: momentum 0.9, mean loss; heavy: momentum 0.99, summed loss")
+    p.add_argument("--lr", type=float, help="default: per backbone and recipe")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="fixed", choices=("fixed", "poly"))
+    p.add_argument("--class-weights", help="comma-separated, one per class")
+    p.add_argument("--loss-sample-p", type=float, default=0.0,
+                   help="drop final-layer cells from the loss with this probability (§3.4)")
+    p.add_argument("--no-mirror", action="store_true")
+    p.add_argument("--translate", type=int, default=32, help="jitter up to N pixels (§4.3)")
+    p.add_argument("--scale", help="random scale range MIN,MAX, e.g. 0.5,2.0")
+    p.add_argument("--crop", help="random crop HEIGHTxWIDTH (padded batches)")
+    p.add_argument("--weights", help="ImageNet classifier state dict to initialise the trunk")
+    p.add_argument("--init-from", help="a coarser FCN checkpoint (staged 32s → 16s → 8s)")
+    p.add_argument("--resume", help="a last.pt to continue exactly")
+    p.add_argument("--out", default="runs/train", help="output folder")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: cores / ranks)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--max-steps", type=int, help="stop each epoch after N steps (smoke runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a checkpoint with the paper's four metrics")
+    p.add_argument("checkpoint")
+    _add_data_arguments(p)
+    p.add_argument("--split", default="val")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--save-predictions", help="write palette PNG predictions to this folder")
+    p.set_defaults(func=cmd_eval, num_images=100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,3 +78,101 @@ class ModelConfig:
 def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InputError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+RECIPES = ("paper", "heavy")
+SCHEDULES = ("fixed", "poly")
+#: Learning rates per backbone for the "paper" recipe (§4.1: "fixed learning rates of 10⁻³ and
+#: 10⁻⁴ for FCN-AlexNet and FCN-VGG16"; per-pixel-averaged loss). ResNet18 is not in the paper:
+#: with batch normalisation it trains well at 10⁻², as torchvision's segmentation recipes do.
+DEFAULT_LR = {"alexnet": 1e-3, "vgg16": 1e-4, "resnet18": 1e-2}
+#: The reference implementation's "heavy" solver: unnormalised loss, batch 1, momentum 0.99.
+HEAVY_LR = 1e-10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: data, optimisation (paper §4.1–4.3) and bookkeeping.
+
+    ``lr=None`` takes the recipe's default for the backbone. ``recipe="heavy"`` is the
+    reference implementation's: momentum 0.99, loss summed over pixels, batch 1. The number of
+    classes always comes from the data: ``model.num_classes`` is replaced by the data set's.
+    """
+
+    model: ModelConfig = ModelConfig(backbone="resnet18")
+    data: str = "synthetic"
+    data_layout: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    num_images: int = 1000          # synthetic data only
+    val_images: int = 100           # synthetic data only
+    image_size: tuple[int, int] = (256, 256)  # synthetic data only
+    epochs: int = 10
+    batch_size: int = 1
+    recipe: str = "paper"
+    lr: float | None = None
+    momentum: float | None = None   # None: 0.9 (paper) or 0.99 (heavy)
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 2.0
+    schedule: str = "fixed"
+    class_weights: tuple[float, ...] | None = None
+    loss_sample_p: float = 0.0      # §3.4: drop final-layer cells with probability p
+    mirror: bool = True
+    translate: int = 32             # §4.3: jitter by translation up to 32 px
+    scale: tuple[float, float] | None = None
+    crop: tuple[int, int] | None = None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    weights: str | None = None      # ImageNet classifier initialisation
+    init_from: str | None = None    # staged training: a coarser FCN's checkpoint
+    resume: str | None = None
+    out_dir: str = "runs/train"
+    device: str = "auto"
+    amp: bool | None = None         # None: on for CUDA
+    threads: int | None = None
+    workers: int = 0
+    seed: int = 0
+    max_steps: int | None = None    # stop early (for smoke runs and tests)
+
+    def __post_init__(self) -> None:
+        _check_choice("recipe", self.recipe, RECIPES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.recipe == "heavy" and self.batch_size != 1:
+            raise InputError("the heavy recipe trains on one whole image at a time: batch_size=1")
+        for field in ("epochs", "batch_size", "num_images", "val_images"):
+            if getattr(self, field) < 1:
+                raise InputError(f"{field} must be ≥ 1, got {getattr(self, field)}")
+        if not 0.0 <= self.loss_sample_p < 1.0:
+            raise InputError(f"loss_sample_p must be in [0, 1), got {self.loss_sample_p}")
+        if self.lr is not None and self.lr <= 0:
+            raise InputError(f"lr must be positive, got {self.lr}")
+        if self.weights and self.init_from:
+            raise InputError("give either weights (ImageNet initialisation) or init_from "
+                             "(staged training), not both")
+
+    @property
+    def effective_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return HEAVY_LR if self.recipe == "heavy" else DEFAULT_LR[self.model.backbone]
+
+    @property
+    def effective_momentum(self) -> float:
+        if self.momentum is not None:
+            return self.momentum
+        return 0.99 if self.recipe == "heavy" else 0.9
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        model = ModelConfig.from_dict(data.pop("model", {}))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown train config keys {unknown}")
+        tuples = ("image_size", "scale", "crop", "mean", "std", "class_weights")
+        data = {k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()}
+        return cls(model=model, **data)

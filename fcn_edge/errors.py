@@ -30,3 +30,7 @@ class WeightsMismatchError(ModelFormatError):
 
 class BackendUnavailable(FcnEdgeError, ImportError):
     """An optional engine (torch, tensorrt, onnxruntime-gpu, ...) is not installed or usable."""
+
+
+class TrainingDiverged(FcnEdgeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

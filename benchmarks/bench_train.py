@@ -1,0 +1,58 @@
+"""Train FCN-32s, 16s and 8s on the procedural scenes with the same CPU budget; report each.
+
+    python benchmarks/bench_train.py [--backbone resnet18] [--epochs 6] [--num-images 600]
+                                     [--image-size 128x128] [--out runs/bench_train]
+
+Each variant trains from scratch with the same data, epochs, seed and recipe, on this machine's
+cores; the script prints validation mean IU (the paper's four metrics in the logs), training
+throughput and wall time, and whether the paper's ordering 32s < 16s < 8s holds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from fcn_edge.config import ModelConfig, TrainConfig
+from fcn_edge.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--variants", default="fcn32s,fcn16s,fcn8s")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--num-images", type=int, default=600)
+    parser.add_argument("--val-images", type=int, default=100)
+    parser.add_argument("--image-size", default="128x128")
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--out", default="runs/bench_train")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.image_size.split("x"))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    results = {}
+    for name in args.variants.split(","):
+        config = TrainConfig(
+            model=ModelConfig(name=name, backbone=args.backbone), num_images=args.num_images,
+            val_images=args.val_images, image_size=size, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, schedule="poly", out_dir=f"{args.out}/{name}")
+        start = time.perf_counter()
+        result = train(config, progress=False)
+        minutes = (time.perf_counter() - start) / 60
+        last = result.history[-1]
+        rate = sum(r["images_per_s"] for r in result.history) / len(result.history)
+        results[name] = last["mean_iou"]
+        print(f"{name} {args.backbone}: mean IU {last['mean_iou']:.4f} (best {result.best_miou:.4f}),"
+              f" pixel acc {last['pixel_accuracy']:.4f}, {rate:.1f} img/s (train+val), "
+              f"{minutes:.1f} min for {args.epochs} epochs of {args.num_images} "
+              f"{size[0]}×{size[1]} images")
+    order = [results[n] for n in ("fcn32s", "fcn16s", "fcn8s") if n in results]
+    print("paper's ordering 32s < 16s < 8s:", "holds" if order == sorted(order) else "does not hold")
+
+
+if __name__ == "__main__":
+    main()

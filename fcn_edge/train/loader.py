@@ -1,0 +1,77 @@
+"""From datasets of numpy samples to reproducible torch batches.
+
+Reproducibility is what makes ``--resume`` exact: the augmentation of sample ``i`` in epoch
+``e`` draws from its own generator seeded by ``(seed, e, i)``, and the order of an epoch is a
+permutation seeded by ``(seed, e)``, so neither depends on worker processes, on how many ranks
+share the data, or on whether the run was interrupted.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data import TrainAugment, normalize
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    """Wraps a dataset of ``Sample``s: augments (training only) and normalises each one."""
+
+    def __init__(self, dataset, mean, std, augment: TrainAugment | None, seed: int) -> None:
+        self.dataset, self.mean, self.std = dataset, mean, std
+        self.augment, self.seed, self.epoch = augment, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.dataset[index]
+        image, mask = sample.image, sample.mask
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, mask = self.augment(image, mask, rng)
+        x = torch.from_numpy(normalize(image, self.mean, self.std))
+        return x, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch, split across ``world`` ranks (every rank gets the
+    same number of samples; the last few indices repeat when the length does not divide)."""
+
+    def __init__(self, length: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+                 if self.shuffle else np.arange(self.length))
+        per_rank = -(-self.length // self.world)
+        order = np.resize(order, per_rank * self.world)  # pad by repeating from the start
+        return iter(order[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world)
+
+
+def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack samples of different sizes by padding to the largest: zeros for the image (the
+    mean colour after normalisation) and ``ignore_index`` for the mask, so padding never
+    counts in the loss."""
+    h = max(x.shape[1] for x, _ in batch)
+    w = max(x.shape[2] for x, _ in batch)
+    images = torch.zeros(len(batch), batch[0][0].shape[0], h, w)
+    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
+    for i, (x, m) in enumerate(batch):
+        images[i, :, :x.shape[1], :x.shape[2]] = x
+        masks[i, :m.shape[0], :m.shape[1]] = m
+    return images, masks
+
+
+def make_loader(dataset: AugmentedDataset, sampler: EpochSampler, batch_size: int,
+                workers: int, ignore_index: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index))

@@ -1,0 +1,263 @@
+"""The training loop: whole-image SGD on the per-pixel loss (paper §4), validated every epoch.
+
+``train(config)`` builds the data, the model (optionally initialised from an ImageNet classifier
+or a coarser FCN for staged training), the optimizer and schedule, then runs epochs. After each
+epoch rank 0 writes ``last.pt`` and, when mean IU improved, ``best.pt`` — atomically, with
+everything needed to deploy (classes, palette, normalisation, metrics) and to resume exactly
+(optimizer, schedule, epoch, RNG states).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import TrainAugment, open_dataset
+from ..errors import InputError, TrainingDiverged
+from ..models import build
+from ..models.loading import apply_weights
+from ..models.weights import read_weights
+from .checkpoint import copy_checkpoint, load_training_state, save_training_checkpoint
+from .distributed import Context, barrier, mean_across_ranks, setup, teardown
+from .evaluation import evaluate
+from .loader import AugmentedDataset, EpochSampler, make_loader
+from .logs import RunLog
+from .loss import pixel_loss
+from .optim import make_optimizer, make_scheduler
+
+
+@dataclass
+class TrainResult:
+    """Where the run left its checkpoints, and its per-epoch history."""
+
+    out_dir: Path
+    best_path: Path | None
+    last_path: Path | None
+    best_miou: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+EpochCallback = Callable[[int, dict[str, Any], nn.Module], None]
+
+
+def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
+          progress: bool = True) -> TrainResult:
+    """Run ``config``; ``on_epoch_end(epoch, row, model)`` runs after each epoch's checkpoint."""
+    ctx = setup(config.device)
+    try:
+        return _Trainer(config, ctx, progress).run(on_epoch_end)
+    finally:
+        teardown(ctx)
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, ctx: Context, progress: bool) -> None:
+        self.ctx, self.progress = ctx, progress and ctx.is_main
+        _set_threads(config, ctx)
+        resume = load_training_state(config.resume) if config.resume else None
+        if resume is not None:  # the run continues as it was configured, for more epochs if asked
+            config = replace(TrainConfig.from_dict(resume["train_config"]),
+                             epochs=max(config.epochs, resume["train_config"]["epochs"]),
+                             resume=config.resume, out_dir=config.out_dir)
+        self.train_set, self.val_set = _open_data(config)
+        config = replace(config, model=replace(config.model,
+                                               num_classes=self.train_set.num_classes))
+        if config.class_weights and len(config.class_weights) != config.model.num_classes:
+            raise InputError(f"class_weights has {len(config.class_weights)} values for the "
+                             f"data's {config.model.num_classes} classes")
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.model = self._build_model(resume)
+        self.amp = config.amp if config.amp is not None else ctx.device.type == "cuda"
+        self.loader, self.sampler, self.augmented = self._make_loader()
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config, len(self.loader))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.start_epoch, self.best_miou, self.history = 1, -1.0, []
+        if resume is not None:
+            self._restore(resume)
+        self.net = self._wrap(self.model)
+        self.log = RunLog(Path(config.out_dir), config) if ctx.is_main else None
+
+    # --- setup ---------------------------------------------------------------------------
+    def _build_model(self, resume: dict | None) -> nn.Module:
+        model = build(self.config.model)
+        source = self.config.weights or self.config.init_from
+        if resume is not None:
+            model.load_state_dict(resume["state_dict"])
+        elif source:
+            report = apply_weights(model, read_weights(source))
+            if self.ctx.is_main:
+                print(f"initialised from {source}: {report.summary()}")
+        model.to(self.ctx.device)
+        if self.ctx.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _make_loader(self):
+        cfg = self.config
+        augment = TrainAugment(mirror=cfg.mirror, translate=cfg.translate, scale=cfg.scale,
+                               crop=cfg.crop, ignore_index=self.train_set.ignore_index)
+        data = AugmentedDataset(self.train_set, cfg.mean, cfg.std, augment, cfg.seed)
+        sampler = EpochSampler(len(data), cfg.seed, shuffle=True, rank=self.ctx.rank,
+                               world=self.ctx.world)
+        loader = make_loader(data, sampler, cfg.batch_size, cfg.workers,
+                             self.train_set.ignore_index)
+        return loader, sampler, data
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.ctx.distributed:
+            return model
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def _restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_miou = float(state["best_miou"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(_numpy_state(state["rng"]["numpy"]))
+        random.setstate(_python_state(state["rng"]["python"]))
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self, on_epoch_end: EpochCallback | None) -> TrainResult:
+        cfg, out = self.config, Path(self.config.out_dir)
+        if self.ctx.is_main and self.start_epoch > cfg.epochs:
+            print(f"nothing to do: the checkpoint finished epoch {self.start_epoch - 1} of "
+                  f"{cfg.epochs}; pass more --epochs to continue")
+        for epoch in range(self.start_epoch, cfg.epochs + 1):
+            start = time.perf_counter()
+            loss, images = self._train_epoch(epoch)
+            cm = evaluate(self.model, self.val_set, cfg.mean, cfg.std, self.ctx.device,
+                          self.ctx, self.amp)
+            metrics = cm.compute()
+            row = {"epoch": epoch, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                   **{k: v for k, v in metrics.to_dict().items()
+                      if k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")},
+                   "seconds": time.perf_counter() - start,
+                   "images_per_s": images / max(time.perf_counter() - start, 1e-9)}
+            self.history.append(row)
+            improved = metrics.mean_iou > self.best_miou
+            self.best_miou = max(self.best_miou, metrics.mean_iou)
+            if self.ctx.is_main:
+                self._checkpoint(epoch, metrics, improved)
+                self.log.write(row, metrics, self.val_set.classes)
+            barrier(self.ctx)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row, self.model)
+        best, last = out / "best.pt", out / "last.pt"
+        return TrainResult(out, best if best.exists() else None, last if last.exists() else None,
+                           self.best_miou, self.history)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        self.sampler.epoch = self.augmented.epoch = epoch
+        self.net.train()
+        total, count, images = 0.0, 0, 0
+        bar = self.log.progress(epoch, len(self.loader)) if self.progress and self.log else None
+        for step, (x, y) in enumerate(self.loader):
+            if self.config.max_steps is not None and step >= self.config.max_steps:
+                break
+            loss = self._step(x, y, epoch, step)
+            total, count, images = total + loss, count + 1, images + len(x)
+            if bar is not None:
+                bar.update(step + 1, total / count, images)
+        if bar is not None:
+            bar.close()
+        return mean_across_ranks(total / max(count, 1), self.ctx), images * self.ctx.world
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> float:
+        cfg, dev = self.config, self.ctx.device
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        weights = (torch.tensor(cfg.class_weights, device=dev, dtype=torch.float32)
+                   if cfg.class_weights else None)
+        sampling = torch.Generator().manual_seed(
+            hash((cfg.seed, epoch, step, self.ctx.rank)) & 0xFFFF_FFFF)
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.net(x)
+        loss = pixel_loss(logits.float(), y, self.train_set.ignore_index,
+                          normalize=cfg.recipe == "paper", class_weights=weights,
+                          sample_p=cfg.loss_sample_p, generator=sampling)
+        self._check_finite(loss, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+        if self.ctx.distributed:  # every rank must stop together, or the others hang
+            bad = torch.tensor([mean_across_ranks(float(bad), self.ctx)])
+        if float(bad) > 0:
+            kept = Path(self.config.out_dir) / "last.pt"
+            where = f"the last good checkpoint is {kept}" if kept.exists() else \
+                "no checkpoint was written yet"
+            raise TrainingDiverged(f"the loss became {float(loss.detach())} at epoch {epoch}, step "
+                                   f"{step}; training stopped and {where}. Lower the learning "
+                                   f"rate (--lr, now {self.config.effective_lr:g})")
+
+    def _checkpoint(self, epoch: int, metrics, improved: bool) -> None:
+        out = Path(self.config.out_dir)
+        state = {
+            "epoch": epoch, "best_miou": self.best_miou, "history": self.history,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else {},
+            "rng": {"torch": torch.get_rng_state(), "numpy": _plain(np.random.get_state()),
+                    "python": _plain(random.getstate())},
+        }
+        save_training_checkpoint(out / "last.pt", self.model, self.config, self.train_set,
+                                 metrics, state)
+        if improved:
+            copy_checkpoint(out / "last.pt", out / "best.pt")
+
+
+def _open_data(config: TrainConfig):
+    if config.data == "synthetic":
+        common = {"size": config.image_size, "seed": config.seed}
+        return (open_dataset("synthetic", "train", num_images=config.num_images, **common),
+                open_dataset("synthetic", "val", num_images=config.val_images, **common))
+    return (open_dataset(config.data, config.train_split, config.data_layout),
+            open_dataset(config.data, config.val_split, config.data_layout))
+
+
+def _set_threads(config: TrainConfig, ctx: Context) -> None:
+    """On CPU, split the cores between the ranks of this machine; intra-op threads only."""
+    if ctx.device.type != "cpu":
+        return
+    threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, ctx.world))
+    torch.set_num_threads(threads)
+
+
+def _plain(state: Any) -> Any:
+    """RNG states as lists/ints/strings, loadable with ``weights_only=True``."""
+    if isinstance(state, tuple):
+        return [_plain(v) for v in state]
+    if isinstance(state, np.ndarray):
+        return state.tolist()
+    return state
+
+
+def _numpy_state(state: list) -> tuple:
+    return (state[0], np.array(state[1], dtype=np.uint32), *state[2:])
+
+
+def _python_state(state: list) -> tuple:
+    return (state[0], tuple(state[1]), state[2])
+
+
+__all__ = ["train", "TrainResult"]
