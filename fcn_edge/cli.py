@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
@@ -45,17 +46,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model = ModelConfig(name=args.model, backbone=args.backbone, layout=args.layout,
                         learnable_upsampling=args.learnable_upsampling)
+    # Resuming continues the saved run: its epochs unless --epochs extends them, its folder.
+    epochs = args.epochs if args.epochs is not None else (1 if args.resume else 10)
+    out = args.out or (str(Path(args.resume).parent) if args.resume else "runs/train")
     config = TrainConfig(
         model=model, data=args.data, data_layout=args.data_layout,
         train_split=args.train_split, val_split=args.val_split, num_images=args.num_images,
         val_images=args.val_images, image_size=_parse_size(args.image_size),
-        epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
+        epochs=epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         class_weights=_parse_floats(args.class_weights, "--class-weights"),
         loss_sample_p=args.loss_sample_p, mirror=not args.no_mirror, translate=args.translate,
         scale=_parse_floats(args.scale, "--scale", count=2),
         crop=_parse_size(args.crop) if args.crop else None, weights=args.weights,
-        init_from=args.init_from, resume=args.resume, out_dir=args.out, device=args.device,
+        init_from=args.init_from, resume=args.resume, out_dir=out, device=args.device,
         amp=args.amp, threads=args.threads, workers=args.workers, seed=args.seed,
         max_steps=args.max_steps)
     result = train(config, progress=not args.quiet)
@@ -145,7 +149,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--backbone", default="resnet18", choices=("resnet18", "vgg16", "alexnet"))
     p.add_argument("--layout", default="edge", choices=("edge", "reference"))
     p.add_argument("--learnable-upsampling", action="store_true")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, help="default 10; with --resume, the saved run's")
     p.add_argument("--batch-size", type=int, default=1, help="1 = whole-image training")
     p.add_argument("--recipe", default="paper", choices=("paper", "heavy"),
                    help="paper: momentum 0.9, mean loss; heavy: momentum 0.99, summed loss")
@@ -162,8 +166,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--crop", help="random crop HEIGHTxWIDTH (padded batches)")
     p.add_argument("--weights", help="ImageNet classifier state dict to initialise the trunk")
     p.add_argument("--init-from", help="a coarser FCN checkpoint (staged 32s → 16s → 8s)")
-    p.add_argument("--resume", help="a last.pt to continue exactly")
-    p.add_argument("--out", default="runs/train", help="output folder")
+    p.add_argument("--resume", help="a last.pt to continue exactly, with its saved settings "
+                                    "(only --epochs and --out apply)")
+    p.add_argument("--out", help="output folder (default runs/train; with --resume, the "
+                                 "checkpoint's folder)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads (default: cores / ranks)")
