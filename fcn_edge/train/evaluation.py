@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import normalize
+from ..data import normalize, open_dataset, write_palette_png
+from ..errors import InputError
 from ..metrics import ConfusionMatrix
+from ..models import load_model
 from .distributed import Context, sum_across_ranks
 
 
@@ -41,7 +43,6 @@ def evaluate(model: nn.Module, dataset, mean: Sequence[float], std: Sequence[flo
         labels = predict(model, sample.image, mean, std, device, amp)
         cm.update(labels, sample.mask)
         if predictions_dir is not None:
-            from ..data import write_palette_png
             write_palette_png(Path(predictions_dir) / f"{sample.name}.png", labels,
                               dataset.palette)
     model.train(was_training)
@@ -58,9 +59,6 @@ def evaluate_checkpoint(path: str | Path, data: str = "synthetic", layout: str |
     For ``data="synthetic"`` the validation scenes are regenerated from ``seed``: the same
     scenes the training run validated on when the seed and sizes match.
     """
-    from ..data import open_dataset
-    from ..errors import InputError
-    from ..models import load_model
 
     model = load_model(path)
     meta = getattr(model, "meta", {}) or {}

@@ -77,6 +77,8 @@ class _Trainer:
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume)
         self.amp = config.amp if config.amp is not None else ctx.device.type == "cuda"
+        self.class_weights = (torch.tensor(config.class_weights, dtype=torch.float32,
+                                           device=ctx.device) if config.class_weights else None)
         self.loader, self.sampler, self.augmented = self._make_loader()
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config, len(self.loader))
@@ -182,14 +184,12 @@ class _Trainer:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        weights = (torch.tensor(cfg.class_weights, device=dev, dtype=torch.float32)
-                   if cfg.class_weights else None)
         sampling = torch.Generator().manual_seed(
             hash((cfg.seed, epoch, step, self.ctx.rank)) & 0xFFFF_FFFF)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
             logits = self.net(x)
         loss = pixel_loss(logits.float(), y, self.train_set.ignore_index,
-                          normalize=cfg.recipe == "paper", class_weights=weights,
+                          normalize=cfg.recipe == "paper", class_weights=self.class_weights,
                           sample_p=cfg.loss_sample_p, generator=sampling)
         self._check_finite(loss, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
