@@ -94,6 +94,37 @@ def _parse_floats(text: str | None, flag: str, count: int | None = None):
     return values
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.exporter import ExportConfig, export
+
+    sizes = tuple(_parse_size(t) for t in args.parity_sizes.split(",")) \
+        if args.parity_sizes else None
+    config = ExportConfig(
+        checkpoint=args.checkpoint, out_dir=args.output, fp16=args.fp16, int8=args.int8,
+        calib=args.calib, calib_images=args.calib_images, eval_data=args.eval_data,
+        eval_images=args.eval_images, opset=args.opset, shapes=args.shapes, argmax=args.argmax,
+        raw_io=args.raw_io, simplify=not args.no_simplify, parity_sizes=sizes,
+        triton_repo=args.triton_repo, build_engine=not args.no_engine,
+        workspace_gb=args.workspace)
+    result = export(config, log=print)
+    print(f"export done in {result.report['seconds']:.1f} s: "
+          + ", ".join(f"{k} {v}" for k, v in result.artifacts.items()))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .export.tensorrt import BuildOptions, build_engine
+    from .runtime.metadata import parse_shapes
+
+    options = BuildOptions(
+        precision="fp16" if args.fp16 else "fp32",
+        shapes=parse_shapes(args.shapes) if args.shapes else None,
+        workspace_gb=args.workspace, output=Path(args.output) if args.output else None,
+        force=args.force, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
+    print(f"wrote {build_engine(Path(args.model), options)}")
+    return 0
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -123,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     _add_train_parser(sub)
     _add_eval_parser(sub)
+    _add_export_parser(sub)
+    _add_build_parser(sub)
     return parser
 
 
@@ -187,6 +220,54 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--save-predictions", help="write palette PNG predictions to this folder")
     p.set_defaults(func=cmd_eval, num_images=100)
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to verified, self-describing ONNX",
+                       description="Export to ONNX (dynamic batch/height/width), checked against "
+                                   "PyTorch at several sizes; optionally FP16 and INT8 graphs.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", help="output folder (default: the checkpoint's)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write an FP16 ONNX (fp32 IO); builds a TensorRT engine when "
+                        "TensorRT is installed")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 (QDQ) ONNX by ONNX Runtime static quantization")
+    p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
+                                   "(default: the checkpoint's data when synthetic)")
+    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--eval-data", help="labelled data for the FP16/INT8 ΔmIoU (default: as "
+                                       "--calib)")
+    p.add_argument("--eval-images", type=int, default=16)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
+                                    "(default 32x32:<training size>:2048x2048)")
+    p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
+    p.add_argument("--raw-io", action="store_true",
+                   help="uint8 BGR NHWC frames in; normalisation inside the graph")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--parity-sizes", help="comma-separated HxW sizes for the parity check")
+    p.add_argument("--triton-repo", help="also write a Triton model repository here")
+    p.add_argument("--no-engine", action="store_true",
+                   help="with --fp16: do not build a TensorRT engine even if TensorRT is here")
+    p.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace, GB")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_build_parser(sub) -> None:
+    p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (on the "
+                                     "target GPU)")
+    p.add_argument("model", help="an ONNX written by fcn-edge export")
+    p.add_argument("--fp16", action="store_true", help="FP16 engine (give the .fp16.onnx on "
+                                                       "TensorRT ≥ 11)")
+    p.add_argument("--shapes", help="profile MIN:OPT:MAX, each HxW or NxHxW (default: the "
+                                    "ONNX's recommended shapes)")
+    p.add_argument("--workspace", type=float, default=4.0, help="workspace limit, GB")
+    p.add_argument("-o", "--output", help="engine path (default: next to the ONNX)")
+    p.add_argument("--cache-dir", help="engine and timing cache folder "
+                                       "(default ~/.cache/fcn-edge or $FCN_EDGE_CACHE)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached engine fits")
+    p.set_defaults(func=cmd_build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,9 +15,7 @@ from torch import nn
 from .. import __version__
 from ..errors import InputError
 from ..io import atomic_path
-from .weights import CHECKPOINT_FORMAT
-
-CHECKPOINT_VERSION = 1
+from .weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 
 
 def checkpoint_header(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from .geometry import Affine, LayerGeom, Upsampling, chain, chain_size, geom_of, plan_upsampling
+from .padding import pad_to_minimum
 from .upsample import bilinear_deconv, crop_like, fuse
 
 #: Which taps each variant fuses, coarse to fine, with the reference nets' layer names:
@@ -113,9 +114,7 @@ class FCN(nn.Module):
             raise InputError(f"expected an N×{self.config.in_channels}×H×W float tensor (a "
                              f"normalised image batch), got {x.dtype} of shape {tuple(x.shape)}")
         # Bottom/right only: cells keep their positions and the final crop drops the padding.
-        pad_h = self.plan.input_margin + max(0, self.plan.min_input - x.shape[2])
-        pad_w = self.plan.input_margin + max(0, self.plan.min_input - x.shape[3])
-        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        return pad_to_minimum(x, self.plan.input_margin, self.plan.min_input)
 
     # --- geometry ----------------------------------------------------------------------------
     def tap_geometry(self) -> dict[int, list[LayerGeom]]:

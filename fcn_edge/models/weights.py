@@ -24,6 +24,8 @@ import torch
 from ..errors import ModelFormatError
 
 CHECKPOINT_FORMAT = "fcn-edge/checkpoint"
+#: Bumped when the checkpoint layout changes incompatibly; readers refuse other versions.
+CHECKPOINT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 #: Keys that identify a torchvision classifier's state dict.
 _TORCHVISION_SIGNS = {
@@ -62,6 +64,12 @@ def read_weights(path: str | Path) -> WeightsFile:
                                f"files only; nothing is downloaded)")
     obj = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
     checkpoint = obj if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT else None
+    version = (checkpoint or {}).get("version", CHECKPOINT_VERSION)
+    if version != CHECKPOINT_VERSION:
+        raise ModelFormatError(
+            f"{path} is an fcn-edge checkpoint of format version {version!r} "
+            f"(written by fcn-edge {checkpoint.get('fcn_edge_version', '?')}); this fcn-edge "
+            f"reads version {CHECKPOINT_VERSION}: use the fcn-edge that wrote it, or retrain")
     state = _unwrap(obj, path)
     kind, backbone, variant = _classify(state, path)
     if checkpoint is not None:

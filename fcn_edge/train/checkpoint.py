@@ -29,9 +29,16 @@ def deploy_meta(config: TrainConfig, dataset, metrics: SegmentationMetrics | Non
         "palette": [[int(c) for c in rgb] for rgb in dataset.palette[:dataset.num_classes]],
         "mean": list(config.mean), "std": list(config.std), "color_order": "rgb",
         "ignore_index": int(dataset.ignore_index),
-        "dataset": {"spec": config.data, "layout": dataset.layout},
+        "dataset": {"spec": config.data, "layout": dataset.layout,
+                    "image_size": _train_size(config)},
         "metrics": metrics.to_dict(list(dataset.classes)) if metrics is not None else None,
     }
+
+
+def _train_size(config: TrainConfig) -> list[int] | None:
+    """The input size the model saw in training (the exporter's optimal shape), if one."""
+    size = config.crop or (config.image_size if config.data == "synthetic" else None)
+    return list(size) if size else None
 
 
 def save_training_checkpoint(path: Path, model: nn.Module, config: TrainConfig, dataset,

@@ -1,0 +1,57 @@
+"""The metadata of an export, gathered from the checkpoint and the export options."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from torch import nn
+
+from .. import __version__
+from ..data.classes import voc_palette
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..runtime.metadata import ArtifactMeta, Shapes, default_shapes
+from ..runtime.processing import labels_dtype
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: bool,
+                  shapes: Shapes | None, options: dict) -> ArtifactMeta:
+    """Describe the fp32 artifact of ``model`` (loaded from ``checkpoint`` by ``load_model``).
+
+    A bare state dict has no ``meta``: classes are then named ``class_0`` …, coloured with the
+    VOC palette, and normalised with ImageNet statistics (what its backbone was trained with).
+    """
+    config, meta = model.config, dict(getattr(model, "meta", {}) or {})
+    n = config.num_classes
+    classes = meta.get("classes") or [f"class_{i}" for i in range(n)]
+    palette = meta.get("palette") or voc_palette(n).tolist()
+    train = _train_size(meta)
+    return ArtifactMeta(
+        model=config.name, backbone=config.backbone, num_classes=n, classes=tuple(classes),
+        palette=tuple(tuple(int(c) for c in rgb) for rgb in palette[:n]),
+        mean=tuple(meta.get("mean") or IMAGENET_MEAN), std=tuple(meta.get("std") or IMAGENET_STD),
+        color_order=meta.get("color_order", "rgb"), output_stride=config.output_stride,
+        raw_io=raw_io, argmax=argmax, labels_dtype=labels_dtype(n).name,
+        shapes=shapes or default_shapes(train, 32),
+        ignore_index=int(meta.get("ignore_index", 255)), model_options=config.to_dict(),
+        source_sha256=file_sha256(checkpoint), fcn_edge_version=__version__,
+        export_options=options, dataset=meta.get("dataset") or {},
+        metrics=_summary(meta.get("metrics")))
+
+
+def _train_size(meta: dict) -> tuple[int, int] | None:
+    size = (meta.get("dataset") or {}).get("image_size")
+    return tuple(size) if size else None
+
+
+def _summary(metrics: dict | None) -> dict:
+    """The checkpoint's four validation metrics (per-class figures stay in the checkpoint)."""
+    keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
+    return {k: metrics[k] for k in keys if k in (metrics or {})}

@@ -1,0 +1,270 @@
+"""``fcn-edge export``: checkpoint → verified, self-describing ONNX artifacts (fp32, fp16, int8).
+
+One function per format, called in order by ``export``. Every artifact is verified against the
+PyTorch fp32 reference *before* it is written (fp32: parity at three sizes, failing the export
+when out of tolerance; fp16 / int8: NaN/Inf fail it, label agreement and ΔmIoU are measured and
+reported), and written atomically, so a failed or interrupted export leaves no artifact behind.
+The figures go into each artifact's metadata and into ``<name>.export.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ..data import open_dataset
+from ..errors import BackendUnavailable, InputError
+from ..io import atomic_path
+from ..models import load_model
+from ..runtime.metadata import ArtifactMeta, parse_shapes
+from . import parity
+from .artifact_meta import artifact_meta
+from .onnx_export import (DEFAULT_OPSET, build_graph, save_onnx, set_metadata, simplify,
+                          trace_to_onnx)
+from .runners import ort_infer, ort_latency
+
+Log = Callable[[str], None]
+FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``fcn-edge export`` does; every field has a CLI flag of the same name."""
+
+    checkpoint: str
+    out_dir: str | None = None          # default: the checkpoint's folder
+    fp16: bool = False
+    int8: bool = False
+    calib: str | None = None            # INT8 calibration data (default: the checkpoint's)
+    calib_images: int = 32
+    eval_data: str | None = None        # labelled data for ΔmIoU (default: as calib)
+    eval_images: int = 16
+    opset: int = DEFAULT_OPSET
+    shapes: str | None = None           # MIN:OPT:MAX, see runtime.metadata.parse_shapes
+    argmax: bool = False
+    raw_io: bool = False
+    simplify: bool = True
+    parity_sizes: tuple[tuple[int, int], ...] | None = None
+    triton_repo: str | None = None
+    build_engine: bool = True           # with --fp16, build a TensorRT engine when TRT is here
+    workspace_gb: float = 4.0
+
+
+@dataclass
+class ExportResult:
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    meta: ArtifactMeta | None = None
+    report: dict = field(default_factory=dict)
+
+
+def export(config: ExportConfig, log: Log = print) -> ExportResult:
+    """Run the whole export; see the module docstring."""
+    started = time.perf_counter()
+    checkpoint = Path(config.checkpoint)
+    out_dir = _writable_dir(Path(config.out_dir) if config.out_dir else checkpoint.parent)
+    shapes = parse_shapes(config.shapes) if config.shapes else None
+    model = load_model(checkpoint).eval()
+    options = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "out_dir")}
+    meta = artifact_meta(model, checkpoint, raw_io=config.raw_io, argmax=config.argmax,
+                         shapes=shapes, options=options)
+    base = out_dir / (checkpoint.stem + ("_rawio" if config.raw_io else "")
+                      + ("_argmax" if config.argmax else ""))
+    result = ExportResult(meta=meta)
+    fp32_model, meta = export_fp32(model, meta, config, base.with_suffix(".onnx"), log)
+    result.artifacts["fp32"] = base.with_suffix(".onnx")
+    result.report["fp32"] = {"parity": meta.parity, "bytes": _size(result.artifacts["fp32"])}
+    samples = _eval_samples(config, meta, log)
+    if config.fp16:
+        path = Path(f"{base}.fp16.onnx")
+        result.report["fp16"] = export_fp16(model, fp32_model, meta, config, path, samples, log)
+        result.artifacts["fp16"] = path
+    if config.int8:
+        path = Path(f"{base}.int8.onnx")
+        result.report["int8"] = export_int8(model, result.artifacts["fp32"], meta, config, path,
+                                            samples, log)
+        result.artifacts["int8"] = path
+    _engine_and_triton(config, result, meta, log)
+    result.meta = meta
+    result.report["seconds"] = round(time.perf_counter() - started, 2)
+    report_path = Path(f"{base}.export.json")
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(json.dumps({k: _jsonable(v) for k, v in result.report.items()}, indent=2))
+    result.artifacts["report"] = report_path
+    return result
+
+
+def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
+                log: Log) -> tuple[onnx.ModelProto, ArtifactMeta]:
+    """Trace, check, simplify, verify parity at ≥ 3 sizes, then write."""
+    graph = build_graph(model, meta, raw_io=config.raw_io, argmax=config.argmax)
+    onnx_model = trace_to_onnx(graph, opset=config.opset)
+    set_metadata(onnx_model, meta.to_props())
+    if config.simplify:
+        onnx_model = simplify(onnx_model)
+    sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
+    results = parity.check_parity(model, ort_infer(onnx_model), meta, sizes)
+    meta = meta.with_(parity={"reference": "pytorch fp32", "sizes": parity.as_dicts(results)})
+    set_metadata(onnx_model, meta.to_props())
+    save_onnx(onnx_model, path)
+    for r in results:
+        rel = "" if r.rel_max_abs is None else f"rel max|Δ| {r.rel_max_abs:.1e}, "
+        log(f"fp32 parity {r.height}×{r.width}: {rel}labels agree {r.agreement:.4%}")
+    log(f"wrote {path} ({_size(path) / 1e6:.1f} MB)")
+    return onnx_model, meta
+
+
+def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
+                path: Path, samples: list, log: Log) -> dict:
+    """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export."""
+    from .fp16 import convert_to_fp16, fp16_report, run_fp16
+
+    fp16_model = convert_to_fp16(fp32_model)
+    meta16 = meta.with_(precision="fp16")
+    set_metadata(fp16_model, meta16.to_props())
+    executor: list[str] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        outputs, name = run_fp16(fp16_model, {meta.input_name: batch})
+        executor.append(name)
+        return outputs[0]
+
+    sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
+    results = parity.check_parity(model, infer, meta16, sizes, rel_tol=None,
+                                  min_agreement=FP16_MIN_AGREEMENT, label="fp16")
+    figures = {"executor": executor[0] if executor else None,
+               "sizes": parity.as_dicts(results), "conversion": fp16_report(fp16_model)}
+    if samples:
+        figures["dataset"] = parity.compare_on_dataset(model, infer, meta16, samples)
+    set_metadata(fp16_model, meta16.with_(parity=figures).to_props())
+    save_onnx(fp16_model, path)
+    figures["bytes"] = _size(path)
+    log(f"fp16 ({figures['executor']}): labels agree "
+        f"{min(r.agreement for r in results):.4%} (worst size)"
+        + _delta_text(figures.get("dataset")))
+    log(f"wrote {path} ({figures['bytes'] / 1e6:.1f} MB)")
+    return figures
+
+
+def export_int8(model, fp32_path: Path, meta: ArtifactMeta, config: ExportConfig, path: Path,
+                samples: list, log: Log) -> dict:
+    """ONNX Runtime static quantization (QDQ), calibrated on dataset images."""
+    from .int8 import quantize_int8
+
+    calib = _calibration_inputs(config, meta)
+    quantize_int8(fp32_path, path, ({meta.input_name: x} for x in calib))
+    meta8 = meta.with_(precision="int8")
+    quantized = onnx.load(str(path))
+    infer = ort_infer(quantized)
+    figures: dict = {"calibration_images": len(calib)}
+    if samples:
+        figures["dataset"] = parity.compare_on_dataset(model, infer, meta8, samples)
+    h, w = _opt_size(meta)
+    probe = parity.artifact_input(meta, parity.scenes([(h, w)])[0])
+    figures["latency_ms"] = {"size": [h, w], "fp32": ort_latency(onnx.load(str(fp32_path)), probe),
+                             "int8": ort_latency(quantized, probe)}
+    set_metadata(quantized, meta8.with_(parity=figures).to_props())
+    save_onnx(quantized, path)
+    figures["bytes"] = _size(path)
+    lat = figures["latency_ms"]
+    log(f"int8: ORT CPU {lat['int8']:.1f} ms vs fp32 {lat['fp32']:.1f} ms at {h}×{w}"
+        + _delta_text(figures.get("dataset")))
+    log(f"wrote {path} ({figures['bytes'] / 1e6:.1f} MB)")
+    return figures
+
+
+def _engine_and_triton(config: ExportConfig, result: ExportResult, meta: ArtifactMeta,
+                       log: Log) -> None:
+    """TensorRT engine where TensorRT is installed (with --fp16); Triton repository if asked."""
+    if config.fp16 and config.build_engine:
+        from .tensorrt import BuildOptions, build_engine
+
+        try:
+            result.artifacts["engine"] = build_engine(
+                result.artifacts["fp16"], BuildOptions(precision="fp16",
+                                                       workspace_gb=config.workspace_gb))
+            log(f"wrote {result.artifacts['engine']}")
+        except BackendUnavailable:
+            log(f"TensorRT is not installed here: build the engine on the target with "
+                f"`fcn-edge build {result.artifacts['fp16']} --fp16` (engines are specific "
+                f"to the GPU and TensorRT version they are built with)")
+    if config.triton_repo:
+        from .triton import write_triton_repo
+
+        primary = result.artifacts.get("fp16", result.artifacts["fp32"])
+        name = result.artifacts["fp32"].stem.replace(".", "_")
+        repo = write_triton_repo(Path(config.triton_repo), name, primary, meta,
+                                 platform="onnxruntime_onnx")
+        result.artifacts["triton"] = repo
+        log(f"wrote Triton model repository {config.triton_repo} (model {name})")
+
+
+def _eval_samples(config: ExportConfig, meta: ArtifactMeta, log: Log) -> list:
+    """Labelled images for ΔmIoU: ``eval_data``, else the checkpoint's synthetic validation set."""
+    if not (config.fp16 or config.int8):
+        return []
+    dataset = _open_data(config.eval_data or config.calib, meta, "val", config.eval_images)
+    if dataset is None:
+        log("no labelled data for ΔmIoU (pass --eval-data); agreement figures only")
+        return []
+    return [dataset[i] for i in range(min(len(dataset), config.eval_images))]
+
+
+def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[np.ndarray]:
+    dataset = _open_data(config.calib, meta, "train", config.calib_images)
+    if dataset is None:
+        raise InputError("--int8 needs calibration images: pass --calib DATA (a data set "
+                         "folder or 'synthetic')")
+    count = min(len(dataset), config.calib_images)
+    return [parity.artifact_input(meta, dataset[i].image) for i in range(count)]
+
+
+def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
+    """Open ``spec`` or, when it is None, the checkpoint's own data if it is synthetic."""
+    if spec is None:
+        if (meta.dataset or {}).get("spec") != "synthetic":
+            return None
+        spec = "synthetic"
+    options = {"num_images": count, "size": _opt_size(meta)} if spec == "synthetic" else {}
+    dataset = open_dataset(spec, split, **options)
+    if dataset.num_classes != meta.num_classes:
+        raise InputError(f"{spec} has {dataset.num_classes} classes but the model predicts "
+                         f"{meta.num_classes}: pass data the model was trained for")
+    return dataset
+
+
+def _writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it writable before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".fcn-edge-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write to output directory {path}: {exc.strerror or exc}; "
+                         f"pass a writable one with -o DIR") from None
+    return path
+
+
+def _opt_size(meta: ArtifactMeta) -> tuple[int, int]:
+    return meta.shapes.opt[1], meta.shapes.opt[2]
+
+
+def _size(path: Path) -> int:
+    return os.path.getsize(path)
+
+
+def _delta_text(figures: dict | None) -> str:
+    if not figures:
+        return ""
+    return (f"; mean IU {figures['mean_iou']:.4f} vs PyTorch fp32 "
+            f"{figures['reference_mean_iou']:.4f} (Δ {figures['delta_miou_points']:+.2f} points)")
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))

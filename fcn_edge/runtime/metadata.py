@@ -1,0 +1,201 @@
+"""What an exported artifact says about itself: the schema shared by the exporter and the runtime.
+
+An ONNX file carries it in ``metadata_props`` (string → string; nested values as JSON), a
+TensorRT engine in its header, a Triton model in its ``config.pbtxt`` parameters. With it,
+``fcn-edge run model.onnx`` needs nothing else: class names, palette, preprocessing, the
+tensors' names and layouts, the shapes the artifact was verified for, and where it came from.
+
+This module is plain Python: the runtime imports it on boxes without torch or onnx.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from ..errors import InputError, ModelFormatError
+
+FORMAT = "fcn-edge/onnx"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+
+#: Tensor names and layouts. Plain artifacts take normalised N×3×H×W float32 ``images`` in the
+#: colour order the network was trained on; raw-IO artifacts take the frames OpenCV delivers,
+#: N×H×W×3 uint8 BGR ``frames``, and normalise inside the graph. Plain artifacts give N×C×H×W
+#: float32 ``logits``; argmax artifacts give N×H×W ``labels`` (uint8 up to 256 classes).
+INPUT_IMAGES, INPUT_FRAMES = "images", "frames"
+OUTPUT_LOGITS, OUTPUT_LABELS = "logits", "labels"
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """An optimisation profile: (batch, height, width) at its minimum, optimum and maximum."""
+
+    min: tuple[int, int, int]
+    opt: tuple[int, int, int]
+    max: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        for name in ("min", "opt", "max"):
+            value = getattr(self, name)
+            if len(value) != 3 or any(not isinstance(v, int) or v < 1 for v in value):
+                raise InputError(f"shape {name}={value}: need three positive integers "
+                                 f"(batch, height, width)")
+        for axis, label in enumerate(("batch", "height", "width")):
+            if not self.min[axis] <= self.opt[axis] <= self.max[axis]:
+                raise InputError(f"shapes: {label} must satisfy min ≤ opt ≤ max, got "
+                                 f"{self.min[axis]}, {self.opt[axis]}, {self.max[axis]}")
+
+    def check_multiple(self, multiple: int) -> None:
+        """Refuse heights/widths that are not multiples of ``multiple`` (1: any size)."""
+        for name in ("min", "opt", "max"):
+            _, h, w = getattr(self, name)
+            if h % multiple or w % multiple:
+                raise InputError(f"shapes: {name} {h}x{w} is not a multiple of {multiple}, "
+                                 f"which this model's layout needs")
+
+    def covers(self, batch: int, height: int, width: int) -> bool:
+        return all(lo <= v <= hi for lo, v, hi in zip(self.min, (batch, height, width), self.max))
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Shapes":
+        try:
+            return cls(*(tuple(int(v) for v in data[k]) for k in ("min", "opt", "max")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"malformed shapes {data!r}: {exc}") from None
+
+    def __str__(self) -> str:
+        return ":".join("x".join(str(v) for v in s) for s in (self.min, self.opt, self.max))
+
+
+_SHAPE = re.compile(r"^(?:(\d+)x)?(\d+)x(\d+)$")
+
+
+def parse_shapes(text: str) -> Shapes:
+    """``MIN:OPT:MAX``, each ``HxW`` (batch 1) or ``NxHxW``, e.g. ``256x256:512x512:1024x1024``."""
+    parts = text.strip().lower().split(":")
+    if len(parts) != 3:
+        raise InputError(f"--shapes {text!r}: expected MIN:OPT:MAX, e.g. "
+                         f"256x256:512x512:1024x1024 (HxW) or 1x256x256:4x512x512:8x1024x1024")
+    dims = []
+    for part in parts:
+        match = _SHAPE.match(part.strip())
+        if not match:
+            raise InputError(f"--shapes {text!r}: {part!r} is not HxW or NxHxW")
+        n, h, w = match.groups()
+        dims.append((int(n or 1), int(h), int(w)))
+    return Shapes(*dims)
+
+
+def default_shapes(train_size: tuple[int, int] | None, stride: int = 32) -> Shapes:
+    """Recommended profile: 32×32 up to 2048×2048, optimal at the training size (rounded up to
+    the output stride), batch 1. Any size works with ONNX Runtime; the profile bounds TensorRT."""
+    h, w = train_size or (512, 512)
+    opt = tuple(min(2048, max(32, -(-v // stride) * stride)) for v in (h, w))
+    return Shapes((1, 32, 32), (1,) + opt, (1, 2048, 2048))
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """Everything a runtime needs to use an artifact, and where it came from."""
+
+    model: str                                   # fcn32s | fcn16s | fcn8s
+    backbone: str
+    num_classes: int
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color_order: str = "rgb"                     # channel order the network was trained on
+    output_stride: int = 8
+    size_multiple: int = 1                       # heights/widths must be multiples of this
+    raw_io: bool = False                         # uint8 BGR NHWC frames in, normalised inside
+    argmax: bool = False                         # labels out instead of logits
+    precision: str = "fp32"
+    labels_dtype: str = "uint8"                  # of the labels output, with argmax
+    shapes: Shapes = field(default_factory=lambda: default_shapes(None))
+    ignore_index: int = 255
+    model_options: dict = field(default_factory=dict)   # ModelConfig.to_dict()
+    source_sha256: str = ""
+    fcn_edge_version: str = ""
+    export_options: dict = field(default_factory=dict)
+    parity: dict = field(default_factory=dict)          # figures measured by the export
+    dataset: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)         # the checkpoint's validation metrics
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ModelFormatError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.color_order not in ("rgb", "bgr"):
+            raise ModelFormatError(f"color_order {self.color_order!r} must be 'rgb' or 'bgr'")
+        if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
+            raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
+                                   f"and {len(self.palette)} palette colours")
+
+    @property
+    def input_name(self) -> str:
+        return INPUT_FRAMES if self.raw_io else INPUT_IMAGES
+
+    @property
+    def output_name(self) -> str:
+        return OUTPUT_LABELS if self.argmax else OUTPUT_LOGITS
+
+    def with_(self, **changes: Any) -> "ArtifactMeta":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shapes"] = self.shapes.to_json()
+        return data
+
+    def to_props(self) -> dict[str, str]:
+        """ONNX ``metadata_props``: every value a string, structured ones as JSON."""
+        props = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        for key, value in self.to_dict().items():
+            props[key] = value if isinstance(value, str) else json.dumps(value)
+        return props
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArtifactMeta":
+        known = {f.name for f in fields(cls)}
+        missing = {"model", "backbone", "num_classes", "classes", "palette", "mean", "std"}
+        missing -= set(data)
+        if missing:
+            raise ModelFormatError(f"artifact metadata lacks {sorted(missing)}: export it again "
+                                   f"with `fcn-edge export`")
+        values = {k: v for k, v in data.items() if k in known}
+        values["classes"] = tuple(values["classes"])
+        values["palette"] = tuple(tuple(int(c) for c in rgb) for rgb in values["palette"])
+        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        if "shapes" in values:
+            values["shapes"] = Shapes.from_json(values["shapes"])
+        return cls(**values)
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "the artifact") -> "ArtifactMeta":
+        """Parse ``metadata_props`` (as ``to_props`` wrote them), checking the format version."""
+        if props.get("format") != FORMAT:
+            raise ModelFormatError(f"{source} was not exported by fcn-edge (no '{FORMAT}' "
+                                   f"metadata); export it with `fcn-edge export CHECKPOINT`")
+        version = props.get("format_version", "?")
+        if version != str(FORMAT_VERSION):
+            raise ModelFormatError(f"{source} has fcn-edge artifact format {version}; this "
+                                   f"fcn-edge reads format {FORMAT_VERSION}: export it again")
+        data: dict[str, Any] = {}
+        for key, text in props.items():
+            if key in ("format", "format_version"):
+                continue
+            try:
+                data[key] = json.loads(text)
+            except json.JSONDecodeError:
+                data[key] = text  # plain strings were stored as they are
+        # Strings that happen to parse as JSON numbers stay strings where the schema says so.
+        for key in ("model", "backbone", "color_order", "precision", "labels_dtype",
+                    "source_sha256", "fcn_edge_version"):
+            if key in data and not isinstance(data[key], str):
+                data[key] = str(props[key])
+        return cls.from_dict(data)
