@@ -53,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=model, data=args.data, data_layout=args.data_layout,
         train_split=args.train_split, val_split=args.val_split, num_images=args.num_images,
         val_images=args.val_images, image_size=_parse_size(args.image_size),
+        difficulty=args.difficulty or "standard", optimizer=args.optimizer,
         epochs=epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         class_weights=_parse_floats(args.class_weights, "--class-weights"),
@@ -74,7 +75,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     metrics, classes = evaluate_checkpoint(
         args.checkpoint, args.data, args.data_layout, args.split, args.device,
-        args.save_predictions, args.num_images, _parse_size(args.image_size), args.seed)
+        args.save_predictions, args.num_images, _parse_size(args.image_size), args.seed,
+        args.difficulty)
     print(metrics.format_table(classes))
     if args.json:
         with atomic_path(args.json) as tmp:
@@ -167,6 +169,8 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="override the detected layout")
     p.add_argument("--num-images", type=int, default=1000, help="synthetic training images")
     p.add_argument("--image-size", default="256x256", help="synthetic image HEIGHTxWIDTH")
+    p.add_argument("--difficulty", choices=("standard", "hard"),
+                   help="synthetic scenes: standard (default; eval: the checkpoint's) or hard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
@@ -186,7 +190,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="1 = whole-image training")
     p.add_argument("--recipe", default="paper", choices=("paper", "heavy"),
                    help="paper: momentum 0.9, mean loss; heavy: momentum 0.99, summed loss")
-    p.add_argument("--lr", type=float, help="default: per backbone and recipe")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
+                   help="sgd (the paper's) or adamw (faster from scratch on short runs)")
+    p.add_argument("--lr", type=float, help="default: per backbone and recipe (adamw: 1e-3)")
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", default="fixed", choices=("fixed", "poly"))

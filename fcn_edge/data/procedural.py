@@ -1,17 +1,21 @@
 """Procedural scenes: the built-in data set, generated on the fly and identical on every machine.
 
-Each image is a cluttered background with 2–7 objects of seven classes. A class is recognisable
-by appearance, but only by *combining* cues, as in real images:
+Each image is a cluttered background with 2–7 objects of seven classes, recognisable by
+combining cues, as in real images:
 
-* colour: each class has a characteristic hue range, but disc/ring share reds and
-  rectangle/star share blues, so shape must tell them apart; and one object in five draws
-  its hue from a random class's range, so no single cue is enough;
+* colour: each class has a characteristic hue range;
 * texture: objects are flat, striped, checkered, gradient or noisy; blobs are always noisy;
 * shape and size vary (ellipses, rotated rectangles, 4–7 point stars, irregular blobs);
 * wires are 1–3 px lines: far below FCN-32s's 32 px output stride, so the skips of FCN-8s
   (§4.2) are needed to segment them;
 * the background is saturation-poor (gradients, colour blotches, stripes) and holds distractor
-  copies of every shape in background colours, labelled background: shape alone is not enough.
+  copies of the shapes in background colours, labelled background: shape alone is not enough.
+
+Two difficulties. ``standard`` (the default) gives every class its own hue range. ``hard``
+makes single cues insufficient: disc/ring share reds and rectangle/star share blues, so shape
+must tell them apart; one object in five takes its hue from a random class's range; and there
+are three times as many distractors. A small net trained from scratch on a CPU for minutes
+learns ``standard`` well; ``hard`` needs far more training (see BENCHMARKS.md).
 
 Later objects occlude earlier ones; a camera pass adds uneven lighting, slight blur and noise.
 Classes are left unbalanced (background is ~85% of pixels, wires < 1%), as in VOC: the paper
@@ -22,6 +26,7 @@ process and any subset give the same pixels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
@@ -31,14 +36,30 @@ from ..errors import InputError
 from .base import Sample, SegmentationDataset
 from .classes import voc_palette
 
-__all__ = ["PROCEDURAL_CLASSES", "ProceduralScenes", "render_scene"]
+__all__ = ["DIFFICULTIES", "PROCEDURAL_CLASSES", "ProceduralScenes", "render_scene"]
 
 PROCEDURAL_CLASSES: tuple[str, ...] = (
     "background", "disc", "rectangle", "triangle", "ring", "star", "wire", "blob")
 
-# Per class: OpenCV hue range (0..179) and the textures it may wear.
-_HUES = {1: (0, 14), 2: (100, 122), 3: (48, 72), 4: (0, 14), 5: (100, 122), 6: (22, 34),
-         7: (140, 166)}
+
+@dataclass(frozen=True)
+class Difficulty:
+    """Per class an OpenCV hue range (0..179); the share of objects whose hue comes from a
+    random class's range instead; background-coloured distractor shapes per image [low, high)."""
+
+    hues: dict[int, tuple[int, int]]
+    off_hue: float
+    distractors: tuple[int, int]
+
+
+DIFFICULTIES = {
+    # Seven hue ranges ~25 apart on the colour wheel: disc red, wire orange, triangle green,
+    # rectangle cyan, star blue, blob purple, ring magenta.
+    "standard": Difficulty({1: (0, 8), 6: (20, 30), 3: (50, 62), 2: (84, 94), 5: (110, 120),
+                            7: (135, 145), 4: (160, 170)}, off_hue=0.0, distractors=(1, 4)),
+    "hard": Difficulty({1: (0, 14), 2: (100, 122), 3: (48, 72), 4: (0, 14), 5: (100, 122),
+                        6: (22, 34), 7: (140, 166)}, off_hue=0.2, distractors=(3, 12)),
+}
 _TEXTURES = {
     1: ("flat", "stripes", "gradient", "noise"),
     2: ("flat", "stripes", "checker", "gradient"),
@@ -48,9 +69,7 @@ _TEXTURES = {
     6: ("flat",),   # 1–3 px: a texture would not show
     7: ("noise",),  # the "textured blob"
 }
-_OFF_HUE = 0.2             # share of objects whose hue comes from a random class's range
 _OBJECTS = (2, 8)          # objects per image: [low, high)
-_DISTRACTORS = (3, 12)     # background-coloured shapes per image: [low, high)
 _RADIUS = (0.05, 0.22)     # object radius as a fraction of the shorter image side
 
 Shape = Callable[[np.random.Generator, np.ndarray], None]
@@ -164,9 +183,10 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_HSV2RGB)[0].astype(np.float32)
 
 
-def _object_colours(rng: np.random.Generator, label: int) -> np.ndarray:
+def _object_colours(rng: np.random.Generator, label: int, level: Difficulty) -> np.ndarray:
     """Two saturated colours (base, texture) of nearby hue from the class's range."""
-    hues = _HUES[label] if rng.random() >= _OFF_HUE else _HUES[int(rng.integers(1, 8))]
+    off = level.off_hue > 0 and rng.random() < level.off_hue
+    hues = level.hues[int(rng.integers(1, 8)) if off else label]
     hue, value = rng.uniform(*hues), rng.uniform(110, 255)
     alt_value = np.clip(value + rng.choice([-1, 1]) * rng.uniform(40, 100), 60, 255)
     return _hsv_to_rgb([(hue, rng.uniform(120, 255), value),
@@ -195,7 +215,8 @@ def _paint(rng: np.random.Generator, image: np.ndarray, canvas: np.ndarray, shap
     return rows, cols, region
 
 
-def _background(rng: np.random.Generator, h: int, w: int, canvas: np.ndarray) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, canvas: np.ndarray,
+                level: Difficulty) -> np.ndarray:
     """A float32 H×W×3 cluttered background: gradient, colour blotches, maybe stripes or a
     checker, and background-coloured copies of the object shapes."""
     c0, c1 = _background_colours(rng, 2)
@@ -206,7 +227,7 @@ def _background(rng: np.random.Generator, h: int, w: int, canvas: np.ndarray) ->
     if rng.random() < 0.35:
         texture = _pattern(rng, str(rng.choice(["stripes", "checker"])), h, w)
         image += (texture[..., None] - 0.5) * rng.uniform(10, 30)
-    for _ in range(int(rng.integers(*_DISTRACTORS))):
+    for _ in range(int(rng.integers(*level.distractors))):
         texture = str(rng.choice(["flat", "flat", "stripes", "noise"]))
         _paint(rng, image, canvas, int(rng.integers(1, 8)), _background_colours(rng, 2), texture)
     return image
@@ -225,20 +246,28 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, height: int, width: int,
+                 difficulty: str = "standard") -> tuple[np.ndarray, np.ndarray]:
     """One scene: (H×W×3 uint8 RGB image, H×W uint8 label map) drawn from ``rng``."""
+    level = _difficulty(difficulty)
     canvas = np.zeros((height, width), np.uint8)  # one drawing surface, reused per shape
-    image = _background(rng, height, width, canvas)
+    image = _background(rng, height, width, canvas, level)
     mask = np.zeros((height, width), np.uint8)
     for _ in range(int(rng.integers(*_OBJECTS))):
         label = int(rng.integers(1, len(PROCEDURAL_CLASSES)))
         texture = str(rng.choice(_TEXTURES[label]))
-        placed = _paint(rng, image, canvas, label, _object_colours(rng, label), texture)
+        placed = _paint(rng, image, canvas, label, _object_colours(rng, label, level),
+                        texture)
         if placed is not None:  # later objects overwrite earlier ones: occlusion
             rows, cols, region = placed
             mask[rows, cols][region] = label
     return _camera(rng, image), mask
+
+
+def _difficulty(name: str) -> Difficulty:
+    if name not in DIFFICULTIES:
+        raise InputError(f"unknown difficulty {name!r}; choose one of {', '.join(DIFFICULTIES)}")
+    return DIFFICULTIES[name]
 
 
 class ProceduralScenes(SegmentationDataset):
@@ -248,14 +277,15 @@ class ProceduralScenes(SegmentationDataset):
     layout = "synthetic"
 
     def __init__(self, num_images: int = 1000, size: tuple[int, int] = (256, 256),
-                 seed: int = 0) -> None:
+                 seed: int = 0, difficulty: str = "standard") -> None:
         if int(num_images) < 1:
             raise InputError(f"num_images must be ≥ 1, got {num_images}")
         if not isinstance(size, (tuple, list)) or len(size) != 2 or min(map(int, size)) < 16:
             raise InputError(f"size must be (height, width), each ≥ 16 px, got {size}")
         if int(seed) < 0:
             raise InputError(f"seed must be ≥ 0, got {seed}")
-        self.num_images, self.seed = int(num_images), int(seed)
+        _difficulty(difficulty)
+        self.num_images, self.seed, self.difficulty = int(num_images), int(seed), difficulty
         self.size = (int(size[0]), int(size[1]))
         self.classes = PROCEDURAL_CLASSES
         self.palette = voc_palette(len(PROCEDURAL_CLASSES))
@@ -267,9 +297,9 @@ class ProceduralScenes(SegmentationDataset):
     def __getitem__(self, index: int) -> Sample:
         index = self._index(index)
         rng = np.random.default_rng([self.seed, index])  # per image: order-independent
-        image, mask = render_scene(rng, *self.size)
+        image, mask = render_scene(rng, *self.size, self.difficulty)
         return Sample(image, mask, f"scene_{self.seed}_{index:06d}")
 
     def __repr__(self) -> str:
         return (f"ProceduralScenes(num_images={self.num_images}, size={self.size}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, difficulty={self.difficulty!r})")

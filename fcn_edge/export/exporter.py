@@ -231,7 +231,9 @@ def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
         if (meta.dataset or {}).get("spec") != "synthetic":
             return None
         spec = "synthetic"
-    options = {"num_images": count, "size": _opt_size(meta)} if spec == "synthetic" else {}
+    difficulty = (meta.dataset or {}).get("difficulty", "standard")
+    options = {"num_images": count, "size": _opt_size(meta), "difficulty": difficulty} \
+        if spec == "synthetic" else {}
     dataset = open_dataset(spec, split, **options)
     if dataset.num_classes != meta.num_classes:
         raise InputError(f"{spec} has {dataset.num_classes} classes but the model predicts "

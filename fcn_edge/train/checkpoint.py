@@ -30,7 +30,8 @@ def deploy_meta(config: TrainConfig, dataset, metrics: SegmentationMetrics | Non
         "mean": list(config.mean), "std": list(config.std), "color_order": "rgb",
         "ignore_index": int(dataset.ignore_index),
         "dataset": {"spec": config.data, "layout": dataset.layout,
-                    "image_size": _train_size(config)},
+                    "image_size": _train_size(config),
+                    **({"difficulty": config.difficulty} if config.data == "synthetic" else {})},
         "metrics": metrics.to_dict(list(dataset.classes)) if metrics is not None else None,
     }
 

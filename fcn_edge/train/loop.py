@@ -228,7 +228,8 @@ class _Trainer:
 
 def _open_data(config: TrainConfig):
     if config.data == "synthetic":
-        common = {"size": config.image_size, "seed": config.seed}
+        common = {"size": config.image_size, "seed": config.seed,
+                  "difficulty": config.difficulty}
         return (open_dataset("synthetic", "train", num_images=config.num_images, **common),
                 open_dataset("synthetic", "val", num_images=config.val_images, **common))
     return (open_dataset(config.data, config.train_split, config.data_layout),

@@ -1,4 +1,5 @@
 """SGD as the paper trains (§4.1): momentum, weight decay, biases at twice the learning rate.
+AdamW (decoupled weight decay, same parameter groups) is the option for short runs from scratch.
 
 Frozen parameters (the fixed bilinear upsampling, §3.3) are left out of the optimizer.
 Biases get ``bias_lr_mult`` × the learning rate and no weight decay, as in the reference
@@ -12,7 +13,7 @@ from torch import nn
 from ..config import TrainConfig
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     weights, biases = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -23,6 +24,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
         {"params": weights, "lr": lr, "weight_decay": config.weight_decay},
         {"params": biases, "lr": lr * config.bias_lr_mult, "weight_decay": 0.0},
     ]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=config.effective_momentum)
 
 

@@ -95,11 +95,26 @@ def test_classes_have_characteristic_colours(hundred):
     def pixels(label: int) -> np.ndarray:
         return np.concatenate([h[m == label] for h, m in zip(hsv, masks)])
     assert np.median(pixels(0)[:, 1]) < 90 < np.median(pixels(1)[:, 1])
-    hue_ranges = {"disc": (0, 14), "rectangle": (100, 122), "triangle": (48, 72),
-                  "wire": (20, 36), "blob": (138, 168)}
+    hue_ranges = {"disc": (0, 9), "rectangle": (83, 95), "triangle": (49, 63), "ring": (159, 171),
+                  "star": (109, 121), "wire": (19, 32), "blob": (134, 146)}
     for name, (low, high) in hue_ranges.items():
         hue = np.median(pixels(PROCEDURAL_CLASSES.index(name))[:, 0])
         assert low <= hue <= high, (name, hue)
+
+
+def test_hard_scenes_share_hues_and_hold_more_distractors():
+    hard = ProceduralScenes(num_images=40, size=(96, 96), seed=0, difficulty="hard")
+    standard = ProceduralScenes(num_images=40, size=(96, 96), seed=0)
+    assert repr(hard).endswith("difficulty='hard')")
+    hues = {}
+    for label in (1, 4):  # disc and ring: both red when hard
+        values = np.concatenate([cv2.cvtColor(s.image, cv2.COLOR_RGB2HSV)[s.mask == label][:, 0]
+                                 for s in hard])
+        hues[label] = np.median(np.where(values > 150, values - 180, values))
+    assert abs(hues[1] - hues[4]) < 10, hues
+    assert not np.array_equal(hard[0].image, standard[0].image)
+    with pytest.raises(InputError, match="difficulty"):
+        ProceduralScenes(difficulty="extreme")
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_images=0), dict(size=(8, 64)), dict(seed=-1),

@@ -58,3 +58,29 @@ def test_train_config_round_trips_through_json_types():
     cfg = TrainConfig(scale=(0.5, 2.0), crop=(128, 128), class_weights=(1.0, 2.0, 3.0))
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+
+
+def test_adamw_option_keeps_the_parameter_groups():
+    from fcn_edge.config import ADAMW_LR, ModelConfig, TrainConfig
+    from fcn_edge.models import create_model
+    from fcn_edge.train.optim import make_optimizer
+
+    config = TrainConfig(model=ModelConfig(name="fcn32s", backbone="resnet18"),
+                         optimizer="adamw")
+    model = create_model("fcn32s", num_classes=3, backbone="resnet18")
+    optimizer = make_optimizer(model, config)
+    assert type(optimizer).__name__ == "AdamW"
+    assert [g["lr"] for g in optimizer.param_groups] == [ADAMW_LR, 2 * ADAMW_LR]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 0.0]
+
+
+def test_optimizer_and_difficulty_are_checked():
+    import pytest
+
+    from fcn_edge.config import TrainConfig
+    from fcn_edge.errors import InputError
+
+    for bad in (dict(optimizer="adam"), dict(difficulty="easy"),
+                dict(recipe="heavy", optimizer="adamw")):
+        with pytest.raises(InputError):
+            TrainConfig(**bad)
