@@ -125,3 +125,17 @@ def test_bad_shapes_and_unwritable_dir(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "-o", str(blocker / "sub")]) == 1
     assert "cannot write to output directory" in capsys.readouterr().err
     assert _no_artifacts(tmp_path)
+
+
+def test_triton_repository_from_export(checkpoint, tmp_path):
+    repo = tmp_path / "repo"
+    assert main(["export", str(checkpoint), "-o", str(tmp_path), "--argmax",
+                 "--parity-sizes", "64x64,33x47,90x130", "--triton-repo", str(repo)]) == 0
+    model_dir = repo / "best_argmax"
+    config = (model_dir / "config.pbtxt").read_text()
+    assert (model_dir / "1" / "model.onnx").read_bytes() == \
+        (tmp_path / "best_argmax.onnx").read_bytes()
+    assert 'platform: "onnxruntime_onnx"' in config
+    assert 'name: "images"' in config and "TYPE_FP32" in config
+    assert 'name: "labels"' in config and "TYPE_UINT8" in config
+    assert "-1" in config  # dynamic height and width
