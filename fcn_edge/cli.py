@@ -103,7 +103,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.parity_sizes else None
     config = ExportConfig(
         checkpoint=args.checkpoint, out_dir=args.output, fp16=args.fp16, int8=args.int8,
-        calib=args.calib, calib_images=args.calib_images, eval_data=args.eval_data,
+        calib=args.calib, calib_images=args.calib_images, int8_target=args.int8_target,
+        eval_data=args.eval_data,
         eval_images=args.eval_images, opset=args.opset, shapes=args.shapes, argmax=args.argmax,
         raw_io=args.raw_io, simplify=not args.no_simplify, parity_sizes=sizes,
         triton_repo=args.triton_repo, build_engine=not args.no_engine,
@@ -242,9 +243,12 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
                                    "(default: the checkpoint's data when synthetic)")
     p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--int8-target", default="cpu", choices=("cpu", "tensorrt"),
+                   help="cpu: ONNX Runtime's fast uint8 activations; tensorrt: symmetric int8 "
+                        "activations (what TensorRT accepts)")
     p.add_argument("--eval-data", help="labelled data for the FP16/INT8 ΔmIoU (default: as "
                                        "--calib)")
-    p.add_argument("--eval-images", type=int, default=16)
+    p.add_argument("--eval-images", type=int, default=8)
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
                                     "(default 32x32:<training size>:2048x2048)")

@@ -44,8 +44,9 @@ class ExportConfig:
     int8: bool = False
     calib: str | None = None            # INT8 calibration data (default: the checkpoint's)
     calib_images: int = 32
+    int8_target: str = "cpu"            # "cpu" (ORT: uint8 activations) or "tensorrt"
     eval_data: str | None = None        # labelled data for ΔmIoU (default: as calib)
-    eval_images: int = 16
+    eval_images: int = 8                # fp16 runs in onnx.reference here (~1 s per image)
     opset: int = DEFAULT_OPSET
     shapes: str | None = None           # MIN:OPT:MAX, see runtime.metadata.parse_shapes
     argmax: bool = False
@@ -123,23 +124,27 @@ def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
 def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
                 path: Path, samples: list, log: Log) -> dict:
     """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export."""
-    from .fp16 import convert_to_fp16, fp16_report, run_fp16
+    from dataclasses import asdict as fields_of
 
-    fp16_model = convert_to_fp16(fp32_model)
+    from .execute import check_finite, run_fp16
+    from .fp16 import convert_with_report
+
+    fp16_model, conversion = convert_with_report(fp32_model)
     meta16 = meta.with_(precision="fp16")
     set_metadata(fp16_model, meta16.to_props())
     executor: list[str] = []
 
     def infer(batch: np.ndarray) -> np.ndarray:
         outputs, name = run_fp16(fp16_model, {meta.input_name: batch})
+        check_finite(outputs)  # overflow or NaN fails the export
         executor.append(name)
-        return outputs[0]
+        return outputs[meta.output_name]
 
     sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
     results = parity.check_parity(model, infer, meta16, sizes, rel_tol=None,
                                   min_agreement=FP16_MIN_AGREEMENT, label="fp16")
     figures = {"executor": executor[0] if executor else None,
-               "sizes": parity.as_dicts(results), "conversion": fp16_report(fp16_model)}
+               "sizes": parity.as_dicts(results), "conversion": fields_of(conversion)}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta16, samples)
     set_metadata(fp16_model, meta16.with_(parity=figures).to_props())
@@ -158,11 +163,12 @@ def export_int8(model, fp32_path: Path, meta: ArtifactMeta, config: ExportConfig
     from .int8 import quantize_int8
 
     calib = _calibration_inputs(config, meta)
-    quantize_int8(fp32_path, path, ({meta.input_name: x} for x in calib))
+    quantize_int8(fp32_path, path, [{meta.input_name: x} for x in calib],
+                  target=config.int8_target)
     meta8 = meta.with_(precision="int8")
     quantized = onnx.load(str(path))
     infer = ort_infer(quantized)
-    figures: dict = {"calibration_images": len(calib)}
+    figures: dict = {"calibration_images": len(calib), "target": config.int8_target}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta8, samples)
     h, w = _opt_size(meta)

@@ -139,3 +139,29 @@ def test_triton_repository_from_export(checkpoint, tmp_path):
     assert 'name: "images"' in config and "TYPE_FP32" in config
     assert 'name: "labels"' in config and "TYPE_UINT8" in config
     assert "-1" in config  # dynamic height and width
+
+
+def test_fp16_and_int8_are_executed_and_reported(checkpoint, tmp_path, capsys):
+    import importlib.util
+
+    code = main(["export", str(checkpoint), "-o", str(tmp_path), "--fp16", "--int8",
+                 "--calib-images", "4", "--eval-images", "2",
+                 "--parity-sizes", "48x48,33x47,80x100"])
+    assert code == 0
+    out = capsys.readouterr().out
+    fp16 = ArtifactMeta.from_props(_props(tmp_path / "best.fp16.onnx"))
+    int8 = ArtifactMeta.from_props(_props(tmp_path / "best.int8.onnx"))
+    assert (fp16.precision, int8.precision) == ("fp16", "int8")
+    assert fp16.parity["executor"] in ("onnxruntime", "onnx.reference")
+    assert all(s["agreement"] >= 0.99 and s["finite"] for s in fp16.parity["sizes"])
+    assert fp16.parity["conversion"]["converted_tensors"] >= 20  # every conv weight and bias
+    inputs = onnx.load(str(tmp_path / "best.fp16.onnx")).graph.input
+    assert inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 IO kept
+    report = json.loads((tmp_path / "best.export.json").read_text())
+    assert set(report["int8"]["latency_ms"]) == {"size", "fp32", "int8"}
+    assert report["int8"]["dataset"]["images"] == 2
+    assert abs(report["fp16"]["dataset"]["delta_miou_points"]) < 5
+    sizes = {k: (tmp_path / f"best{k}.onnx").stat().st_size for k in ("", ".fp16", ".int8")}
+    assert sizes[".int8"] < sizes[".fp16"] < sizes[""]
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "build the engine on the target with `fcn-edge build" in out
