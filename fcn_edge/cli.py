@@ -128,6 +128,37 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime.run import RunConfig, run
+
+    model = args.model or _latest_artifact(Path("runs"))
+    config = RunConfig(
+        model=model, source=args.source, camera=args.camera, backend=args.backend,
+        output=args.output, save_masks=args.save_masks, show=args.show, alpha=args.alpha,
+        max_frames=args.max_frames, stats=args.stats, live=args.live, threads=args.threads,
+        queue_size=args.queue_size, reconnect_timeout=args.reconnect_timeout,
+        progress_every=args.progress_every)
+    try:
+        stats = run(config, log=print)
+    except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
+        print("fcn-edge run: interrupted", file=sys.stderr)
+        return 130
+    return 130 if stats.interrupted else 0
+
+
+def _latest_artifact(root: Path) -> str:
+    """The newest exported model under ``root`` (engines first): `fcn-edge run --camera 0`
+    works right after `fcn-edge demo` or `fcn-edge export`."""
+    for pattern in ("*.engine", "*.onnx"):
+        found = sorted(root.rglob(pattern), key=lambda p: p.stat().st_mtime) \
+            if root.is_dir() else []
+        if found:
+            print(f"model: {found[-1]} (the newest under {root}/; choose with --model)")
+            return str(found[-1])
+    raise InputError(f"no model given and none exported under {root}/: pass --model "
+                     f"MODEL.onnx (make one with `fcn-edge export CHECKPOINT`)")
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -159,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_export_parser(sub)
     _add_build_parser(sub)
+    _add_run_parser(sub)
     return parser
 
 
@@ -278,6 +310,34 @@ def _add_build_parser(sub) -> None:
                                        "(default ~/.cache/fcn-edge or $FCN_EDGE_CACHE)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine fits")
     p.set_defaults(func=cmd_build)
+
+
+def _add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="segment a camera, video, images or a stream",
+                       description="Run an exported model over a source; overlays, masks and "
+                                   "statistics out. Ctrl-C ends cleanly.")
+    p.add_argument("source", nargs="?", help="video file, image, folder, glob (quoted), "
+                                             "rtsp:// or http(s):// URL, or a camera index")
+    p.add_argument("--camera", type=int, help="camera index, instead of SOURCE")
+    p.add_argument("--model", help="an artifact of fcn-edge export (.onnx, .engine) or a "
+                                   "checkpoint (default: the newest export under runs/)")
+    p.add_argument("--backend", default="auto",
+                   help="auto (the fastest available), onnxruntime, tensorrt or torch")
+    p.add_argument("--output", help="video (.mp4, .avi), image, or folder of overlays")
+    p.add_argument("--save-masks", help="folder for palette PNG label maps")
+    p.add_argument("--show", action="store_true", help="show a window (when a display exists)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--stats", help="write the end statistics to this JSON file")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="latest-frame policy (default: on for cameras and URLs)")
+    p.add_argument("--threads", type=int, help="CPU inference threads")
+    p.add_argument("--queue-size", type=int, default=4)
+    p.add_argument("--reconnect-timeout", type=float, default=30.0,
+                   help="seconds to keep reopening a dropped live source")
+    p.add_argument("--progress-every", type=float, default=5.0,
+                   help="seconds between progress lines (0: none)")
+    p.set_defaults(func=cmd_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

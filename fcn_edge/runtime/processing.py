@@ -8,6 +8,8 @@ export checks them against this module.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from ..errors import InputError
@@ -27,9 +29,13 @@ def normalization_affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frames_to_input(frames: np.ndarray, mean, std, color_order: str = "rgb",
-                    frame_order: str = "bgr") -> np.ndarray:
+                    frame_order: str = "bgr", out: np.ndarray | None = None) -> np.ndarray:
     """N×H×W×3 (or H×W×3) uint8 frames in ``frame_order`` → N×3×H×W float32 normalised input
-    in the network's ``color_order``."""
+    in the network's ``color_order``.
+
+    Any strides are read in place (channel-reversed, cropped or alpha-dropped views cost
+    nothing extra); ``out`` lets a caller fill one slot of a larger batch without stacking.
+    """
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
@@ -37,7 +43,11 @@ def frames_to_input(frames: np.ndarray, mean, std, color_order: str = "rgb",
         raise InputError(f"frames must be N×H×W×3 uint8, got {frames.dtype} {frames.shape}")
     scale, bias = normalization_affine(mean, std)
     n, h, w, _ = frames.shape
-    out = np.empty((n, 3, h, w), np.float32)
+    if out is None:
+        out = np.empty((n, 3, h, w), np.float32)
+    elif out.shape != (n, 3, h, w) or out.dtype != np.float32:
+        raise InputError(f"out must be float32 of shape {(n, 3, h, w)}, got {out.dtype} "
+                         f"{out.shape}")
     flip = color_order != frame_order
     for c in range(3):
         source = frames[..., 2 - c if flip else c]
@@ -52,3 +62,169 @@ def labels_from_logits(logits: np.ndarray) -> np.ndarray:
     if logits.ndim != 4:
         raise InputError(f"logits must be N×C×H×W, got shape {logits.shape}")
     return logits.argmax(axis=1).astype(labels_dtype(logits.shape[1]), copy=False)
+
+
+# --- frames as the runtime takes them ------------------------------------------------------
+
+def as_frame(frame: Any, shape: Sequence[int] | None = None) -> np.ndarray:
+    """An H×W×3 uint8 view of ``frame``: an array or buffer-protocol object (with ``shape``).
+
+    Grayscale (H×W, H×W×1) becomes a 3-channel view (stride 0) and a 4th (alpha) channel is
+    dropped by slicing: no copy either way. Anything else is refused with an InputError saying
+    what to pass (the policy is explained in the Segmenter's docstring).
+    """
+    array = _as_array(frame, shape)
+    if array.dtype != np.uint8:
+        raise InputError(f"frames must be uint8 (8 bits per channel, as OpenCV delivers), got "
+                         f"{array.dtype}{_dtype_hint(array.dtype)}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        hint = "; for several frames use seg.batch(frames)" if array.ndim == 4 else ""
+        raise InputError(f"a frame must be H×W×3 (or H×W grayscale, H×W×4 with alpha), got "
+                         f"shape {array.shape}{hint}")
+    if array.size == 0:
+        raise InputError(f"the frame is empty (shape {array.shape}): did the capture or read "
+                         f"fail?")
+    channels = array.shape[2]
+    if channels == 3:
+        return array
+    if channels == 4:
+        return array[..., :3]  # alpha dropped: a view
+    if channels == 1:
+        return np.broadcast_to(array, array.shape[:2] + (3,))  # grey → 3 channels: a view
+    hint = ("; it looks channels-first: pass frame.transpose(1, 2, 0)"
+            if array.shape[0] in (1, 3, 4) else "")
+    raise InputError(f"a frame needs 3 channels (or 1 grey, 4 with alpha), got {channels} in "
+                     f"shape {array.shape}{hint}")
+
+
+def _as_array(frame: Any, shape: Sequence[int] | None) -> np.ndarray:
+    if frame is None:
+        raise InputError("the frame is None (cv2.imread and VideoCapture.read return None "
+                         "when they cannot read)")
+    if isinstance(frame, np.ndarray):
+        array = frame
+    else:
+        try:
+            array = np.asarray(memoryview(frame))  # keeps the buffer's format and shape
+        except TypeError:
+            if not hasattr(frame, "__array_interface__") and not hasattr(frame, "__array__"):
+                raise InputError(f"a frame must be a numpy array or a buffer-protocol object, "
+                                 f"got {type(frame).__name__}") from None
+            array = np.asarray(frame)
+    if shape is None:
+        return array
+    shape = tuple(int(s) for s in shape)
+    if array.size != int(np.prod(shape)):
+        raise InputError(f"a buffer of {array.size} {array.dtype} values cannot have shape "
+                         f"{shape} ({int(np.prod(shape))} values)")
+    return array.reshape(shape)
+
+
+def _dtype_hint(dtype: np.dtype) -> str:
+    if dtype.kind == "f":
+        return "; if its values are in [0, 1] pass (frame * 255).round().astype(np.uint8)"
+    if dtype in (np.uint16, np.int16):
+        return "; for 16-bit images pass (frame >> 8).astype(np.uint8) or scale them yourself"
+    return ""
+
+
+# --- showing labels -------------------------------------------------------------------------
+
+def palette_lut(palette, color_order: str = "rgb", size: int = 256) -> np.ndarray:
+    """A ``max(size, len(palette) + 1)`` × 3 uint8 lookup table in ``color_order``; entries past
+    the palette are black, so labels without a class (255, the ignore label) show as black."""
+    colours = np.asarray(palette, np.uint8).reshape(-1, 3)
+    lut = np.zeros((max(size, len(colours) + 1), 3), np.uint8)
+    lut[:len(colours)] = colours[:, ::-1] if color_order == "bgr" else colours
+    return lut
+
+
+def colorize(labels: np.ndarray, palette, color_order: str = "rgb") -> np.ndarray:
+    """…×H×W labels → …×H×W×3 uint8 colours from ``palette`` (RGB triples) in ``color_order``.
+
+    One table lookup (a vectorised gather); labels outside the palette, negative ones included,
+    are black.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be an integer array, got {labels.dtype}")
+    lut = palette_lut(palette, color_order)
+    if labels.dtype == np.uint8:
+        return lut[labels]
+    black = len(lut) - 1
+    index = np.where((labels >= 0) & (labels < black), labels, black)
+    return lut[index]
+
+
+def overlay(frame: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(1 − alpha) · frame + alpha · colours``, rounded, as uint8 (both H×W×3 uint8)."""
+    import cv2  # lazy: the runtime package must import quickly
+
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    if frame.shape != colours.shape or frame.dtype != np.uint8 or colours.dtype != np.uint8:
+        raise InputError(f"frame and colours must be H×W×3 uint8 of one shape, got "
+                         f"{frame.dtype} {frame.shape} and {colours.dtype} {colours.shape}")
+    return cv2.addWeighted(np.ascontiguousarray(frame), 1.0 - alpha,
+                           np.ascontiguousarray(colours), alpha, 0.0)
+
+
+# --- fitting frames into an artifact's shapes ----------------------------------------------
+
+def fit_size(height: int, width: int, min_hw: tuple[int, int], max_hw: tuple[int, int],
+             multiple: int = 1) -> tuple[int, int]:
+    """The size to run a ``height``×``width`` frame at, within ``[min_hw, max_hw]``.
+
+    Unchanged when it fits. Otherwise scaled, keeping the aspect ratio, just enough to fit
+    (down for a frame too large, up for one too small); an axis that still does not fit (a very
+    thin frame) is clamped, which then distorts the aspect: the profile wins. Heights and
+    widths are rounded to ``multiple`` where the artifact needs that.
+    """
+    (lo_h, lo_w), (hi_h, hi_w) = min_hw, max_hw
+    inside = lo_h <= height <= hi_h and lo_w <= width <= hi_w
+    if inside and height % multiple == 0 and width % multiple == 0:
+        return height, width
+    scale = 1.0
+    if height > hi_h or width > hi_w:
+        scale = min(hi_h / height, hi_w / width)
+    elif height < lo_h or width < lo_w:
+        scale = max(lo_h / height, lo_w / width)
+    return (_fit_axis(height * scale, lo_h, hi_h, multiple),
+            _fit_axis(width * scale, lo_w, hi_w, multiple))
+
+
+def _fit_axis(value: float, lo: int, hi: int, multiple: int) -> int:
+    lo_m, hi_m = -(-lo // multiple) * multiple, hi // multiple * multiple
+    if lo_m > hi_m:
+        raise InputError(f"no multiple of {multiple} lies between {lo} and {hi}")
+    return int(min(hi_m, max(lo_m, round(value / multiple) * multiple)))
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H×W×3 uint8 → ``size`` (height, width): area averaging to shrink, bilinear to enlarge."""
+    import cv2
+
+    h, w = size
+    shrink = h * w < frame.shape[0] * frame.shape[1]
+    return cv2.resize(np.ascontiguousarray(frame), (w, h),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """…×h×w labels → …×``size`` by nearest neighbour (labels are never blended).
+
+    ``INTER_NEAREST_EXACT`` samples at pixel centres; plain ``INTER_NEAREST`` is shifted by
+    half a source pixel, which moves every class boundary.
+    """
+    import cv2
+
+    h, w = size
+    if labels.ndim == 2:
+        return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    out = np.empty(labels.shape[:-2] + (h, w), labels.dtype)
+    for i, plane in enumerate(labels.reshape(-1, *labels.shape[-2:])):  # one call per frame
+        out.reshape(-1, h, w)[i] = cv2.resize(plane, (w, h),
+                                              interpolation=cv2.INTER_NEAREST_EXACT)
+    return out

@@ -1,0 +1,252 @@
+"""ONNX Runtime backend: fcn-edge ONNX artifacts on the CPU, CUDA or TensorRT execution provider.
+
+One ``InferenceSession`` per backend, with every graph optimisation on and a configurable
+intra-op thread count. The artifact's metadata comes from the session
+(``get_modelmeta().custom_metadata_map``). ``run`` on one session may be called from several
+threads at once (ONNX Runtime documents sessions as thread-safe), so this backend is.
+
+The TensorRT execution provider builds its engines for an optimisation profile; this backend
+gives it the artifact's own shapes (so ``input_spec.profile`` bounds the sizes, as with a native
+engine) and caches the engines beside the native ones. Those shapes are needed before a session
+exists, so they are read from the ONNX file's ``metadata_props`` with a tiny protobuf reader
+that skips the graph: no ``onnx`` package on an edge box.
+"""
+from __future__ import annotations
+
+import mmap
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
+from ..metadata import ArtifactMeta
+from .base import BackendBase, InputSpec
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "cpu": "CPUExecutionProvider"}
+#: What to try, best first, for each ``provider`` option.
+FALLBACKS = {"tensorrt": ("tensorrt", "cuda", "cpu"), "cuda": ("cuda", "cpu"), "cpu": ("cpu",)}
+GPU_EXTRA = 'pip install "fcn-edge[gpu]" (onnxruntime-gpu; see README "GPU ONNX Runtime")'
+# onnxruntime's error classes for a file it cannot load (all derive from Exception only).
+_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile", "InvalidArgument",
+                "NotImplemented", "NoModel", "RuntimeException")
+
+
+def probe(provider: str) -> tuple[bool, str]:
+    """Whether this onnxruntime has ``provider`` (compiled in; a GPU is checked on opening)."""
+    if find_spec("onnxruntime") is None:
+        return False, "onnxruntime is not installed: pip install onnxruntime"
+    ort = _import_ort()
+    here = ort.get_available_providers()
+    wanted = PROVIDERS[provider]
+    if wanted in here:
+        return True, f"onnxruntime {ort.__version__} has {wanted}"
+    have = ", ".join(p.replace("ExecutionProvider", "") for p in here)
+    return False, f"onnxruntime {ort.__version__} has no {wanted} (it has {have}): {GPU_EXTRA}"
+
+
+class OnnxRuntimeBackend(BackendBase):
+    """An fcn-edge ONNX in an ONNX Runtime session.
+
+    Args:
+        path: the ``.onnx`` file.
+        provider: ``cpu``, ``cuda`` or ``tensorrt``: the best provider to use; the session
+            falls back down that list (TensorRT → CUDA → CPU) for nodes a provider cannot run.
+        threads: intra-op threads (0: ONNX Runtime's default, one per core).
+        fp16: let the TensorRT provider compute an FP32 artifact in FP16.
+        device_id: the GPU for the CUDA and TensorRT providers.
+        trt_cache_dir: where the TensorRT provider keeps its engines (default: fcn-edge's
+            cache, ``$FCN_EDGE_CACHE`` or ``~/.cache/fcn-edge``, under ``ort-trt``).
+    """
+
+    thread_safe = True
+
+    def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int = 0,
+                 fp16: bool = False, device_id: int = 0,
+                 trt_cache_dir: str | Path | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such ONNX file")
+        if provider not in FALLBACKS:
+            raise InputError(f"provider must be one of {', '.join(FALLBACKS)}, got {provider!r}")
+        if threads < 0:
+            raise InputError(f"threads must be ≥ 0 (0: one per core), got {threads}")
+        ort = _import_ort()
+        ok, why = probe(provider)
+        if not ok:
+            raise BackendUnavailable(why)
+        meta_hint = read_onnx_metadata(self.path) if provider == "tensorrt" else None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # its warnings (unused initialisers …) are not the user's
+        providers = _providers(ort, provider, meta_hint, fp16, device_id, trt_cache_dir)
+        self._session = _open_session(ort, self.path, options, providers)
+        self._threads = threads
+        self.meta = _session_meta(self._session, self.path)
+        self._providers = self._session.get_providers()
+        active = next(k for k, v in PROVIDERS.items() if v == self._providers[0])
+        self.name = f"onnxruntime:{active}"
+        # With the TensorRT provider, sizes outside the profile it was given would fail.
+        profile = self.meta.shapes if active == "tensorrt" else None
+        self.input_spec = InputSpec.for_meta(self.meta, profile)
+        self._version = ort.__version__
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The artifact's output for ``batch``; concurrent calls are allowed."""
+        self._check_open()
+        self.input_spec.check(batch)
+        try:
+            return self._session.run([self.meta.output_name], {self.input_spec.name: batch})[0]
+        except Exception as exc:  # onnxruntime's own classes, all plain Exceptions
+            raise FcnEdgeError(f"onnxruntime failed on a {batch.shape} batch of {self.path}: "
+                               f"{_first_line(exc)}") from None
+
+    def describe(self) -> str:
+        threads = self._threads or "default"
+        return (f"onnxruntime {self._version} [{', '.join(self._providers)}], intra-op threads "
+                f"{threads}, {self.meta.precision} {self.path.name}")
+
+    def close(self) -> None:
+        self._session = None
+        super().close()
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable(f"running ONNX models needs onnxruntime ({exc}): "
+                                 f"pip install onnxruntime") from None
+    return onnxruntime
+
+
+def _providers(ort: Any, provider: str, meta: ArtifactMeta | None, fp16: bool, device_id: int,
+               trt_cache_dir: str | Path | None) -> list:
+    """The provider list, best first, with options; only providers this build has."""
+    here = set(ort.get_available_providers())
+    chosen: list = []
+    for key in FALLBACKS[provider]:
+        name = PROVIDERS[key]
+        if name not in here:
+            continue
+        if key == "tensorrt":
+            chosen.append((name, _trt_options(meta, fp16, device_id, trt_cache_dir)))
+        elif key == "cuda":
+            chosen.append((name, {"device_id": str(device_id)}))
+        else:
+            chosen.append(name)
+    return chosen
+
+
+def _trt_options(meta: ArtifactMeta | None, fp16: bool, device_id: int,
+                 cache_dir: str | Path | None) -> dict[str, str]:
+    if cache_dir is None:
+        from ...export.tensorrt import cache_root  # plain Python above its lazy tensorrt import
+
+        cache_dir = cache_root() / "ort-trt"
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    options = {"device_id": str(device_id), "trt_engine_cache_enable": "True",
+               "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": "True",
+               "trt_fp16_enable": str(bool(fp16))}
+    if meta is not None:  # an explicit profile: no rebuild each time a new size arrives
+        spec = InputSpec.for_meta(meta)
+        for key, dims in zip(("min", "opt", "max"), (meta.shapes.min, meta.shapes.opt,
+                                                     meta.shapes.max)):
+            shape = "x".join(str(d) for d in spec.tensor_shape(*dims))
+            options[f"trt_profile_{key}_shapes"] = f"{spec.name}:{shape}"
+    return options
+
+
+def _open_session(ort: Any, path: Path, options: Any, providers: list) -> Any:
+    state = ort.capi.onnxruntime_pybind11_state
+    load_errors = tuple(getattr(state, n) for n in _LOAD_ERRORS if hasattr(state, n))
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except load_errors as exc:
+        raise ModelFormatError(f"{path}: onnxruntime cannot load it ({_first_line(exc)}); a "
+                               f"truncated or damaged file must be exported again with "
+                               f"`fcn-edge export`") from None
+    except getattr(state, "EPFail", ()) as exc:
+        raise BackendUnavailable(f"an onnxruntime execution provider failed on {path}: "
+                                 f"{_first_line(exc)}") from None
+
+
+def _session_meta(session: Any, path: Path) -> ArtifactMeta:
+    meta = ArtifactMeta.from_props(session.get_modelmeta().custom_metadata_map, source=str(path))
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [meta.input_name] or meta.output_name not in outputs:
+        raise ModelFormatError(f"{path} has inputs {inputs} and outputs {outputs}, but its "
+                               f"metadata says '{meta.input_name}' → '{meta.output_name}': "
+                               f"export it again with `fcn-edge export`")
+    return meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --- metadata_props without onnx --------------------------------------------------------------
+
+#: ModelProto.metadata_props (onnx.proto); each a StringStringEntryProto: key = 1, value = 2.
+_METADATA_PROPS = 14
+
+
+def read_onnx_metadata(path: str | Path) -> ArtifactMeta:
+    """An ONNX file's fcn-edge metadata, read from its top-level protobuf fields only."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            props = {}
+            for field, value in _fields(data, 0, len(data)):
+                if field == _METADATA_PROPS and isinstance(value, tuple):
+                    entry = dict((k, bytes(data[a:b]).decode("utf-8"))
+                                 for k, (a, b) in _entry_fields(data, *value))
+                    props[entry.get(1, "")] = entry.get(2, "")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path} is not a readable ONNX file (corrupt or truncated?): "
+                               f"{exc}") from None
+    return ArtifactMeta.from_props(props, source=str(path))
+
+
+def _entry_fields(data: Any, start: int, end: int) -> Iterator[tuple[int, tuple[int, int]]]:
+    for field, value in _fields(data, start, end):
+        if isinstance(value, tuple):
+            yield field, value
+
+
+def _fields(data: Any, pos: int, end: int) -> Iterator[tuple[int, int | tuple[int, int]]]:
+    """``(field number, varint value or (start, end) of a length-delimited value)``."""
+    while pos < end:
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield field, value
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise ValueError("a field runs past the end of the file")
+            yield field, (pos, pos + length)
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} at byte {pos}")
+
+
+def _varint(data: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7

@@ -1,0 +1,182 @@
+"""PyTorch backend: an fcn-edge checkpoint run by the model code itself — the reference.
+
+It takes what a plain ONNX takes (normalised N×3×H×W float32 images) and describes itself with
+the metadata the exporter would write for that checkpoint (``artifact_meta``), so a Segmenter
+treats a checkpoint like any other artifact and the ONNX/TensorRT labels can be held to it.
+
+* CPU: fp32 (the reference), ``threads`` sets ``torch.set_num_threads`` — process-wide, as torch
+  has one intra-op pool.
+* CUDA: fp16 autocast, channels-last tensors (what tensor-core convolutions want) and the argmax
+  on the GPU, so only labels cross the bus; optionally CUDA graphs: one graph captured per input
+  shape (the last few kept) and replayed, which removes the per-layer launch overhead that
+  dominates small frames.
+
+torch is imported only when a backend opens: ``import fcn_edge.runtime`` must never import it.
+Eager inference is thread-safe (``inference_mode``, an eval-mode model holds no per-call state);
+with CUDA graphs it is not — a graph replays into its one set of static tensors.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+from collections import OrderedDict
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import BackendUnavailable, InputError
+from .base import BackendBase, InputSpec
+
+TORCH_EXTRA = 'pip install "fcn-edge[train]"'
+DEVICES = ("cpu", "cuda")
+_MAX_GRAPHS = 4  # each captured graph keeps its static tensors and a private memory pool
+
+
+def probe(device: str) -> tuple[bool, str]:
+    """Whether torch is installed and, for ``cuda``, sees a GPU (that check imports torch)."""
+    if find_spec("torch") is None:
+        return False, f"PyTorch is not installed: {TORCH_EXTRA}"
+    if device == "cpu":
+        try:
+            version = md.version("torch")
+        except md.PackageNotFoundError:  # installed outside pip: still importable
+            version = "(version unknown)"
+        return True, f"torch {version} on the CPU"
+    torch = _import_torch()
+    if not torch.cuda.is_available():
+        build = " (a CPU-only build)" if torch.version.cuda is None else ""
+        return False, f"torch {torch.__version__}{build} sees no CUDA GPU"
+    return True, f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
+
+
+class TorchBackend(BackendBase):
+    """An fcn-edge checkpoint (``.pt``, ``.pth`` or ``.safetensors``) in PyTorch.
+
+    Args:
+        path: the checkpoint (or a bare FCN state dict ``load_model`` recognises).
+        device: ``cpu`` or ``cuda``.
+        threads: CPU intra-op threads (0: leave torch's setting alone).
+        fp16: autocast to float16 (default: on CUDA; refused on the CPU).
+        cuda_graphs: capture and replay CUDA graphs (CUDA only; makes the backend not
+            thread-safe).
+        channels_last: NHWC memory format (default: on CUDA).
+        argmax: return labels instead of logits (default: on CUDA, to move labels, not logits).
+    """
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int = 0,
+                 fp16: bool | None = None, cuda_graphs: bool = False,
+                 channels_last: bool | None = None, argmax: bool | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such checkpoint")
+        if device not in DEVICES:
+            raise InputError(f"device must be one of {DEVICES}, got {device!r}")
+        torch = self._torch = _import_torch()
+        on_gpu = device == "cuda"
+        if on_gpu and not torch.cuda.is_available():
+            raise BackendUnavailable(probe("cuda")[1])
+        if not on_gpu and (fp16 or cuda_graphs):
+            raise InputError("fp16 and cuda_graphs need device='cuda'")
+        if threads:
+            torch.set_num_threads(threads)
+        self._fp16 = on_gpu if fp16 is None else fp16
+        self._channels_last = on_gpu if channels_last is None else channels_last
+        self._model, self.meta = _load(self.path, device, on_gpu if argmax is None else argmax,
+                                       self._fp16)
+        if self._channels_last:
+            self._model = self._model.to(memory_format=torch.channels_last)
+        self._device = torch.device(device)
+        self._graphs: OrderedDict | None = OrderedDict() if cuda_graphs else None
+        self.thread_safe = not cuda_graphs
+        self.name = f"torch:{device}"
+        self.input_spec = InputSpec.for_meta(self.meta)
+        self._label_dtype = torch.uint8 if self.meta.labels_dtype == "uint8" else torch.int32
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (or labels with ``argmax``) for a normalised image batch."""
+        self._check_open()
+        self.input_spec.check(batch)
+        torch = self._torch
+        if not batch.flags.writeable:  # torch.from_numpy warns on read-only arrays
+            batch = batch.copy()
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self._device)  # shares memory on the CPU
+            if self._channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self._replay(x) if self._graphs is not None else self._forward(x)
+            return y.cpu().numpy()  # on the CPU: no copy
+
+    def _forward(self, x: Any) -> Any:
+        torch = self._torch
+        # Autocast's weight-cast cache must be off under graph capture (PyTorch's CUDA graphs
+        # notes): cached casts would be freed while the graph still points at them.
+        with torch.autocast(self._device.type, dtype=torch.float16, enabled=self._fp16,
+                            cache_enabled=self._graphs is None):
+            logits = self._model(x)
+        if self.meta.argmax:
+            return logits.argmax(1).to(self._label_dtype)
+        return logits.float().contiguous()
+
+    def _replay(self, x: Any) -> Any:
+        key = tuple(x.shape)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._capture(x)
+            if len(self._graphs) > _MAX_GRAPHS:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    def _capture(self, x: Any) -> tuple[Any, Any, Any]:
+        """Capture one forward pass for ``x``'s shape (PyTorch's documented recipe)."""
+        torch = self._torch
+        static_in = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up off the capture: cuDNN picks its kernels
+            for _ in range(3):
+                self._forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
+
+    def describe(self) -> str:
+        torch = self._torch
+        where = (torch.cuda.get_device_name(self._device) if self._device.type == "cuda"
+                 else f"CPU, {torch.get_num_threads()} threads")
+        extras = [k for k, on in (("fp16", self._fp16), ("channels_last", self._channels_last),
+                                  ("CUDA graphs", self._graphs is not None),
+                                  ("argmax", self.meta.argmax)) if on]
+        return (f"torch {torch.__version__} on {where}" + (f" ({', '.join(extras)})" if extras
+                                                            else "") + f", {self.path.name}")
+
+    def close(self) -> None:
+        self._model = self._graphs = None
+        super().close()
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailable(f"running checkpoints needs PyTorch ({exc}): "
+                                 f"{TORCH_EXTRA}") from None
+    return torch
+
+
+def _load(path: Path, device: str, argmax: bool, fp16: bool) -> tuple[Any, Any]:
+    """The model in eval mode on ``device``, and the metadata its export would carry."""
+    from ...export.artifact_meta import artifact_meta  # imports torch: only from here
+    from ...models import load_model
+
+    model = load_model(path).eval()
+    meta = artifact_meta(model, path, raw_io=False, argmax=argmax, shapes=None,
+                         options={"backend": f"torch:{device}"})
+    return model.to(device), meta.with_(precision="fp16" if fp16 else "fp32")

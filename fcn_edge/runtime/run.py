@@ -1,0 +1,210 @@
+"""``fcn-edge run``: a model on a camera, video, images or stream, into videos, images and masks.
+
+:class:`RunConfig` holds everything the command line sets; :func:`run` wires a source, a
+:class:`~fcn_edge.runtime.Segmenter` and the sinks into the pipeline, prints the end summary
+and writes the ``--stats`` JSON. The model file describes itself (classes, palette,
+preprocessing), so nothing else is needed.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InputError
+from ..io import atomic_path
+from .pipeline import RunStats, run_pipeline
+from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
+                    WindowSink)
+from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
+
+__all__ = ["RunConfig", "run", "TimedBackend"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What ``fcn-edge run`` does; each field is the CLI flag of the same name."""
+
+    model: str                          # an exported artifact (.onnx, .engine, ...)
+    source: str | None = None           # video, image, folder, glob, URL or camera index
+    camera: int | None = None           # --camera N, instead of ``source``
+    backend: str = "auto"
+    output: str | None = None           # .mp4/.avi/... video, an image file, or a folder
+    save_masks: str | None = None       # folder of palette PNGs
+    show: bool = False
+    alpha: float = 0.5
+    max_frames: int | None = None
+    stats: str | None = None            # JSON file for the end statistics
+    live: bool | None = None            # None: cameras and URLs are live, files are not
+    threads: int | None = None          # engine threads (CPU backends); None: the default
+    queue_size: int = 4
+    reconnect_timeout: float = 30.0
+    progress_every: float = 5.0         # seconds between progress lines; 0: none
+
+    def check(self) -> None:
+        """Refuse contradictory or out-of-range settings before anything is opened."""
+        if (self.source is None) == (self.camera is None):
+            raise InputError("give exactly one of SOURCE or --camera N")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"--max-frames must be at least 1, got {self.max_frames}")
+        if self.queue_size < 1 or self.reconnect_timeout < 0:
+            raise InputError("--queue-size must be ≥ 1 and --reconnect-timeout ≥ 0")
+
+
+def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None) -> RunStats:
+    """Run the model over the source into the outputs; see :class:`RunConfig`.
+
+    Ctrl-C (or ``stop.set()``) ends the run cleanly: outputs complete, statistics returned
+    with ``interrupted=True``. Raises :class:`~fcn_edge.errors.FcnEdgeError` subclasses for
+    bad inputs, unreadable models and missing engines.
+    """
+    config.check()
+    spec: int | str = config.camera if config.camera is not None else str(config.source)
+    source = open_source(spec, live=config.live, reconnect_timeout=config.reconnect_timeout,
+                         log=log)
+    try:
+        if config.output:  # refuse a wrong --output before the (slower) model load
+            _output_kind(Path(config.output), source)
+        segmenter, backend = _open_segmenter(config)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        sinks = _make_sinks(config, source, segmenter, log)
+        log(f"fcn-edge run: {Path(config.model).name} on {backend.name}, "
+            f"{'live ' if source.live else ''}{source.description}"
+            + (f" ({len(source)} frames)" if len(source) else ""))
+        stats = run_pipeline(source, segmenter, sinks, alpha=config.alpha,
+                             max_frames=config.max_frames, queue_size=config.queue_size,
+                             on_progress=_progress(log) if config.progress_every > 0 else None,
+                             progress_every=config.progress_every or 1.0, stop=stop)
+    finally:
+        # The pipeline's reader releases the source itself, in its own thread; here it is
+        # only closed when the pipeline never started.
+        if not source.stopped:
+            source.close()
+        segmenter.close()
+        backend.close()  # a Segmenter does not close a backend it was handed
+    _report(config, stats, sinks, log)
+    return stats
+
+
+def _progress(log: Log) -> Callable[[RunStats], None]:
+    return lambda s: log(f"  {s.frames} frames, {s.fps:.1f} fps, {s.dropped} dropped")
+
+
+class TimedBackend:
+    """A backend that notes when each ``infer`` starts and ends, in the calling thread.
+
+    With it the pipeline splits one Segmenter call into preprocess (before the engine), infer
+    and postprocess (after it) exactly, through the Segmenter's public API alone.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.name, self.meta, self.reason = backend.name, backend.meta, backend.reason
+        self.input_spec, self.thread_safe = backend.input_spec, backend.thread_safe
+        self._local = threading.local()
+
+    def infer(self, batch: Any) -> Any:
+        started = time.perf_counter()
+        output = self.inner.infer(batch)
+        self._marks().append((started, time.perf_counter()))
+        return output
+
+    def take_marks(self) -> list[tuple[float, float]]:
+        """(start, end) of the ``infer`` calls this thread made since it last asked."""
+        marks = self._marks()
+        self._local.marks = []
+        return marks
+
+    def _marks(self) -> list[tuple[float, float]]:
+        if not hasattr(self._local, "marks"):
+            self._local.marks = []
+        return self._local.marks
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> "TimedBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:  # path and backend-specific extras
+        return getattr(self.inner, name)
+
+
+def _open_segmenter(config: RunConfig) -> tuple[Any, TimedBackend]:
+    from .backends import open_backend
+    from .segmenter import Segmenter
+
+    options: dict[str, Any] = {}
+    if config.threads is not None:
+        options["threads"] = config.threads
+    backend = TimedBackend(open_backend(config.model, config.backend, **options))
+    try:
+        return Segmenter(backend), backend
+    except BaseException:
+        backend.close()
+        raise
+
+
+def _make_sinks(config: RunConfig, source: Source, segmenter: Any, log: Log) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.output:
+        sinks.append(_output_sink(Path(config.output), source, log))
+    if config.save_masks:
+        sinks.append(MaskDirSink(config.save_masks, segmenter.meta.palette, log=log))
+    if config.show:
+        sinks.append(WindowSink(f"fcn-edge: {source.description}", log=log))
+    return sinks
+
+
+def _output_kind(path: Path, source: Source) -> str:
+    """``video`` for video suffixes, ``image`` for a single-image source, else ``folder``."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES and not path.is_dir():
+        if isinstance(source, ImageSource) and len(source) == 1:
+            return "image"
+        raise InputError(f"--output {path} is one image but {source.description} has several "
+                         f"frames; give a folder or a video file ({', '.join(VIDEO_SUFFIXES)})")
+    return "folder"
+
+
+def _output_sink(path: Path, source: Source, log: Log) -> Sink:
+    kind = _output_kind(path, source)
+    if kind == "video":
+        return VideoSink(path, fps=source.fps, log=log)
+    return ImageFileSink(path) if kind == "image" else ImageDirSink(path)
+
+
+def _report(config: RunConfig, stats: RunStats, sinks: list[Sink], log: Log) -> None:
+    """The end summary, where the outputs went, and the --stats file."""
+    log(stats.summary())
+    if stats.frames == 0:
+        log("no frames were processed: check the source")
+    for sink in sinks:
+        where = getattr(sink, "path", None) or getattr(sink, "directory", None)
+        if where is not None and getattr(sink, "frames", 0):
+            log(f"wrote {sink.frames} frames to {where}")  # type: ignore[attr-defined]
+    if config.stats:
+        settings = asdict(config)
+        settings["source"] = redact(config.source) if config.source else None
+        data = {"fcn_edge_run": stats.to_dict(), "config": settings}
+        with atomic_path(config.stats) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        log(f"statistics: {config.stats}")

@@ -1,0 +1,362 @@
+"""``Segmenter``: frames in, label maps out, on the best backend for the artifact.
+
+    seg = Segmenter("model.onnx")          # backend="auto"; seg.info()["reason"] says which
+    labels = seg(frame)                    # H×W×3 uint8 BGR → H×W uint8 labels, same size
+    cv2.imshow("fcn", seg.overlay(frame, labels))
+
+**Frames.** An H×W×3 uint8 array in BGR, as OpenCV delivers it (``color="rgb"`` for RGB), or
+any buffer-protocol object (``bytes``, ``memoryview``, a camera SDK's buffer) with
+``shape=(H, W, 3)``. Any strides are accepted. Grayscale (H×W or H×W×1) is replicated to three
+channels and a 4th (alpha) channel is dropped — both as zero-copy views: the network only ever
+saw colour, a mono camera shows it what a colour camera would of a grey world, and alpha is not
+image content. Anything else (another dtype or channel count, the wrong rank, an empty frame,
+``None`` from a failed ``cv2.imread``) raises an :class:`InputError` saying what to pass.
+Frames outside the backend's profile (a TensorRT engine's, or ``profile=``) are resized into
+it, aspect kept, and the labels mapped back by nearest neighbour: labels always come back at
+the frame's own size.
+
+**Threads.** One Segmenter may be shared by threads. Validation, normalisation, resizing and
+argmax run in the calling threads, in parallel; ``infer`` runs in parallel on backends that
+allow it (ONNX Runtime sessions, eager PyTorch) and under one lock on those that hold one
+inference's state (a TensorRT execution context; PyTorch's CUDA graphs). Stats are updated
+under a lock. For parallel TensorRT inference, use one Segmenter per thread.
+
+**Copies** of pixel data made here, per frame, for a contiguous BGR frame inside the profile
+(counted in ``seg.stats.copies``; what the engine does inside is not counted):
+
+=====================  ======  ===========================================================
+artifact               copies  what
+=====================  ======  ===========================================================
+raw-IO + argmax        0       the frame goes in as a view with a batch axis; the labels
+                               are the engine's own output array
+raw-IO, logits         1       argmax over the logits
+plain, argmax          1       normalising into the N×3×H×W float32 input
+plain, logits (torch)  2       normalising; argmax
+=====================  ======  ===========================================================
+
+Each of these adds one: an RGB or non-contiguous frame (a strided view, grayscale, alpha
+dropped) into a raw-IO artifact — plain artifacts read any strides while normalising, so there
+they are free; resizing into the profile (two if the frame is not contiguous); mapping labels
+back; stacking a list for ``batch`` into a raw-IO artifact; narrowing labels a backend returns
+in a wider dtype. Inside: ONNX Runtime (CPU) reads the input in place and allocates its output;
+TensorRT copies into and out of pinned memory around its DMA transfers; torch on the CPU shares
+memory both ways.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import FcnEdgeError, InputError, ModelFormatError
+from .backends import Backend, open_backend
+from .metadata import ArtifactMeta, Shapes, parse_shapes
+from .processing import (as_frame, colorize, fit_size, frames_to_input, labels_dtype,
+                         labels_from_logits, overlay, resize_frame, resize_labels)
+
+COLORS = ("bgr", "rgb")
+_ANY = 1 << 30  # "no upper bound" for sizes when only a size multiple applies
+
+
+@dataclass(frozen=True)
+class SegmenterStats:
+    """Counters since the Segmenter opened (or ``reset_stats``)."""
+
+    frames: int = 0
+    inferences: int = 0        # backend.infer calls
+    copies: int = 0            # pixel-data copies made by fcn-edge (see the module docstring)
+    resized: int = 0           # frames resized into the profile
+    infer_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def copies_per_frame(self) -> float:
+        return self.copies / self.frames if self.frames else 0.0
+
+
+@dataclass
+class _Work:
+    """What one call did; merged into the stats under the lock at its end."""
+
+    copies: int = 0
+    resized: int = 0
+    inferences: int = 0
+    infer_seconds: float = 0.0
+
+
+class Segmenter:
+    """Semantic segmentation of frames with an fcn-edge artifact. See the module docstring.
+
+    Args:
+        model: an artifact (``.onnx``, fcn-edge ``.engine``/``.plan``, ``.pt``/``.pth``/
+            ``.safetensors`` checkpoint) or an open :class:`Backend` (not closed with us).
+        backend: ``auto`` (the fastest that runs here) or a name from ``backend_names()``.
+        color: the channel order of the frames given, ``bgr`` (OpenCV) or ``rgb``; colorize
+            and overlay return the same order.
+        profile: the (batch, height, width) bounds frames are resized into: ``auto`` (the
+            backend's hard bounds, e.g. a TensorRT engine's profile; none for ONNX Runtime on
+            CPU/CUDA or torch), ``artifact`` (the shapes in the artifact's metadata, the same
+            on every backend), a :class:`Shapes` or ``"MIN:OPT:MAX"`` string, or None (never).
+        options: for the backend (``threads``, ``fp16``, ``device_id`` …).
+    """
+
+    def __init__(self, model: str | os.PathLike | Backend, backend: str = "auto", *,
+                 color: str = "bgr", profile: str | Shapes | None = "auto",
+                 **options: Any) -> None:
+        if color not in COLORS:
+            raise InputError(f"color must be one of {COLORS}, got {color!r}")
+        if isinstance(model, (str, os.PathLike)):
+            self._backend, self._owns = open_backend(model, backend, **options), True
+        elif isinstance(model, Backend):
+            if options:
+                raise InputError("backend options apply when the Segmenter opens the model")
+            self._backend, self._owns = model, False
+        else:
+            raise InputError(f"model must be a path to an artifact or an open Backend, "
+                             f"got {type(model).__name__}")
+        self.color = color
+        self.meta: ArtifactMeta = self._backend.meta
+        try:
+            self.profile = _resolve_profile(profile, self._backend)
+        except InputError:
+            self.close()
+            raise
+        self._infer_lock = None if self._backend.thread_safe else threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats = SegmenterStats()
+        self._labels_dtype = labels_dtype(self.meta.num_classes)
+
+    # --- the API -----------------------------------------------------------------------------
+    def __call__(self, frame: Any, *, shape: Sequence[int] | None = None) -> np.ndarray:
+        """H×W label map (uint8; int32 beyond 256 classes) for one frame, at its size."""
+        start = time.perf_counter()
+        view = as_frame(frame, shape)
+        work = _Work()
+        labels = self._segment([view], work)[0]
+        self._record(1, work, start)
+        return labels
+
+    def batch(self, frames: np.ndarray | Iterable[Any]) -> list[np.ndarray]:
+        """One label map per frame (an N×H×W×C array or a sequence of frames, sizes may
+        differ); equal sizes run together, in batches the profile allows."""
+        start = time.perf_counter()
+        if isinstance(frames, np.ndarray) and frames.ndim != 4:
+            raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got shape "
+                             f"{frames.shape}; for one frame call seg(frame)")
+        if _is_plain_batch(frames):
+            groups: dict[tuple[int, int], Any] = {frames.shape[1:3]: frames}
+            order = {frames.shape[1:3]: list(range(len(frames)))}
+        else:
+            views = [as_frame(f) for f in frames]
+            order = {}
+            for i, view in enumerate(views):
+                order.setdefault(view.shape[:2], []).append(i)
+            groups = {size: [views[i] for i in idx] for size, idx in order.items()}
+        results: list[np.ndarray] = [None] * sum(len(i) for i in order.values())  # type: ignore
+        work = _Work()
+        for size, group in groups.items():
+            for i, labels in zip(order[size], self._segment(group, work)):
+                results[i] = labels
+        self._record(len(results), work, start)
+        return results
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """Labels → H×W×3 uint8 colours from the artifact's palette, in ``color`` order."""
+        return colorize(labels, self.meta.palette, self.color)
+
+    def overlay(self, frame: Any, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """``frame`` blended with its colorized ``labels`` (``alpha`` of the colours)."""
+        view = as_frame(frame)
+        labels = np.asarray(labels)
+        if labels.shape != view.shape[:2]:
+            raise InputError(f"labels of shape {labels.shape} do not match a frame of "
+                             f"{view.shape[0]}×{view.shape[1]}")
+        return overlay(view, self.colorize(labels), alpha)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.meta.classes
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """RGB colours, one per class."""
+        return self.meta.palette
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise FcnEdgeError("this Segmenter is closed")
+        return self._backend
+
+    @property
+    def stats(self) -> SegmenterStats:
+        with self._stats_lock:
+            return self._stats
+
+    def reset_stats(self) -> None:
+        with self._stats_lock:
+            self._stats = SegmenterStats()
+
+    def info(self) -> dict[str, Any]:
+        """What runs: backend, why it was chosen, the artifact, its input and profile."""
+        backend, meta = self.backend, self.meta
+        spec = backend.input_spec
+        return {"backend": backend.name, "reason": backend.reason,
+                "description": backend.describe(), "artifact": str(getattr(backend, "path", "")),
+                "model": meta.model, "backbone": meta.backbone, "classes": meta.num_classes,
+                "precision": meta.precision, "raw_io": meta.raw_io, "argmax": meta.argmax,
+                "input": f"{spec.name} {spec.layout} {spec.dtype}",
+                "profile": str(self.profile) if self.profile else "any size",
+                "thread_safe": backend.thread_safe, "color": self.color}
+
+    def __repr__(self) -> str:
+        if self._backend is None:
+            return "Segmenter(closed)"
+        meta = self.meta
+        kinds = [k for k, on in (("raw-IO", meta.raw_io), ("argmax", meta.argmax)) if on]
+        return (f"Segmenter({meta.model}/{meta.backbone}, {meta.num_classes} classes, "
+                f"{Path(getattr(self._backend, 'path', '?')).name} on {self._backend.name}"
+                + "".join(f", {k}" for k in kinds) + ")")
+
+    def close(self) -> None:
+        if self._backend is not None and self._owns:
+            self._backend.close()
+        self._backend = None
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- the work ----------------------------------------------------------------------------
+    def _segment(self, frames: Sequence[np.ndarray], work: _Work) -> np.ndarray:
+        """Equal-size frames → N×H×W labels at that size."""
+        n = len(frames)
+        h, w = frames[0].shape[:2]
+        size = self._fit(h, w)
+        if size != (h, w):
+            work.copies += sum(1 + (not f.flags.c_contiguous) for f in frames)
+            work.resized += n
+            frames = [resize_frame(f, size) for f in frames]
+        lo, hi = (self.profile.min[0], self.profile.max[0]) if self.profile else (1, n)
+        outputs = []
+        for start in range(0, n, hi):
+            chunk = frames[start:start + hi]
+            pad = max(0, lo - len(chunk))
+            if pad:  # below the profile's minimum batch: repeat the last frame, drop its labels
+                chunk = list(chunk) + [chunk[-1]] * pad
+            outputs.append(self._run(chunk, work)[:len(chunk) - pad])
+        labels = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        work.copies += n if len(outputs) > 1 else 0
+        if size != (h, w):
+            labels = resize_labels(labels, (h, w))
+            work.copies += n
+        return labels
+
+    def _run(self, chunk: Sequence[np.ndarray], work: _Work) -> np.ndarray:
+        batch = self._input(chunk, work)
+        backend = self.backend
+        start = time.perf_counter()
+        if self._infer_lock is None:
+            output = backend.infer(batch)
+        else:
+            with self._infer_lock:
+                output = backend.infer(batch)
+        work.infer_seconds += time.perf_counter() - start
+        work.inferences += 1
+        return self._labels(output, len(chunk), chunk[0].shape[:2], work)
+
+    def _input(self, chunk: Sequence[np.ndarray], work: _Work) -> np.ndarray:
+        """The artifact's input for equal-size frames; copies only where it must."""
+        n = len(chunk)
+        meta = self.meta
+        if not meta.raw_io:
+            if isinstance(chunk, np.ndarray):
+                batch = frames_to_input(chunk, meta.mean, meta.std, meta.color_order, self.color)
+            else:
+                h, w = chunk[0].shape[:2]
+                batch = np.empty((n, 3, h, w), np.float32)
+                for i, frame in enumerate(chunk):  # straight into the batch: no stacking
+                    frames_to_input(frame, meta.mean, meta.std, meta.color_order, self.color,
+                                    out=batch[i:i + 1])
+            work.copies += n
+            return batch
+        flip = self.color != "bgr"  # raw-IO graphs take BGR, as OpenCV delivers
+        if isinstance(chunk, np.ndarray) or n == 1:
+            frames = chunk if isinstance(chunk, np.ndarray) else chunk[0][None]
+            frames = frames[..., ::-1] if flip else frames
+            if frames.flags.c_contiguous:
+                return frames
+            work.copies += n
+            return np.ascontiguousarray(frames)
+        work.copies += n
+        return np.stack([f[..., ::-1] if flip else f for f in chunk])
+
+    def _labels(self, output: np.ndarray, n: int, size: tuple[int, int],
+                work: _Work) -> np.ndarray:
+        output = np.asarray(output)
+        if self.meta.argmax:
+            labels = output
+            if labels.dtype != self._labels_dtype:
+                work.copies += n
+                labels = labels.astype(self._labels_dtype)
+        else:
+            if output.ndim != 4 or output.shape[1] != self.meta.num_classes:
+                raise ModelFormatError(f"{self.backend.name} returned logits of shape "
+                                       f"{output.shape}; {self.meta.num_classes} classes expected")
+            labels = labels_from_logits(output)
+            work.copies += n
+        if labels.shape != (n, *size):
+            raise ModelFormatError(f"{self.backend.name} returned labels of shape {labels.shape} "
+                                   f"for a {n}×{size[0]}×{size[1]} batch")
+        return labels
+
+    def _fit(self, h: int, w: int) -> tuple[int, int]:
+        multiple = max(1, self.meta.size_multiple)
+        if self.profile is not None:
+            return fit_size(h, w, self.profile.min[1:], self.profile.max[1:], multiple)
+        return fit_size(h, w, (1, 1), (_ANY, _ANY), multiple)
+
+    def _record(self, frames: int, work: _Work, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        with self._stats_lock:
+            s = self._stats
+            self._stats = SegmenterStats(
+                s.frames + frames, s.inferences + work.inferences, s.copies + work.copies,
+                s.resized + work.resized, s.infer_seconds + work.infer_seconds,
+                s.total_seconds + elapsed)
+
+
+def _is_plain_batch(frames: Any) -> bool:
+    """An N×H×W×3 uint8 array can go in whole, without splitting into frames."""
+    return (isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[3] == 3
+            and frames.dtype == np.uint8 and frames.size > 0)
+
+
+def _resolve_profile(profile: Any, backend: Backend) -> Shapes | None:
+    hard = backend.input_spec.profile
+    if isinstance(profile, str) and profile == "auto":
+        return hard
+    if profile is None:
+        return None  # frames outside a hard profile then fail in the backend
+    if isinstance(profile, str) and profile == "artifact":
+        chosen = backend.meta.shapes
+    elif isinstance(profile, str):
+        chosen = parse_shapes(profile)
+    elif isinstance(profile, Shapes):
+        chosen = profile
+    else:
+        raise InputError(f"profile must be 'auto', 'artifact', None, a Shapes or "
+                         f"'MIN:OPT:MAX', got {profile!r}")
+    if hard is not None and not (hard.covers(*chosen.min) and hard.covers(*chosen.max)):
+        raise InputError(f"profile {chosen} reaches outside the backend's own {hard}")
+    return chosen
+
+
+__all__ = ["Segmenter", "SegmenterStats", "COLORS"]

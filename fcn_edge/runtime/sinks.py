@@ -1,0 +1,273 @@
+"""Where results go: a video file, a folder of overlays, palette-PNG masks, a window.
+
+Every sink has ``write(result)`` and ``close()``, and is used from one thread (the pipeline's
+writer), since OpenCV's writers and windows are not thread-safe. ``close()`` always leaves
+complete files: the video is written under a temporary name beside the target and renamed when
+it is closed, so an interrupted run (Ctrl-C) still ends with a playable file and never with a
+half-written one under the real name.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from ..data.files import write_palette_png
+from ..errors import InputError
+from .sources import Frame
+
+__all__ = ["Result", "Sink", "StopRequested", "VideoSink", "ImageDirSink", "ImageFileSink",
+           "MaskDirSink", "WindowSink", "VIDEO_SUFFIXES", "display_available"]
+
+#: Container → FourCC. 'mp4v' (MPEG-4 Part 2) is in every FFmpeg build OpenCV ships; H.264
+#: encoders usually are not (licensing), so it is not the default.
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v",
+                  ".avi": "MJPG"}
+_FALLBACK = (".avi", "MJPG")   # Motion JPEG in AVI: OpenCV's built-in writer, always there
+DEFAULT_FPS = 30.0
+
+Log = Callable[[str], None]
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One processed frame: the frame, its H×W label map and (when asked for) the overlay."""
+
+    frame: Frame
+    labels: np.ndarray
+    overlay: np.ndarray | None = None
+
+
+class Sink(Protocol):
+    """What the pipeline's writer needs; ``needs_overlay`` says whether to compute overlays."""
+
+    needs_overlay: bool
+
+    def write(self, result: Result) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StopRequested(Exception):
+    """Raised by a sink to end the run normally (a key pressed in the window)."""
+
+
+class VideoSink:
+    """Overlays into one video; size fixed by the first frame, FPS from the source or 30."""
+
+    needs_overlay = True
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None,
+                 log: Log | None = None) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            raise InputError(f"{path}: unknown video type; use one of "
+                             f"{', '.join(sorted(VIDEO_SUFFIXES))}")
+        self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
+        self.frames = 0
+        self.size: tuple[int, int] | None = None     # (width, height) written
+        self._log = log or _logger.warning
+        self._writer: cv2.VideoWriter | None = None
+        self._tmp: Path | None = None
+        self._resized = False
+
+    def _open(self, path: Path, fourcc: str, size: tuple[int, int]) -> cv2.VideoWriter | None:
+        # The container is chosen from the name's suffix, so the temporary keeps it.
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        try:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, size)
+        except cv2.error:
+            writer = None
+        if writer is None or not writer.isOpened():
+            tmp.unlink(missing_ok=True)
+            return None
+        self._tmp = tmp
+        return writer
+
+    def _start(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        # Encoders work on 2×2 chroma blocks and silently drop an odd row or column: say it here.
+        self.size = (max(2, width - width % 2), max(2, height - height % 2))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._open(self.path, VIDEO_SUFFIXES[self.path.suffix.lower()], self.size)
+        if self._writer is None and self.path.suffix.lower() != _FALLBACK[0]:
+            fallback = self.path.with_suffix(_FALLBACK[0])
+            self._log(f"{self.path}: this OpenCV cannot encode "
+                      f"{VIDEO_SUFFIXES[self.path.suffix.lower()]} video; writing Motion JPEG "
+                      f"to {fallback} instead")
+            self.path = fallback
+            self._writer = self._open(fallback, _FALLBACK[1], self.size)
+        if self._writer is None:
+            raise InputError(f"{self.path}: OpenCV cannot write video here (no encoder, or "
+                             f"the folder is not writable); use a folder for --output instead")
+
+    def write(self, result: Result) -> None:
+        image = result.overlay if result.overlay is not None else result.frame.image
+        if self._writer is None:
+            self._start(image)
+        width, height = self.size  # type: ignore[misc]
+        if image.shape[1] != width or image.shape[0] != height:
+            if not (0 <= image.shape[1] - width <= 1 and 0 <= image.shape[0] - height <= 1):
+                if not self._resized:
+                    self._log(f"{self.path}: frames change size; resizing them to "
+                              f"{width}×{height}, the first frame's size")
+                    self._resized = True
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            else:
+                image = image[:height, :width]
+        self._writer.write(np.ascontiguousarray(image))  # type: ignore[union-attr]
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file and give it its real name (a run with no frames writes none)."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None and tmp.exists():
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+
+
+def _encode(path: Path, image: np.ndarray) -> None:
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buffer = cv2.imencode(path.suffix, image, params)
+    if not ok:
+        raise InputError(f"{path}: OpenCV cannot encode a {path.suffix} image")
+    path.write_bytes(buffer.tobytes())
+
+
+class ImageDirSink:
+    """Each overlay as ``<name><suffix>`` in a folder (JPEG by default: small and fast)."""
+
+    needs_overlay = True
+
+    def __init__(self, directory: str | os.PathLike, suffix: str = ".jpg") -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.suffix = suffix
+        self.frames = 0
+
+    def write(self, result: Result) -> None:
+        image = result.overlay if result.overlay is not None else result.frame.image
+        _encode(self.directory / f"{result.frame.name}{self.suffix}", image)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class ImageFileSink:
+    """The overlay of a single-image source, written to one image file."""
+
+    needs_overlay = True
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.frames = 0
+
+    def write(self, result: Result) -> None:
+        if self.frames:
+            raise InputError(f"--output {self.path} is one image but the source has several "
+                             f"frames; give a folder or a video file (.mp4) instead")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        image = result.overlay if result.overlay is not None else result.frame.image
+        _encode(self.path, image)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class MaskDirSink:
+    """Label maps as palette PNGs ``<name>.png`` (VOC's format: pixel values are class ids)."""
+
+    needs_overlay = False
+
+    def __init__(self, directory: str | os.PathLike,
+                 palette: Sequence[Sequence[int]] | np.ndarray, log: Log | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.palette = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+        self.frames = 0
+        self._log = log or _logger.warning
+        self._warned = False
+
+    def write(self, result: Result) -> None:
+        path = self.directory / f"{result.frame.name}.png"
+        labels = result.labels
+        if labels.dtype == np.uint8:
+            write_palette_png(path, labels, self.palette)
+        else:
+            # A palette holds 256 entries; more classes need 16-bit grey PNGs of class ids.
+            if not self._warned:
+                self._log(f"{self.directory}: more than 256 classes; writing 16-bit PNGs")
+                self._warned = True
+            if not cv2.imwrite(str(path), labels.astype(np.uint16)):
+                raise InputError(f"{path}: cannot write the mask")
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether a window can open here, and why not."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return True, ""
+
+
+class WindowSink:
+    """Shows overlays in a window; without a display or GUI support it says so once and idles.
+
+    A key press of ``q`` or Esc in the window ends the run like Ctrl-C.
+    """
+
+    needs_overlay = True
+
+    def __init__(self, title: str = "fcn-edge", log: Log | None = None) -> None:
+        self.title = title
+        self.frames = 0
+        self._log = log or _logger.warning
+        ok, why = display_available()
+        self.enabled = ok
+        self._opened = False
+        if not ok:
+            self._log(f"--show: {why}; running without a window")
+
+    def write(self, result: Result) -> None:
+        if not self.enabled:
+            return
+        image = result.overlay if result.overlay is not None else result.frame.image
+        try:
+            cv2.imshow(self.title, image)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error:
+            self.enabled = False
+            self._log("--show: this OpenCV has no GUI support (opencv-python-headless); "
+                      "install opencv-python for a window; running without one")
+            return
+        self._opened = True
+        self.frames += 1
+        if key in (ord("q"), 27):
+            raise StopRequested("window closed with a key press")
+
+    def close(self) -> None:
+        if self._opened:
+            try:
+                cv2.destroyWindow(self.title)
+            except cv2.error:
+                pass
+            self._opened = False
