@@ -131,7 +131,10 @@ def _query_gpu_pycuda() -> tuple[str, str]:
                                  f"pycuda): {TRT_EXTRA}") from None
     try:
         cuda.init()
-        device = cuda.Device(0)  # TensorRT builds on the current device, 0 unless set
+        try:  # the device of the current context (the runtime's device_id), else device 0
+            device = cuda.Context.get_device()
+        except cuda.LogicError:
+            device = cuda.Device(0)
         major, minor = device.compute_capability()
         return device.name().strip(), f"{major}.{minor}"
     except cuda.Error as exc:
