@@ -6,7 +6,7 @@ combining cues, as in real images:
 * colour: each class has a characteristic hue range;
 * texture: objects are flat, striped, checkered, gradient or noisy; blobs are always noisy;
 * shape and size vary (ellipses, rotated rectangles, 4–7 point stars, irregular blobs);
-* wires are 1–3 px lines: far below FCN-32s's 32 px output stride, so the skips of FCN-8s
+* wires are 2–4 px lines (1–3 when hard): far below FCN-32s's 32 px output stride, so the skips of FCN-8s
   (§4.2) are needed to segment them;
 * the background is saturation-poor (gradients, colour blotches, stripes) and holds distractor
   copies of the shapes in background colours, labelled background: shape alone is not enough.
@@ -50,15 +50,18 @@ class Difficulty:
     hues: dict[int, tuple[int, int]]
     off_hue: float
     distractors: tuple[int, int]
+    wire_width: tuple[int, int]  # [low, high] pixels across; 4 at most
 
 
 DIFFICULTIES = {
     # Seven hue ranges ~25 apart on the colour wheel: disc red, wire orange, triangle green,
     # rectangle cyan, star blue, blob purple, ring magenta.
     "standard": Difficulty({1: (0, 8), 6: (20, 30), 3: (50, 62), 2: (84, 94), 5: (110, 120),
-                            7: (135, 145), 4: (160, 170)}, off_hue=0.0, distractors=(1, 4)),
+                            7: (135, 145), 4: (160, 170)}, off_hue=0.0, distractors=(1, 4),
+                           wire_width=(2, 4)),
     "hard": Difficulty({1: (0, 14), 2: (100, 122), 3: (48, 72), 4: (0, 14), 5: (100, 122),
-                        6: (22, 34), 7: (140, 166)}, off_hue=0.2, distractors=(3, 12)),
+                        6: (22, 34), 7: (140, 166)}, off_hue=0.2, distractors=(3, 12),
+                       wire_width=(1, 3)),
 }
 _TEXTURES = {
     1: ("flat", "stripes", "gradient", "noise"),
@@ -123,8 +126,9 @@ def _star(rng: np.random.Generator, canvas: np.ndarray) -> None:
     _polygon(canvas, x, y, angles, radii)
 
 
-def _wire(rng: np.random.Generator, canvas: np.ndarray) -> None:
-    """1–3 cables or poles, each 1–3 px wide and crossing much of the image."""
+def _wire(rng: np.random.Generator, canvas: np.ndarray, widths: tuple[int, int] = (1, 3)
+          ) -> None:
+    """1–3 cables or poles, each ``widths`` px wide and crossing much of the image."""
     h, w = canvas.shape
     for _ in range(int(rng.integers(1, 4))):
         start = rng.uniform(0, 1, 2) * (w, h)
@@ -135,10 +139,11 @@ def _wire(rng: np.random.Generator, canvas: np.ndarray) -> None:
         end = start + length * np.array([math.cos(angle), math.sin(angle)])
         sag = (start + end) / 2 + rng.normal(0, 0.05 * length, 2)  # a cable sags
         points = np.round(np.stack([start, sag, end])).astype(np.int32)
-        width = int(rng.integers(1, 4))
-        # OpenCV draws thickness 2 as 3 px across (and 3 as 5): 2 px is two 1 px lines.
-        cv2.polylines(canvas, [points], False, 1, 2 if width == 3 else 1, cv2.LINE_8)
-        if width == 2:
+        width = int(rng.integers(widths[0], widths[1] + 1))
+        # OpenCV draws thickness 2 as 3 px across (and 3 as 5): 2 px is two 1 px lines side
+        # by side, 4 px two 3 px lines.
+        cv2.polylines(canvas, [points], False, 1, 2 if width >= 3 else 1, cv2.LINE_8)
+        if width in (2, 4):
             across = (0, 1) if abs(math.cos(angle)) > abs(math.sin(angle)) else (1, 0)
             cv2.polylines(canvas, [points + np.array(across, np.int32)], False, 1, 1, cv2.LINE_8)
 
@@ -200,10 +205,13 @@ def _background_colours(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _paint(rng: np.random.Generator, image: np.ndarray, canvas: np.ndarray, shape: int,
-           colours: np.ndarray, texture: str) -> tuple[slice, slice, np.ndarray] | None:
+           colours: np.ndarray, texture: str, level: Difficulty) -> tuple[slice, slice, np.ndarray] | None:
     """Draw ``shape`` over ``image`` in a texture of ``colours``; returns where it landed."""
     canvas[:] = 0
-    _SHAPES[shape](rng, canvas)
+    if shape == 6:
+        _wire(rng, canvas, level.wire_width)
+    else:
+        _SHAPES[shape](rng, canvas)
     x, y, w, h = cv2.boundingRect(canvas)
     if w == 0 or h == 0:
         return None
@@ -229,7 +237,8 @@ def _background(rng: np.random.Generator, h: int, w: int, canvas: np.ndarray,
         image += (texture[..., None] - 0.5) * rng.uniform(10, 30)
     for _ in range(int(rng.integers(*level.distractors))):
         texture = str(rng.choice(["flat", "flat", "stripes", "noise"]))
-        _paint(rng, image, canvas, int(rng.integers(1, 8)), _background_colours(rng, 2), texture)
+        _paint(rng, image, canvas, int(rng.integers(1, 8)), _background_colours(rng, 2), texture,
+               level)
     return image
 
 
@@ -257,7 +266,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
         label = int(rng.integers(1, len(PROCEDURAL_CLASSES)))
         texture = str(rng.choice(_TEXTURES[label]))
         placed = _paint(rng, image, canvas, label, _object_colours(rng, label, level),
-                        texture)
+                        texture, level)
         if placed is not None:  # later objects overwrite earlier ones: occlusion
             rows, cols, region = placed
             mask[rows, cols][region] = label

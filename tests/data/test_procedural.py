@@ -68,7 +68,7 @@ def test_every_class_appears_in_100_scenes(hundred):
 
 
 def test_wires_are_thinner_than_a_5x5_erosion(hundred):
-    """1–3 px lines: a 5×5 erosion removes them (except where two wires cross)."""
+    """2–4 px lines: a 5×5 erosion removes them (except where two wires cross)."""
     kernel = np.ones((5, 5), np.uint8)
     with_wire = vanished = wire_pixels = surviving = 0
     for sample in hundred:
