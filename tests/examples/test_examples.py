@@ -22,6 +22,8 @@ import pytest
 
 from fcn_edge.runtime import Segmenter
 
+from support import make_checkpoint, read_video, write_video
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 HOST_FRAMES = 3
@@ -31,27 +33,14 @@ FRAME_SIZE = (240, 320)  # host.c: FRAME_H, FRAME_W
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A raw-IO + argmax ONNX export of an FCN-8s whose score layers are not at zero (so labels
-    vary), made as tests/export/conftest.py makes its checkpoint."""
-    torch = pytest.importorskip("torch")
-    from fcn_edge.data import PROCEDURAL_CLASSES, voc_palette
+    """A raw-IO + argmax ONNX export of the tests' checkpoint (an FCN-8s whose score layers are
+    not at zero, so labels vary)."""
+    pytest.importorskip("torch")
     from fcn_edge.export.exporter import ExportConfig, export
-    from fcn_edge.models import create_model, save_checkpoint
 
-    torch.manual_seed(0)
-    net = create_model("fcn8s", num_classes=len(PROCEDURAL_CLASSES), backbone="resnet18")
-    with torch.no_grad():
-        for key, param in net.named_parameters():
-            if key.startswith("score"):
-                param.normal_(0, 0.05) if param.ndim > 1 else param.zero_()
-    meta = {"classes": list(PROCEDURAL_CLASSES),
-            "palette": voc_palette(len(PROCEDURAL_CLASSES)).tolist(),
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "color_order": "rgb",
-            "ignore_index": 255, "dataset": {"spec": "synthetic", "image_size": [64, 64]}}
     out = tmp_path_factory.mktemp("examples_model")
-    checkpoint = save_checkpoint(net, out / "best.pt", meta)
-    config = ExportConfig(str(checkpoint), out_dir=str(out), raw_io=True, argmax=True,
-                          simplify=False, parity_sizes=((64, 64),))
+    config = ExportConfig(str(make_checkpoint(out / "best.pt")), out_dir=str(out), raw_io=True,
+                          argmax=True, simplify=False, parity_sizes=((64, 64),))
     return export(config, log=lambda s: None).artifacts["fp32"]
 
 
@@ -66,28 +55,11 @@ def example_env(**extra: str) -> dict[str, str]:
 
 # --- (a) the OpenCV loop ----------------------------------------------------------------------
 
-def write_video(path: Path, frames: int, size=(64, 96)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size[::-1])
-    if not writer.isOpened():
-        pytest.skip("this OpenCV cannot write mp4v videos")
+def blob_frames(count: int, size=(64, 96)) -> list[np.ndarray]:
+    """``count`` H×W×3 frames of smooth random blobs: they survive the codec, noise would not."""
     rng = np.random.default_rng(0)
-    for _ in range(frames):  # smooth blobs survive the codec better than noise
-        small = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
-        writer.write(cv2.resize(small, size[::-1], interpolation=cv2.INTER_LINEAR))
-    writer.release()
-    return path
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    return [cv2.resize(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8), size[::-1],
+                       interpolation=cv2.INTER_LINEAR) for _ in range(count)]
 
 
 def run_loop(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -96,7 +68,7 @@ def run_loop(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_opencv_loop_writes_the_overlay_video(model, tmp_path):
-    video = write_video(tmp_path / "in.mp4", frames=6)
+    video = write_video(tmp_path / "in.mp4", blob_frames(6), fps=10.0)
     out = tmp_path / "out.mp4"
     result = run_loop(str(model), "--source", str(video), "--max-frames", "4", "--output",
                       str(out), cwd=tmp_path)
@@ -114,7 +86,7 @@ def test_opencv_loop_writes_the_overlay_video(model, tmp_path):
 
 
 def test_opencv_loop_without_display_still_segments(model, tmp_path):
-    video = write_video(tmp_path / "in.mp4", frames=3)
+    video = write_video(tmp_path / "in.mp4", blob_frames(3), fps=10.0)
     result = run_loop(str(model), "--source", str(video), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no display" in result.stdout

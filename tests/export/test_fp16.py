@@ -7,76 +7,33 @@ float16 arithmetic. Small graphs built by hand test what an FCN export does not 
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops.op_conv import Conv as ReferenceConv
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as ReferenceConvTranspose
 
-from fcn_edge.data import IMAGENET_MEAN, IMAGENET_STD, normalize, open_dataset
+from fcn_edge.data import normalize, open_dataset
 from fcn_edge.errors import BackendUnavailable, ModelFormatError
 from fcn_edge.export import execute
 from fcn_edge.export.execute import check_finite, ort_fp32_fallbacks, run_fp16
 from fcn_edge.export.fp16 import (FP16_MAX, convert_to_fp16, convert_with_report, fp16_report,
                                   to_float16)
-from fcn_edge.models import create_model
 
-METADATA = {"format": "fcn-edge/onnx", "precision": "fp32", "classes": '["a", "b"]'}
+from support import ONNX_METADATA as METADATA
+from support import export_onnx, random_score_fcn8s, raw_frames_fcn8s
+
 FLOAT, FLOAT16, UINT8 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8
-
-
-def fcn8s() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("fcn8s", num_classes=8, backbone="resnet18").eval()
-    for name, p in model.named_parameters():
-        if "score" in name:   # zero-initialised: random values make the labels non-trivial
-            torch.nn.init.normal_(p, std=0.01)
-    return model
-
-
-class RawFrames(torch.nn.Module):
-    """The raw-IO form: N×H×W×3 uint8 BGR frames in, N×H×W uint8 labels out."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2)[:, [2, 1, 0]].float()
-        return self.net((x - self.mean) / self.std).argmax(1).to(torch.uint8)
-
-
-def export(module: torch.nn.Module, path, raw: bool = False) -> onnx.ModelProto:
-    names = ("frames", "labels") if raw else ("images", "logits")
-    sample = torch.zeros(1, 64, 64, 3, dtype=torch.uint8) if raw else torch.randn(1, 3, 64, 64)
-    axes = {0: "N", 1: "H", 2: "W"} if raw else {0: "N", 2: "H", 3: "W"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # a 64×64 trace: more threads only contend on the 2-core box
-    try:
-        with warnings.catch_warnings():   # the tracer's warnings about FCN's size checks
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=17,
-                              input_names=[names[0]], output_names=[names[1]],
-                              dynamic_axes={names[0]: axes, names[1]: axes})
-    finally:
-        torch.set_num_threads(threads)
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, METADATA)
-    return model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(fp32 model, fp16 model, fp16 report), exported once for the module."""
-    fp32 = export(fcn8s(), tmp_path_factory.mktemp("fp16") / "fcn.onnx")
+    path = export_onnx(random_score_fcn8s(), tmp_path_factory.mktemp("fp16") / "fcn.onnx")
+    fp32 = onnx.load(path)
     fp16, report = convert_with_report(fp32)
     return fp32, fp16, report
 
@@ -149,7 +106,7 @@ def test_keep_io_fp32_false_gives_fp16_io(exported):
 
 
 def test_raw_io_model(tmp_path, scenes):
-    fp32 = export(RawFrames(fcn8s()), tmp_path / "raw.onnx", raw=True)
+    fp32 = onnx.load(export_onnx(raw_frames_fcn8s(), tmp_path / "raw.onnx", raw=True))
     fp16 = convert_to_fp16(fp32)
     assert elem_type(fp16.graph.input, "frames") == UINT8
     assert elem_type(fp16.graph.output, "labels") == UINT8

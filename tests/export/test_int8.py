@@ -9,64 +9,19 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, numpy_helper
 
-from fcn_edge.data import IMAGENET_MEAN, IMAGENET_STD, normalize, open_dataset
+from fcn_edge.data import normalize, open_dataset
 from fcn_edge.errors import InputError
 from fcn_edge.export.int8 import CalibrationReader, fp32_nodes, quantize_int8
-from fcn_edge.models import create_model
 
-METADATA = {"format": "fcn-edge/onnx", "precision": "fp32", "classes": '["a", "b"]'}
-
-
-def fcn8s() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("fcn8s", num_classes=8, backbone="resnet18").eval()
-    for name, p in model.named_parameters():
-        if "score" in name:   # zero-initialised: random values make the labels non-trivial
-            torch.nn.init.normal_(p, std=0.01)
-    return model
-
-
-class RawFrames(torch.nn.Module):
-    """The raw-IO form: N×H×W×3 uint8 BGR frames in, N×H×W uint8 labels out."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2)[:, [2, 1, 0]].float()
-        return self.net((x - self.mean) / self.std).argmax(1).to(torch.uint8)
-
-
-def export(module: torch.nn.Module, path, raw: bool = False):
-    names = ("frames", "labels") if raw else ("images", "logits")
-    sample = torch.zeros(1, 64, 64, 3, dtype=torch.uint8) if raw else torch.randn(1, 3, 64, 64)
-    axes = {0: "N", 1: "H", 2: "W"} if raw else {0: "N", 2: "H", 3: "W"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # a 64×64 trace: more threads only contend on the 2-core box
-    try:
-        with warnings.catch_warnings():   # the tracer's warnings about FCN's size checks
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=17,
-                              input_names=[names[0]], output_names=[names[1]],
-                              dynamic_axes={names[0]: axes, names[1]: axes})
-    finally:
-        torch.set_num_threads(threads)
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, METADATA)
-    onnx.save(model, str(path))
-    return path
+from support import ONNX_METADATA as METADATA
+from support import export_onnx, random_score_fcn8s, raw_frames_fcn8s
 
 
 def scenes(split: str, count: int, size: tuple[int, int]) -> np.ndarray:
@@ -84,7 +39,7 @@ def session(path) -> ort.InferenceSession:
 def models(tmp_path_factory):
     """fp32 export and its two int8 forms (TensorRT-style symmetric, CPU-style u8)."""
     root = tmp_path_factory.mktemp("int8")
-    fp32 = export(fcn8s(), root / "fcn.onnx")
+    fp32 = export_onnx(random_score_fcn8s(), root / "fcn.onnx")
     calibration = [{"images": np.stack([normalize(im) for im in scenes("train", 16, (128, 128))])}]
     return {"fp32": fp32,
             "tensorrt": quantize_int8(fp32, root / "fcn.int8.onnx", calibration),
@@ -167,7 +122,7 @@ def test_report_cpu_latency(models):
 
 
 def test_raw_io_model_keeps_its_uint8_input_path(tmp_path):
-    fp32 = export(RawFrames(fcn8s()), tmp_path / "raw.onnx", raw=True)
+    fp32 = export_onnx(raw_frames_fcn8s(), tmp_path / "raw.onnx", raw=True)
     frames = [np.ascontiguousarray(im[..., ::-1]) for im in scenes("train", 8, (128, 128))]
     int8 = quantize_int8(fp32, tmp_path / "raw.int8.onnx", [{"frames": f[None]} for f in frames])
     model = onnx.load(int8)
@@ -178,8 +133,11 @@ def test_raw_io_model_keeps_its_uint8_input_path(tmp_path):
     producers = {o: n for n in model.graph.node for o in n.output}
     first_conv = next(n for n in model.graph.node if n.op_type == "Conv")
     before = model.graph.node[:list(model.graph.node).index(first_conv)]
+    # DeployGraph's input path: Transpose, Cast, Slice (BGR → RGB), Mul and Add (normalising).
+    input_ops = ("Transpose", "Cast", "Slice", "Mul", "Add")
+    assert {n.op_type for n in before} >= set(input_ops)
     for node in before:
-        if node.op_type in ("Sub", "Div", "Cast", "Gather", "Transpose"):
+        if node.op_type in input_ops:
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
                        for i in node.input), node.name
     assert producers[first_conv.input[0]].op_type == "DequantizeLinear"

@@ -21,15 +21,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fcn_edge.data import PROCEDURAL_CLASSES, voc_palette
 from fcn_edge.data.procedural import render_scene
 from fcn_edge.export.engine_file import write_engine
 from fcn_edge.export.exporter import ExportConfig, export
 from fcn_edge.export.onnx_export import set_metadata
-from fcn_edge.models import create_model, load_model, save_checkpoint
+from fcn_edge.models import load_model
 from fcn_edge.runtime.backends import tensorrt as trt_backend
 from fcn_edge.runtime.metadata import ArtifactMeta, parse_shapes
 from fcn_edge.runtime.processing import frames_to_input
+
+from support import make_checkpoint
 
 #: Export options of each ONNX kind the tests use.
 KINDS = {"plain": {}, "rawio": {"raw_io": True}, "argmax": {"argmax": True},
@@ -45,22 +46,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def make_checkpoint(path: Path, seed: int = 0) -> Path:
-    """An FCN-8s ResNet18 whose zero-initialised score layers are given values, so that labels
-    vary across the image (the idea of tests/export/conftest.py, not imported across folders)."""
-    torch.manual_seed(seed)
-    model = create_model("fcn8s", num_classes=len(PROCEDURAL_CLASSES), backbone="resnet18")
-    with torch.no_grad():
-        for key, param in model.named_parameters():
-            if key.startswith("score"):
-                param.normal_(0, 0.05) if param.ndim > 1 else param.zero_()
-    meta = {"classes": list(PROCEDURAL_CLASSES),
-            "palette": voc_palette(len(PROCEDURAL_CLASSES)).tolist(),
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "color_order": "rgb",
-            "ignore_index": 255, "dataset": {"spec": "synthetic", "image_size": [64, 64]}}
-    return save_checkpoint(model, path, meta)
 
 
 @pytest.fixture(scope="session")

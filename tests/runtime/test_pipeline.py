@@ -23,37 +23,9 @@ from fcn_edge.runtime.segmenter import Segmenter
 from fcn_edge.runtime.sinks import Result, VideoSink
 from fcn_edge.runtime.sources import Frame, Source, open_source
 
-H, W = 48, 64
+from support import numbered_frame, read_video, write_numbered_video
+
 STAGES = ("capture", "preprocess", "infer", "postprocess", "write")
-
-
-def _frame(i: int) -> np.ndarray:
-    """``i`` in binary as 8×8 black/white blocks along the top, over a moving bright block."""
-    image = np.full((H, W, 3), 96, np.uint8)
-    cv2.rectangle(image, (i % 40, 16), (i % 40 + 16, 40), (40, 200, 250), -1)
-    for bit in range(8):
-        image[:8, bit * 8:bit * 8 + 8] = 255 if (i >> bit) & 1 else 0
-    return image
-
-
-def write_video(path: Path, frames: int, fps: float = 25.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (W, H))
-    for i in range(frames):
-        writer.write(_frame(i))
-    writer.release()
-    return path
-
-
-def _read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
-    capture.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +62,12 @@ class Recorder:
 
 
 def test_a_file_is_processed_frame_by_frame_in_order(tmp_path, segmenter):
-    source = open_source(write_video(tmp_path / "in.mp4", 40))
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 40))
     recorder, video = Recorder(delay=0.005), VideoSink(tmp_path / "out.mp4", fps=source.fps)
     stats = run_pipeline(source, segmenter, [video, recorder], alpha=0.4, queue_size=2)
     assert recorder.indices == list(range(40)) and recorder.closed
     assert stats.frames == stats.captured == 40 and stats.dropped == 0 and not stats.interrupted
-    assert len(_read_video(tmp_path / "out.mp4")) == 40
+    assert len(read_video(tmp_path / "out.mp4")) == 40
     for stage in STAGES + ("end_to_end",):
         t = stats.latency_ms[stage]
         assert t["count"] == 40 and 0 < t["p50"] <= t["p95"] <= t["p99"] <= t["max"]
@@ -104,7 +76,7 @@ def test_a_file_is_processed_frame_by_frame_in_order(tmp_path, segmenter):
 
 def test_a_live_source_keeps_only_the_latest_frame(tmp_path, segmenter):
     # A file treated as live: a 100 fps camera, for a consumer that takes 30 ms a frame.
-    source = open_source(write_video(tmp_path / "in.mp4", 40, fps=100), live=True)
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 40, fps=100), live=True)
     recorder = Recorder(delay=0.03)
     stats = run_pipeline(source, segmenter, [recorder], queue_size=1)
     assert stats.captured == 40 and stats.dropped > 0
@@ -116,7 +88,7 @@ def test_a_live_source_keeps_only_the_latest_frame(tmp_path, segmenter):
 
 @pytest.mark.parametrize("live", [False, True])
 def test_max_frames(tmp_path, segmenter, live):
-    source = open_source(write_video(tmp_path / "in.mp4", 200, fps=100), live=live)
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 200, fps=100), live=live)
     recorder = Recorder()
     stats = run_pipeline(source, segmenter, [recorder], max_frames=7)
     assert stats.frames == len(recorder.indices) == 7
@@ -132,19 +104,19 @@ def test_ctrl_c_ends_cleanly_with_a_playable_video(tmp_path, segmenter):
             _thread.interrupt_main()  # SIGINT's effect: KeyboardInterrupt in the main thread
             time.sleep(0.3)           # still running when it arrives, as a real run would be
 
-    source = open_source(write_video(tmp_path / "in.mp4", 120))
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 120))
     video = VideoSink(tmp_path / "out.mp4", fps=source.fps)
     recorder = Recorder(delay=0.005, on_write=press_ctrl_c)
     stats = run_pipeline(source, segmenter, [video, recorder])
     assert stats.interrupted and 10 <= stats.frames < 120
-    assert len(_read_video(tmp_path / "out.mp4")) == stats.frames == video.frames
+    assert len(read_video(tmp_path / "out.mp4")) == stats.frames == video.frames
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
     assert recorder.closed and not _pipeline_threads()
 
 
 def test_a_stop_event_ends_the_run_like_ctrl_c(tmp_path, segmenter):
     stop = threading.Event()
-    source = open_source(write_video(tmp_path / "in.mp4", 60))
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 60))
     recorder = Recorder(on_write=lambda n: n == 5 and stop.set())
     stats = run_pipeline(source, segmenter, [recorder], stop=stop)
     assert stats.interrupted and 5 <= stats.frames < 60 and recorder.closed
@@ -159,13 +131,13 @@ def test_a_failing_sink_stops_the_run_and_its_error_reaches_the_caller(tmp_path,
         if written == 3:
             raise RuntimeError("disk full")
 
-    source = open_source(write_video(tmp_path / "in.mp4", 60))
+    source = open_source(write_numbered_video(tmp_path / "in.mp4", 60))
     video = VideoSink(tmp_path / "out.mp4")
     recorder = Recorder(on_write=fail)
     with pytest.raises(RuntimeError, match="disk full"):
         run_pipeline(source, segmenter, [video, recorder])
     assert recorder.closed and not _pipeline_threads()
-    assert len(_read_video(tmp_path / "out.mp4")) == 3  # finished and renamed all the same
+    assert len(read_video(tmp_path / "out.mp4")) == 3  # finished and renamed all the same
 
 
 class BrokenSource(Source):
@@ -176,7 +148,7 @@ class BrokenSource(Source):
 
     def __iter__(self):
         for i in range(2):
-            yield Frame(i, _frame(i), time.perf_counter(), str(i))
+            yield Frame(i, numbered_frame(i), time.perf_counter(), str(i))
         raise OSError("device vanished")
 
 
@@ -188,17 +160,17 @@ def test_a_failing_source_error_reaches_the_caller(segmenter):
 
 
 def test_run_writes_video_masks_and_stats(tmp_path, model, segmenter):
-    source = write_video(tmp_path / "in.mp4", 24)
+    source = write_numbered_video(tmp_path / "in.mp4", 24)
     messages: list[str] = []
     config = RunConfig(model=str(model), source=str(source), output=str(tmp_path / "o.mp4"),
                        save_masks=str(tmp_path / "masks"), stats=str(tmp_path / "stats.json"),
                        show=True, threads=1, progress_every=0)
     stats = run(config, log=messages.append)
     assert stats.frames == 24 and not stats.interrupted
-    assert len(_read_video(tmp_path / "o.mp4")) == 24
+    assert len(read_video(tmp_path / "o.mp4")) == 24
     masks = sorted((tmp_path / "masks").iterdir())
     assert len(masks) == 24 and masks[0].name == "000000.png"
-    first = _read_video(source)[0]
+    first = read_video(source)[0]
     assert np.array_equal(read_palette_png(masks[0])[0], segmenter(first))
     data = json.loads((tmp_path / "stats.json").read_text())
     figures = data["fcn_edge_run"]
@@ -215,7 +187,7 @@ def test_run_folder_to_overlay_folder_skips_bad_images(tmp_path, model, segmente
     images = tmp_path / "images"
     images.mkdir()
     for i in range(3):
-        cv2.imwrite(str(images / f"img{i}.png"), _frame(i))
+        cv2.imwrite(str(images / f"img{i}.png"), numbered_frame(i))
     (images / "img9.png").write_bytes(b"broken")
     messages: list[str] = []
     stats = run(RunConfig(model=str(model), source=str(images), output=str(tmp_path / "out"),
@@ -224,16 +196,16 @@ def test_run_folder_to_overlay_folder_skips_bad_images(tmp_path, model, segmente
     assert any("img9.png" in m for m in messages)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["img0.jpg", "img1.jpg", "img2.jpg"]
-    expected = segmenter.overlay(_frame(1), segmenter(_frame(1)), alpha=0.5)
+    expected = segmenter.overlay(numbered_frame(1), segmenter(numbered_frame(1)), alpha=0.5)
     got = cv2.imread(str(tmp_path / "out" / "img1.jpg"))
     assert np.abs(got.astype(int) - expected).mean() < 3  # JPEG
 
 
 def test_run_one_image_to_one_image(tmp_path, model, segmenter):
-    cv2.imwrite(str(tmp_path / "in.png"), _frame(3))
+    cv2.imwrite(str(tmp_path / "in.png"), numbered_frame(3))
     run(RunConfig(model=str(model), source=str(tmp_path / "in.png"),
                   output=str(tmp_path / "out.png"), alpha=0.7, progress_every=0), log=print)
-    expected = segmenter.overlay(_frame(3), segmenter(_frame(3)), alpha=0.7)
+    expected = segmenter.overlay(numbered_frame(3), segmenter(numbered_frame(3)), alpha=0.7)
     assert np.array_equal(cv2.imread(str(tmp_path / "out.png")), expected)
 
 
@@ -245,7 +217,7 @@ def test_run_one_image_to_one_image(tmp_path, model, segmenter):
     ({"output": "x.png"}, "one image but"),
 ])
 def test_run_refuses_bad_settings(tmp_path, model, changes, message):
-    settings = {"model": str(model), "source": str(write_video(tmp_path / "in.mp4", 3)),
+    settings = {"model": str(model), "source": str(write_numbered_video(tmp_path / "in.mp4", 3)),
                 "progress_every": 0, **changes}
     if "output" in changes:
         settings["output"] = str(tmp_path / changes["output"])

@@ -15,6 +15,8 @@ from fcn_edge.runtime.sinks import (ImageDirSink, ImageFileSink, MaskDirSink, Re
                                     WindowSink)
 from fcn_edge.runtime.sources import Frame
 
+from support import read_video, video_fps
+
 H, W = 48, 64
 
 
@@ -24,20 +26,6 @@ def _result(i: int, h: int = H, w: int = W, labels: np.ndarray | None = None) ->
     if labels is None:
         labels = (np.arange(h * w).reshape(h, w) % 5).astype(np.uint8)
     return Result(Frame(i, image, time.perf_counter(), f"{i:06d}"), labels, image)
-
-
-def _read_video(path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), f"{path} does not open"
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    capture.release()
-    return frames, fps
 
 
 def test_video_is_written_under_a_temporary_name_and_renamed_on_close(tmp_path):
@@ -51,8 +39,8 @@ def test_video_is_written_under_a_temporary_name_and_renamed_on_close(tmp_path):
     assert len(partial) == 1
     sink.close()
     assert path.exists() and not partial[0].exists()
-    frames, fps = _read_video(path)
-    assert len(frames) == 20 and sink.frames == 20 and fps == pytest.approx(12.5)
+    frames = read_video(path)
+    assert len(frames) == 20 and sink.frames == 20 and video_fps(path) == pytest.approx(12.5)
     assert frames[0].shape == (H, W, 3)
     assert frames[0][5, 5, 2] > 200 and frames[0][5, 5, 0] < 60  # still red, in BGR
     sink.close()  # twice is harmless
@@ -64,8 +52,8 @@ def test_video_closed_early_is_complete_and_playable(tmp_path):
     for i in range(7):
         sink.write(_result(i))
     sink.close()
-    frames, fps = _read_video(tmp_path / "cut.avi")
-    assert len(frames) == 7 and fps == pytest.approx(30.0)  # no source rate: 30
+    path = tmp_path / "cut.avi"
+    assert len(read_video(path)) == 7 and video_fps(path) == pytest.approx(30.0)  # no source rate
 
 
 def test_no_frames_no_file(tmp_path):
@@ -83,7 +71,7 @@ def test_an_unavailable_codec_falls_back_to_motion_jpeg_with_a_message(tmp_path,
     sink.close()
     assert sink.path == tmp_path / "out.avi"
     assert len(messages) == 1 and "ZZZZ" in messages[0] and "out.avi" in messages[0]
-    assert len(_read_video(tmp_path / "out.avi")[0]) == 5
+    assert len(read_video(tmp_path / "out.avi")) == 5
     assert not (tmp_path / "out.mp4").exists()
 
 
@@ -95,7 +83,7 @@ def test_frame_size_is_fixed_by_the_first_frame(tmp_path):
     sink.write(_result(2, 96, 128))
     sink.close()
     assert sink.size == (62, 46)
-    frames, _ = _read_video(tmp_path / "odd.mp4")
+    frames = read_video(tmp_path / "odd.mp4")
     assert len(frames) == 3 and all(f.shape == (46, 62, 3) for f in frames)
     assert len(messages) == 1 and "resizing" in messages[0]
 

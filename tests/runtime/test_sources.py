@@ -14,48 +14,26 @@ import pytest
 from fcn_edge.errors import InputError
 from fcn_edge.runtime.sources import ImageSource, VideoSource, open_source
 
+from support import frame_number, numbered_frame, write_numbered_video
+
 H, W = 48, 64
 
 
-def _frame(i: int) -> np.ndarray:
-    """Frame ``i``: ``i`` in binary as eight 8×8 black or white blocks along the top (which
-    survives lossy coding), over a moving block."""
-    image = np.full((H, W, 3), 96, np.uint8)
-    cv2.rectangle(image, (i % 40, 16), (i % 40 + 16, 40), (40, 200, 250), -1)
-    for bit in range(8):
-        image[:8, bit * 8:bit * 8 + 8] = 255 if (i >> bit) & 1 else 0
-    return image
-
-
-def write_video(path: Path, frames: int, fps: float = 25.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (W, H))
-    assert writer.isOpened(), "this OpenCV cannot write mp4v"
-    for i in range(frames):
-        writer.write(_frame(i))
-    writer.release()
-    return path
-
-
-def _index_of(image: np.ndarray) -> int:
-    """Read ``i`` back from a decoded frame's blocks."""
-    return sum(1 << bit for bit in range(8) if image[1:7, bit * 8 + 1:bit * 8 + 7].mean() > 127)
-
-
 def test_a_video_file_gives_every_frame_in_order(tmp_path):
-    path = write_video(tmp_path / "clip.mp4", 30)
+    path = write_numbered_video(tmp_path / "clip.mp4", 30)
     with open_source(path) as source:
         assert isinstance(source, VideoSource) and source.kind == "file"
         assert not source.live and source.fps == pytest.approx(25.0) and len(source) == 30
         frames = list(source)
     assert [f.index for f in frames] == list(range(30))
-    assert [_index_of(f.image) for f in frames] == list(range(30))
+    assert [frame_number(f.image) for f in frames] == list(range(30))
     assert all(f.image.shape == (H, W, 3) and f.image.dtype == np.uint8 for f in frames)
     assert frames[3].name == "000003"
     assert all(a.timestamp <= b.timestamp for a, b in zip(frames, frames[1:]))
 
 
 def test_a_file_treated_as_live_comes_at_its_frame_rate_and_ends_at_its_last_frame(tmp_path):
-    path = write_video(tmp_path / "clip.mp4", 12, fps=50)
+    path = write_numbered_video(tmp_path / "clip.mp4", 12, fps=50)
     messages: list[str] = []
     with open_source(str(path), live=True, reconnect_timeout=5, log=messages.append) as source:
         assert source.live
@@ -74,8 +52,8 @@ def _write_image(path: Path, image: np.ndarray) -> Path:
 
 def test_a_folder_is_read_in_natural_order_and_bad_images_are_skipped(tmp_path):
     for i in (10, 2, 1):
-        _write_image(tmp_path / f"frame{i}.png", _frame(i))
-    _write_image(tmp_path / "frame3.jpg", _frame(3))
+        _write_image(tmp_path / f"frame{i}.png", numbered_frame(i))
+    _write_image(tmp_path / "frame3.jpg", numbered_frame(3))
     (tmp_path / "frame4.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (tmp_path / "notes.txt").write_text("not an image")
     messages: list[str] = []
@@ -84,16 +62,16 @@ def test_a_folder_is_read_in_natural_order_and_bad_images_are_skipped(tmp_path):
     frames = list(source)
     assert [f.name for f in frames] == ["frame1", "frame2", "frame3", "frame10"]
     assert [f.index for f in frames] == [0, 1, 2, 3]
-    assert np.array_equal(frames[0].image, _frame(1))  # PNG: lossless, BGR as written
-    assert _index_of(frames[2].image) == 3  # JPEG: close enough to tell
+    assert np.array_equal(frames[0].image, numbered_frame(1))  # PNG: lossless, BGR as written
+    assert frame_number(frames[2].image) == 3  # JPEG: close enough to tell
     assert source.skipped == 1
     assert len(messages) == 1 and "frame4.png" in messages[0]
 
 
 def test_a_glob_selects_matching_images(tmp_path):
     for i in range(3):
-        _write_image(tmp_path / f"a{i}.png", _frame(i))
-        _write_image(tmp_path / f"b{i}.jpg", _frame(i))
+        _write_image(tmp_path / f"a{i}.png", numbered_frame(i))
+        _write_image(tmp_path / f"b{i}.jpg", numbered_frame(i))
     source = open_source(str(tmp_path / "a*.png"))
     assert [f.name for f in source] == ["a0", "a1", "a2"]
     with pytest.raises(InputError, match="matches no image"):
@@ -101,10 +79,10 @@ def test_a_glob_selects_matching_images(tmp_path):
 
 
 def test_a_single_image(tmp_path):
-    path = _write_image(tmp_path / "one.png", _frame(5))
+    path = _write_image(tmp_path / "one.png", numbered_frame(5))
     frames = list(open_source(path))
     assert len(frames) == 1 and frames[0].name == "one"
-    assert np.array_equal(frames[0].image, _frame(5))
+    assert np.array_equal(frames[0].image, numbered_frame(5))
 
 
 @pytest.mark.parametrize("make, message", [
@@ -156,7 +134,7 @@ class MjpegServer:
                     conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;"
                                  b" boundary=frame\r\n\r\n")
                     for _ in range(per_connection):
-                        jpeg = cv2.imencode(".jpg", _frame(self.served))[1].tobytes()
+                        jpeg = cv2.imencode(".jpg", numbered_frame(self.served))[1].tobytes()
                         conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                      + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
                         self.served += 1
@@ -172,7 +150,7 @@ def test_a_stream_that_disconnects_retries_with_backoff_then_ends_cleanly():
     started = time.perf_counter()
     frames = list(source)
     elapsed = time.perf_counter() - started
-    assert [_index_of(f.image) for f in frames] == list(range(8))
+    assert [frame_number(f.image) for f in frames] == list(range(8))
     assert messages[0].endswith("lost after frame 8; reconnecting")
     retries = [m for m in messages if "cannot reconnect; retry" in m]
     delays = [float(m.split(" in ")[1].split(" s")[0]) for m in retries]
@@ -188,7 +166,7 @@ def test_a_stream_that_comes_back_continues_the_count():
     source = open_source(server.url, reconnect_timeout=0.5, backoff=0.05, log=messages.append)
     frames = list(source)
     assert [f.index for f in frames] == list(range(10))
-    assert [_index_of(f.image) for f in frames] == list(range(10))
+    assert [frame_number(f.image) for f in frames] == list(range(10))
     assert "lost after frame 5; reconnecting" in messages[0] and "reconnected" in messages[1]
     assert source.reconnects >= 2  # one that worked, then those after the second loss
 
