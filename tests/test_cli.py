@@ -20,7 +20,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands_that_exist():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("checks", "models"):
+    for command in ("checks", "models", "train", "eval", "export", "build", "run"):
         assert command in result.stdout
 
 
@@ -67,3 +67,26 @@ def test_smoke_builds_runs_and_fits():
     forward, fit = checks
     assert forward.ok and "(1, 3, 33, 47)" in forward.detail
     assert fit.ok, fit.detail  # mean IU after fitting > 0.5 and better than before
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here: build would run")
+def test_build_without_tensorrt_exits_2_naming_the_extra(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fcn_edge.runtime.metadata import ArtifactMeta
+
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = ArtifactMeta(model="fcn8s", backbone="resnet18", num_classes=3,
+                        classes=("a", "b", "c"), palette=((0, 0, 0),) * 3,
+                        mean=(0.5,) * 3, std=(0.25,) * 3)
+    onnx.helper.set_model_props(model, meta.to_props())
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run_cli("build", str(tmp_path / "m.onnx"), "--fp16")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and 'pip install "fcn-edge[trt]"' in result.stderr
