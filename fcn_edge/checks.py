@@ -116,11 +116,13 @@ def smoke(size: tuple[int, int] = (97, 131), backbones=("resnet18", "alexnet", "
                             f"{count_parameters(model) / 1e6:.1f}M params, 1×3×{size[0]}×{size[1]}"
                             f" → {tuple(logits.shape)} in {seconds * 1000:.0f} ms",
                             ok=ok, required=True))
-    checks.append(_fit_check(x, target, steps))
+    fit, model = _fit_check(x, target, steps)
+    checks.append(fit)
+    checks.append(_export_check(model, target))
     return checks
 
 
-def _fit_check(x, target: np.ndarray, steps: int) -> Check:
+def _fit_check(x, target: np.ndarray, steps: int):
     """Per-pixel loss (§3) and SGD drive the untrained FCN-8s ResNet18 to fit one scene."""
     import torch
     import torch.nn.functional as F
@@ -149,7 +151,40 @@ def _fit_check(x, target: np.ndarray, steps: int) -> Check:
     after = miou()
     return Check("model fit", f"fcn8s resnet18 fit to one procedural scene in {steps} SGD "
                  f"steps: mean IU {before:.3f} → {after:.3f}", ok=after > max(before, 0.5),
-                 required=True)
+                 required=True), model.eval()
+
+
+def _export_check(model, target: np.ndarray) -> Check:
+    """The fitted model through the edge path: checkpoint → ONNX (raw-IO + argmax, parity
+    checked by the exporter) → ``Segmenter`` on a uint8 BGR frame, against PyTorch's labels."""
+    import tempfile
+
+    import torch
+
+    from .export.exporter import ExportConfig, export
+    from .models import save_checkpoint
+    from .runtime import Segmenter
+
+    rgb = np.round(_COLOURS[target] * 255).astype(np.uint8)
+    h, w = target.shape
+    with tempfile.TemporaryDirectory(prefix="fcn-edge-checks-") as folder:
+        meta = {"classes": ["background", "disc", "bar"], "palette": _COLOURS.tolist(),
+                "mean": [_MEAN] * 3, "std": [_STD] * 3, "color_order": "rgb"}
+        checkpoint = save_checkpoint(model, f"{folder}/fit.pt", meta)
+        start = time.perf_counter()
+        config = ExportConfig(str(checkpoint), out_dir=folder, raw_io=True, argmax=True,
+                              simplify=False, parity_sizes=((h, w),))
+        artifact = export(config, log=lambda line: None).artifacts["fp32"]
+        with Segmenter(artifact, backend="onnxruntime:cpu") as seg:
+            labels = seg(np.ascontiguousarray(rgb[..., ::-1]))
+        seconds = time.perf_counter() - start
+    x = torch.from_numpy(((rgb / 255.0 - _MEAN) / _STD).transpose(2, 0, 1).astype(np.float32))
+    with torch.no_grad():
+        reference = model(x[None]).argmax(1)[0].numpy()
+    agreement = float((labels == reference).mean())
+    return Check("export + runtime", f"fitted model → ONNX (raw-IO, argmax) → Segmenter: labels "
+                 f"agree with PyTorch on {agreement:.2%} of pixels ({seconds:.1f} s)",
+                 ok=agreement >= 0.999, required=True)
 
 
 def _procedural_scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,9 +193,12 @@ def _procedural_scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     target = np.zeros((h, w), np.int64)
     target[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (min(h, w) / 4) ** 2] = 1
     target[:, int(w * 0.7):int(w * 0.8)] = 2
-    colours = np.array([[0.1, 0.2, 0.3], [0.9, 0.1, 0.1], [0.1, 0.8, 0.2]], np.float32)
-    image = colours[target].transpose(2, 0, 1)
-    return np.ascontiguousarray((image - 0.45) / 0.25, dtype=np.float32), target
+    image = _COLOURS[target].transpose(2, 0, 1)
+    return np.ascontiguousarray((image - _MEAN) / _STD, dtype=np.float32), target
+
+
+_COLOURS = np.array([[0.1, 0.2, 0.3], [0.9, 0.1, 0.1], [0.1, 0.8, 0.2]], np.float32)
+_MEAN, _STD = 0.45, 0.25
 
 
 def run_checks(print_line: Callable[[str], None] = print, with_smoke: bool = True) -> bool:

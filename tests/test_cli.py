@@ -64,9 +64,10 @@ def test_checks_without_smoke_reports_engines(capsys):
 
 def test_smoke_builds_runs_and_fits():
     checks = smoke(size=(33, 47), backbones=("resnet18",), steps=40)
-    forward, fit = checks
+    forward, fit, edge = checks
     assert forward.ok and "(1, 3, 33, 47)" in forward.detail
     assert fit.ok, fit.detail  # mean IU after fitting > 0.5 and better than before
+    assert edge.ok and "Segmenter" in edge.detail, edge.detail
 
 
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None,
