@@ -88,8 +88,8 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
         result.artifacts["fp16"] = path
     if config.int8:
         path = Path(f"{base}.int8.onnx")
-        result.report["int8"] = export_int8(model, result.artifacts["fp32"], meta, config, path,
-                                            samples, log)
+        result.report["int8"] = export_int8(model, fp32_model, result.artifacts["fp32"], meta,
+                                            config, path, samples, log)
         result.artifacts["int8"] = path
     _engine_and_triton(config, result, meta, log)
     result.meta = meta
@@ -124,8 +124,6 @@ def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
 def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
                 path: Path, samples: list, log: Log) -> dict:
     """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export."""
-    from dataclasses import asdict as fields_of
-
     from .execute import check_finite, run_fp16
     from .fp16 import convert_with_report
 
@@ -144,7 +142,7 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     results = parity.check_parity(model, infer, meta16, sizes, rel_tol=None,
                                   min_agreement=FP16_MIN_AGREEMENT, label="fp16")
     figures = {"executor": executor[0] if executor else None,
-               "sizes": parity.as_dicts(results), "conversion": fields_of(conversion)}
+               "sizes": parity.as_dicts(results), "conversion": asdict(conversion)}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta16, samples)
     set_metadata(fp16_model, meta16.with_(parity=figures).to_props())
@@ -157,8 +155,8 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     return figures
 
 
-def export_int8(model, fp32_path: Path, meta: ArtifactMeta, config: ExportConfig, path: Path,
-                samples: list, log: Log) -> dict:
+def export_int8(model, fp32_model: onnx.ModelProto, fp32_path: Path, meta: ArtifactMeta,
+                config: ExportConfig, path: Path, samples: list, log: Log) -> dict:
     """ONNX Runtime static quantization (QDQ), calibrated on dataset images."""
     from .int8 import quantize_int8
 
@@ -173,7 +171,7 @@ def export_int8(model, fp32_path: Path, meta: ArtifactMeta, config: ExportConfig
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta8, samples)
     h, w = _opt_size(meta)
     probe = parity.artifact_input(meta, parity.scenes([(h, w)])[0])
-    figures["latency_ms"] = {"size": [h, w], "fp32": ort_latency(onnx.load(str(fp32_path)), probe),
+    figures["latency_ms"] = {"size": [h, w], "fp32": ort_latency(fp32_model, probe),
                              "int8": ort_latency(quantized, probe)}
     set_metadata(quantized, meta8.with_(parity=figures).to_props())
     save_onnx(quantized, path)
