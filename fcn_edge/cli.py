@@ -169,6 +169,26 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices, parse_sizes
+    from .bench.report import format_table, write_report
+    from .bench.runner import BenchConfig, bench
+
+    config = BenchConfig(
+        model=args.model, data=args.data, data_layout=args.data_layout, split=args.split,
+        images=args.images, backends=parse_choices(args.backends, BENCH_BACKENDS, "--backends"),
+        precisions=parse_choices(args.precisions, PRECISIONS, "--precisions"),
+        io=parse_choices(args.io, IO_KINDS, "--io"), sizes=parse_sizes(args.sizes),
+        runs=args.runs, warmup=args.warmup, max_seconds=args.max_seconds,
+        threads=args.threads, reference=args.reference, calib=args.calib, out_dir=args.out)
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    report = bench(config, log=log)
+    print(format_table(report))
+    written = write_report(report, args.out)
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    return 1 if any(r.check == "FAIL" for r in report.rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcn-edge",
@@ -191,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     _add_build_parser(sub)
     _add_run_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -338,6 +359,40 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--progress-every", type=float, default=5.0,
                    help="seconds between progress lines (0: none)")
     p.set_defaults(func=cmd_run)
+
+
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="latency, FPS and mIoU of every backend and precision "
+                                     "against the PyTorch fp32 reference",
+                       description="Benchmark a checkpoint (exported here to every artifact "
+                                   "needed) or one exported artifact. Exit 1 when an artifact "
+                                   "falls outside the regression bounds.")
+    p.add_argument("model", help="a checkpoint, or an .onnx/.engine from fcn-edge export/build")
+    p.add_argument("--data", default="synthetic",
+                   help="labelled data for mIoU: 'synthetic' (the checkpoint's procedural "
+                        "scenes, rendered at each size) or a data set folder")
+    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "folder"))
+    p.add_argument("--split", default="val")
+    p.add_argument("--images", type=int, default=16, help="evaluation images per size")
+    p.add_argument("--backends", default="all", help="comma-separated, or all: "
+                   "tensorrt, onnxruntime:tensorrt, onnxruntime:cuda, onnxruntime:cpu, "
+                   "torch:cuda+graphs, torch:cuda, torch:cpu")
+    p.add_argument("--precisions", default="all", help="fp32,fp16,int8 or all")
+    p.add_argument("--io", default="all", help="plain (float NCHW in, logits out), raw "
+                                               "(--raw-io --argmax artifacts) or all")
+    p.add_argument("--sizes", default="256x512,512x1024", help="HEIGHTxWIDTH,…")
+    p.add_argument("--runs", type=int, default=50, help="timed calls per measurement")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--max-seconds", type=float, default=10.0,
+                   help="stop a measurement after this long (at least 5 calls)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for every CPU backend (default: every core)")
+    p.add_argument("--reference", help="the checkpoint an exported MODEL came from (ΔmIoU)")
+    p.add_argument("--calib", help="int8 calibration data (default: the checkpoint's)")
+    p.add_argument("--out", default="runs/bench",
+                   help="folder for artifacts and bench.txt/.csv/.json")
+    p.add_argument("--quiet", action="store_true", help="only the table")
+    p.set_defaults(func=cmd_bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,139 @@
+"""The files the bench runs: the checkpoint itself, its exports, and TensorRT engines.
+
+Given a checkpoint, the exports are made here — each verified against PyTorch by the exporter as
+always — into ``<out>/artifacts/``, one folder per IO and int8 flavour. An export already there
+is reused when its metadata says it came from this very checkpoint (sha256) with this fcn-edge
+version; anything else is exported again. Engines are built (and cached) by
+:func:`~fcn_edge.export.tensorrt.build_engine`. Given an ONNX or an engine, that file is the
+only artifact, and only rows that run it are planned.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..errors import FcnEdgeError, InputError
+from .plan import ArtifactKey
+
+Log = Callable[[str], None]
+
+
+class ArtifactStore:
+    """Makes and remembers the artifact behind each :class:`ArtifactKey`.
+
+    Args:
+        checkpoint: the checkpoint to export from (None when benchmarking a given file).
+        given: ``(key, path)`` of a given ONNX/engine instead of a checkpoint.
+        out_dir: where exports and engines go.
+        calib: int8 calibration data (default: the checkpoint's own synthetic data).
+    """
+
+    def __init__(self, out_dir: Path, checkpoint: Path | None = None,
+                 given: tuple[ArtifactKey, Path] | None = None, calib: str | None = None,
+                 log: Log = print) -> None:
+        self.out_dir, self.checkpoint, self.calib, self.log = out_dir, checkpoint, calib, log
+        self._paths: dict[ArtifactKey, Path] = {}
+        self._failed: dict[ArtifactKey, FcnEdgeError] = {}
+        self._asked: set[ArtifactKey] = set()
+        if checkpoint is not None:
+            self._paths[ArtifactKey("checkpoint")] = checkpoint
+        if given is not None:
+            self._paths[given[0]] = given[1]
+
+    def path(self, key: ArtifactKey) -> Path:
+        """The file for ``key``, exporting or building it on first use; FcnEdgeError if that
+        fails (remembered, so one broken export fails its rows once, not once per row; raised
+        again as the same error, so a BackendUnavailable stays one)."""
+        if key in self._paths:
+            return self._paths[key]
+        if key in self._failed:
+            raise self._failed[key].with_traceback(None)
+        try:
+            if self.checkpoint is None:
+                raise InputError("this row needs an export of the checkpoint; benchmark the "
+                                 "checkpoint to compare every backend")
+            if key.kind == "onnx":
+                self._export(key)
+            elif key.kind == "engine":
+                self._paths[key] = self._build(key)
+        except FcnEdgeError as exc:
+            self._failed[key] = exc
+            raise
+        return self._paths[key]
+
+    def prepare(self, keys: list[ArtifactKey]) -> None:
+        """Export all ONNX ``keys`` of one IO/int8 flavour together (one export call makes the
+        fp32, fp16 and int8 files of a flavour)."""
+        self._asked.update(keys)
+        for key in keys:
+            try:
+                self.path(key)
+            except FcnEdgeError:
+                pass  # recorded; its rows report it
+
+    def size_bytes(self, key: ArtifactKey) -> int | None:
+        path = self._paths.get(key)
+        return path.stat().st_size if path is not None and path.is_file() else None
+
+    def any_onnx(self, io: str = "plain") -> Path | None:
+        """An fp32 ONNX of ``io`` if one was made or given, else any ONNX (for FLOP counts)."""
+        onnx = [(k, p) for k, p in self._paths.items() if k.kind == "onnx"]
+        onnx.sort(key=lambda kp: (kp[0].io != io, kp[0].precision != "fp32"))
+        return onnx[0][1] if onnx else None
+
+    def _export(self, key: ArtifactKey) -> None:
+        from ..export.exporter import ExportConfig, export
+
+        folder = self.out_dir / "artifacts" / f"{key.io}-int8{key.int8_target}"
+        wanted = self._wanted(key)
+        reused = {p: self._reusable(folder, key.io, p) for p in wanted}
+        if all(reused.values()):
+            for precision, path in reused.items():
+                self._paths[ArtifactKey("onnx", precision, key.io, key.int8_target)] = path
+            return
+        raw = key.io == "raw"
+        config = ExportConfig(str(self.checkpoint), out_dir=str(folder),
+                              fp16="fp16" in wanted, int8="int8" in wanted, calib=self.calib,
+                              int8_target=key.int8_target, raw_io=raw, argmax=raw,
+                              build_engine=False)
+        self.log(f"exporting {'raw-IO + argmax' if raw else 'plain'} "
+                 f"{'/'.join(wanted)} artifacts to {folder}")
+        result = export(config, log=lambda line: self.log("  " + line))
+        for precision in wanted:
+            self._paths[ArtifactKey("onnx", precision, key.io, key.int8_target)] = \
+                result.artifacts[precision]
+
+    def _wanted(self, key: ArtifactKey) -> tuple[str, ...]:
+        # Everything the plan asked for in this flavour, so one export makes them all.
+        precisions = {k.precision for k in self._asked
+                      if k.kind == "onnx" and (k.io, k.int8_target) == (key.io, key.int8_target)}
+        precisions.add(key.precision)
+        return tuple(p for p in ("fp32", "fp16", "int8") if p in precisions)
+
+    def _reusable(self, folder: Path, io: str, precision: str) -> Path | None:
+        from ..export.tensorrt import file_sha256, read_onnx_meta
+
+        assert self.checkpoint is not None
+        stem = self.checkpoint.stem + ("_rawio_argmax" if io == "raw" else "")
+        path = folder / (stem + ("" if precision == "fp32" else f".{precision}") + ".onnx")
+        if not path.is_file():
+            return None
+        try:
+            meta = read_onnx_meta(path)
+        except FcnEdgeError:
+            return None
+        same = (meta.source_sha256 == file_sha256(self.checkpoint)
+                and meta.fcn_edge_version == __version__)
+        return path if same else None
+
+    def _build(self, key: ArtifactKey) -> Path:
+        from ..export.tensorrt import BuildOptions, build_engine
+
+        # An fp16 engine is built from the fp16 ONNX: TensorRT 11 builds fp16 only that way
+        # (strongly typed), and 10 builds it just as well.
+        source = self.path(ArtifactKey("onnx", key.precision, key.io))
+        output = self.out_dir / "artifacts" / "engines" / f"{source.stem}.{key.precision}.engine"
+        engine = build_engine(source, BuildOptions(precision=key.precision, output=output))
+        self.log(f"{key.precision} TensorRT engine from {source.name}: {engine}")
+        return engine

@@ -1,0 +1,155 @@
+"""What ``fcn-edge bench`` runs: backend × precision × IO rows, and which artifact each needs.
+
+Plain decisions, no engine imported: a row either names the artifact that runs it (and the
+backend options) or says why it cannot run — unsupported combinations and unavailable backends
+stay in the table with their reason, never silently dropped.
+
+Artifacts (``ArtifactKey``): ``checkpoint`` (PyTorch runs the checkpoint itself), or an exported
+``onnx`` of one precision and IO, or a TensorRT ``engine`` built from such an ONNX. IO ``plain``
+takes normalised float NCHW images and returns logits; ``raw`` is ``--raw-io --argmax``: uint8
+BGR frames in, labels out, normalisation and argmax in the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..errors import InputError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+IO_KINDS = ("plain", "raw")
+#: Every name ``--backends`` takes, fastest first; ``torch:cuda+graphs`` is torch:cuda
+#: replaying captured CUDA graphs.
+BENCH_BACKENDS = ("tensorrt", "onnxruntime:tensorrt", "onnxruntime:cuda", "onnxruntime:cpu",
+                  "torch:cuda+graphs", "torch:cuda", "torch:cpu")
+DEFAULT_SIZES = ((256, 512), (512, 1024))
+REFERENCE = ("torch:cpu", "fp32", "plain")
+
+
+@dataclass(frozen=True)
+class ArtifactKey:
+    """Which file runs a row: ``kind`` checkpoint | onnx | engine, its precision and IO.
+    ``int8_target`` is the int8 export's flavour (``cpu``: uint8 activations for ONNX Runtime;
+    ``tensorrt``: the symmetric int8 TensorRT requires)."""
+
+    kind: str
+    precision: str = "fp32"
+    io: str = "plain"
+    int8_target: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One backend × precision × IO; ``artifact`` None when it cannot run (``why``)."""
+
+    backend: str
+    precision: str
+    io: str
+    artifact: ArtifactKey | None
+    options: tuple[tuple[str, object], ...] = ()
+    why: str = ""
+    note: str = ""
+
+    @property
+    def backend_name(self) -> str:
+        """The runtime backend's name (``torch:cuda+graphs`` runs on ``torch:cuda``)."""
+        return self.backend.split("+")[0]
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"256x512,512x1024"`` → ((256, 512), (512, 1024)): HEIGHTxWIDTH, comma-separated."""
+    sizes = []
+    for item in _items(text, "--sizes"):
+        parts = item.lower().split("x")
+        try:
+            h, w = (int(p) for p in parts)
+        except ValueError:
+            raise InputError(f"--sizes: {item!r} is not HEIGHTxWIDTH (e.g. 256x512)") from None
+        if h < 1 or w < 1:
+            raise InputError(f"--sizes: {item!r} must be positive")
+        sizes.append((h, w))
+    return tuple(dict.fromkeys(sizes))
+
+
+def parse_choices(text: str, choices: Iterable[str], flag: str) -> tuple[str, ...]:
+    """A comma-separated subset of ``choices`` (``all`` for every one), in the given order."""
+    choices = tuple(choices)
+    items = _items(text, flag)
+    if items == ["all"]:
+        return choices
+    unknown = [i for i in items if i not in choices]
+    if unknown:
+        raise InputError(f"{flag}: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(choices)} or all")
+    return tuple(dict.fromkeys(items))
+
+
+def combo(backend: str, precision: str, io: str) -> Combo:
+    """How ``backend`` runs ``precision`` with ``io``, or why it does not."""
+    if backend.startswith("torch"):
+        return _torch_combo(backend, precision, io)
+    if backend == "tensorrt":
+        if precision == "int8":
+            return Combo(backend, precision, io, None, why="`fcn-edge build` makes fp32 and "
+                         "fp16 engines; int8 runs as a QDQ ONNX on ONNX Runtime")
+        # TensorRT 11 builds fp16 only from an fp16 ONNX (strongly typed); 10 takes either.
+        return Combo(backend, precision, io, ArtifactKey("engine", precision, io))
+    if backend == "onnxruntime:tensorrt":
+        if precision == "int8":
+            return Combo(backend, precision, io, None, why="the TensorRT provider's int8 mode "
+                         "is not wired up; use onnxruntime:cpu/cuda or a TensorRT fp16 engine")
+        # The provider builds fp16 kernels from the fp32 ONNX when asked to (trt_fp16_enable).
+        return Combo(backend, precision, io, ArtifactKey("onnx", "fp32", io),
+                     (("fp16", precision == "fp16"),))
+    note = ""
+    if backend == "onnxruntime:cpu" and precision == "fp16":
+        note = "ORT CPU inserts casts and computes fp16 convolutions in fp32"
+    return Combo(backend, precision, io, ArtifactKey("onnx", precision, io), note=note)
+
+
+def plan_combos(backends: Iterable[str], precisions: Iterable[str],
+                io_kinds: Iterable[str]) -> list[Combo]:
+    """Every requested combination, runnable or not, in table order."""
+    return [combo(b, p, io) for b in backends for p in precisions for io in io_kinds]
+
+
+def combos_for_artifact(kind: str, precision: str, io: str,
+                        backends: Iterable[str]) -> list[Combo]:
+    """Rows for benchmarking one given artifact (an ONNX or an engine) as it is."""
+    rows = []
+    for backend in backends:
+        planned = combo(backend, precision, io)
+        if planned.artifact is not None and planned.artifact.kind == kind \
+                and planned.artifact.precision != precision:
+            # e.g. the TensorRT provider builds fp16 from an fp32 ONNX; given an fp16 ONNX,
+            # it runs that file as it is.
+            planned = Combo(backend, precision, io, ArtifactKey(kind, precision, io))
+        if planned.artifact is not None and planned.artifact.kind != kind:
+            names = {"onnx": "an ONNX", "engine": "a TensorRT engine"}
+            planned = Combo(backend, precision, io, None,
+                            why=f"runs {names.get(planned.artifact.kind, 'a checkpoint')}; "
+                                f"the model given is {names[kind]}")
+        rows.append(planned)
+    return rows
+
+
+def _torch_combo(backend: str, precision: str, io: str) -> Combo:
+    if io == "raw":
+        return Combo(backend, precision, io, None, why="raw-IO + argmax is an exported graph; "
+                     "PyTorch runs the checkpoint (plain IO)")
+    if precision == "int8":
+        return Combo(backend, precision, io, None, why="no PyTorch int8 path; int8 runs as a "
+                     "QDQ ONNX")
+    if precision == "fp16" and backend == "torch:cpu":
+        return Combo(backend, precision, io, None, why="PyTorch has no fast fp16 CPU kernels")
+    options: tuple[tuple[str, object], ...] = (("fp16", precision == "fp16"),)
+    if backend == "torch:cuda+graphs":
+        options += (("cuda_graphs", True),)
+    return Combo(backend, precision, io, ArtifactKey("checkpoint"), options)
+
+
+def _items(text: str, flag: str) -> list[str]:
+    items = [i.strip() for i in str(text).split(",") if i.strip()]
+    if not items:
+        raise InputError(f"{flag} is empty")
+    return items
