@@ -19,7 +19,9 @@ class Progress:
     """``epoch 3/10 [#######.....] 120/200 loss 0.412 12.3 img/s`` — redrawn in place on a
     terminal, printed every tenth of the epoch otherwise (logs stay readable)."""
 
-    def __init__(self, epoch: int, epochs: int, total: int, stream=sys.stderr) -> None:
+    def __init__(self, epoch: int, epochs: int, total: int, stream=None) -> None:
+        # sys.stderr is looked up now, not at import: a host (or pytest) may have replaced it.
+        stream = stream if stream is not None else sys.stderr
         self.epoch, self.epochs, self.total, self.stream = epoch, epochs, total, stream
         self.start, self.tty = time.perf_counter(), stream.isatty()
         self.every = max(1, total // 10)
