@@ -339,8 +339,8 @@ def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, pr
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelFormatError(f"TensorRT {trt.__version__} could not build an engine from "
-                               f"{onnx_path} (see its messages above); try --workspace-gb "
-                               f"larger or a smaller --shapes maximum")
+                               f"{onnx_path} (see its messages above); try a larger --workspace "
+                               f"or a smaller --shapes maximum")
     _save_timing_cache(config, timing_path)
     build = {"strategy": strategy, "network_flags": list(net_flags),
              "builder_flags": list(flags), "workspace_gb": workspace_gb}

@@ -53,18 +53,21 @@ def evaluate(model: nn.Module, dataset, mean: Sequence[float], std: Sequence[flo
 def evaluate_checkpoint(path: str | Path, data: str = "synthetic", layout: str | None = None,
                         split: str = "val", device: str = "auto",
                         predictions_dir: str | Path | None = None, num_images: int = 100,
-                        image_size: tuple[int, int] = (256, 256), seed: int = 0,
+                        image_size: tuple[int, int] | None = None, seed: int = 0,
                         difficulty: str | None = None):
     """Load a checkpoint, open the data and score it; returns (metrics, class names).
 
     For ``data="synthetic"`` the validation scenes are regenerated from ``seed``: the same
     scenes the training run validated on when the seed and sizes match. ``difficulty=None``
-    takes the one the checkpoint was trained on.
+    takes the one the checkpoint was trained on; ``image_size=None`` its training size (256×256
+    when the checkpoint does not record one).
     """
 
     model = load_model(path)
     meta = getattr(model, "meta", {}) or {}
     trained_on = (meta.get("dataset") or {}).get("difficulty", "standard")
+    if image_size is None:
+        image_size = tuple((meta.get("dataset") or {}).get("image_size") or (256, 256))
     options = {"num_images": num_images, "size": image_size, "seed": seed,
                "difficulty": difficulty or trained_on} if data == "synthetic" else {}
     dataset = open_dataset(data, split, layout, **options)
