@@ -1,7 +1,7 @@
 """The files the bench runs: the checkpoint itself, its exports, and TensorRT engines.
 
 Given a checkpoint, the exports are made here — each verified against PyTorch by the exporter as
-always — into ``<out>/artifacts/``, one folder per IO and int8 flavour. An export already there
+always — into ``artifacts_dir``, one folder per IO and int8 flavour. An export already there
 is reused when its metadata says it came from this very checkpoint (sha256) with this fcn-edge
 version; anything else is exported again. Engines are built (and cached) by
 :func:`~fcn_edge.export.tensorrt.build_engine`. Given an ONNX or an engine, that file is the
@@ -25,14 +25,14 @@ class ArtifactStore:
     Args:
         checkpoint: the checkpoint to export from (None when benchmarking a given file).
         given: ``(key, path)`` of a given ONNX/engine instead of a checkpoint.
-        out_dir: where exports and engines go.
+        artifacts_dir: where exports (one folder per IO/int8 flavour) and engines go.
         calib: int8 calibration data (default: the checkpoint's own synthetic data).
     """
 
-    def __init__(self, out_dir: Path, checkpoint: Path | None = None,
+    def __init__(self, artifacts_dir: Path, checkpoint: Path | None = None,
                  given: tuple[ArtifactKey, Path] | None = None, calib: str | None = None,
                  log: Log = print) -> None:
-        self.out_dir, self.checkpoint, self.calib, self.log = out_dir, checkpoint, calib, log
+        self.dir, self.checkpoint, self.calib, self.log = artifacts_dir, checkpoint, calib, log
         self._paths: dict[ArtifactKey, Path] = {}
         self._failed: dict[ArtifactKey, FcnEdgeError] = {}
         self._asked: set[ArtifactKey] = set()
@@ -85,7 +85,7 @@ class ArtifactStore:
     def _export(self, key: ArtifactKey) -> None:
         from ..export.exporter import ExportConfig, export
 
-        folder = self.out_dir / "artifacts" / f"{key.io}-int8{key.int8_target}"
+        folder = self.dir / f"{key.io}-int8{key.int8_target}"
         wanted = self._wanted(key)
         reused = {p: self._reusable(folder, key.io, p) for p in wanted}
         if all(reused.values()):
@@ -133,7 +133,7 @@ class ArtifactStore:
         # An fp16 engine is built from the fp16 ONNX: TensorRT 11 builds fp16 only that way
         # (strongly typed), and 10 builds it just as well.
         source = self.path(ArtifactKey("onnx", key.precision, key.io))
-        output = self.out_dir / "artifacts" / "engines" / f"{source.stem}.{key.precision}.engine"
+        output = self.dir / "engines" / f"{source.stem}.{key.precision}.engine"
         engine = build_engine(source, BuildOptions(precision=key.precision, output=output))
         self.log(f"{key.precision} TensorRT engine from {source.name}: {engine}")
         return engine

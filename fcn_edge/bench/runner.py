@@ -61,6 +61,7 @@ class BenchConfig:
     reference: str | None = None                  # checkpoint, when ``model`` is an export
     calib: str | None = None
     out_dir: str = "runs/bench"
+    artifacts_dir: str | None = None              # exports; default <out_dir>/artifacts
 
 
 @dataclass
@@ -73,7 +74,8 @@ class BenchRow:
     size: str
     status: str = "ok"                 # ok | unsupported | unavailable | failed
     reason: str = ""
-    artifact: str = ""
+    artifact: str = ""                 # file name (``path``: where it is)
+    path: str = ""
     artifact_mb: float | None = None
     model_p50_ms: float | None = None
     model_p99_ms: float | None = None
@@ -135,7 +137,7 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
 
 
 def _plan(config: BenchConfig, model: Path, kind: str, log: Log):
-    out = Path(config.out_dir)
+    out = Path(config.artifacts_dir or Path(config.out_dir) / "artifacts")
     if kind == "checkpoint":
         store = ArtifactStore(out, checkpoint=model, calib=config.calib, log=log)
         combos = plan_combos(config.backends, config.precisions, config.io)
@@ -167,7 +169,7 @@ def _row(c: Combo, path: Path, size, store: ArtifactStore, data: acc.EvalSet,
          frame: np.ndarray, ref_labels, flops, threads: int, config: BenchConfig,
          log: Log) -> BenchRow:
     row = BenchRow(c.backend, c.precision, c.io, _size_text(size), artifact=path.name,
-                   reason=c.note)
+                   path=str(path), reason=c.note)
     size_bytes = store.size_bytes(c.artifact)
     row.artifact_mb = round(size_bytes / 1e6, 1) if size_bytes else None
     options = dict(c.options)

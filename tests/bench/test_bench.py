@@ -214,7 +214,7 @@ def test_the_store_remembers_a_failure_as_the_error_it_was(first, checkpoint, tm
         with pytest.raises(BackendUnavailable, match="needs TensorRT"):
             store.path(ArtifactKey("engine", "fp32", "plain"))
     assert logged == []  # an engine is logged once built; none was
-    assert not (tmp_path / "artifacts").exists()
+    assert not (tmp_path / "engines").exists()
 
     alone = ArtifactStore(tmp_path, given=(onnx_key, source))
     for _ in range(2):
