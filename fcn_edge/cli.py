@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=model, data=args.data, data_layout=args.data_layout,
         train_split=args.train_split, val_split=args.val_split, num_images=args.num_images,
-        val_images=args.val_images, image_size=_parse_size(args.image_size),
+        val_images=args.val_images, image_size=_parse_size(args.image_size or "256x256"),
         difficulty=args.difficulty or "standard", optimizer=args.optimizer,
         epochs=epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
@@ -75,7 +75,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     metrics, classes = evaluate_checkpoint(
         args.checkpoint, args.data, args.data_layout, args.split, args.device,
-        args.save_predictions, args.num_images, _parse_size(args.image_size), args.seed,
+        args.save_predictions, args.num_images,
+        _parse_size(args.image_size) if args.image_size else None, args.seed,
         args.difficulty)
     print(metrics.format_table(classes))
     if args.json:
@@ -169,6 +170,14 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    result = run_demo(DemoConfig(out_dir=args.out, minutes=args.minutes))
+    print(f"report: {result.report}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices, parse_sizes
     from .bench.report import format_table, write_report
@@ -212,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_parser(sub)
     _add_run_parser(sub)
     _add_bench_parser(sub)
+    p = sub.add_parser("demo", help="the whole pipeline in one command: procedural data → "
+                                    "train → evaluate → export → bench → run → report",
+                       description="Train FCN-8s ResNet18 on procedural scenes for a few "
+                                   "minutes, then evaluate, export (fp32/fp16/int8), "
+                                   "benchmark, segment a rendered video and write report.md.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--minutes", type=float, default=4.0,
+                   help="training budget in minutes (the other stages add ~2-3)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -221,8 +239,10 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "Cityscapes or images/+masks/, detected)")
     p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "folder"),
                    help="override the detected layout")
-    p.add_argument("--num-images", type=int, default=1000, help="synthetic training images")
-    p.add_argument("--image-size", default="256x256", help="synthetic image HEIGHTxWIDTH")
+    p.add_argument("--num-images", type=int, default=1000,
+                   help="synthetic scenes (train: 1000 training scenes; eval: 100 validation)")
+    p.add_argument("--image-size", help="synthetic image HEIGHTxWIDTH (train: 256x256; eval: "
+                                        "the checkpoint's training size)")
     p.add_argument("--difficulty", choices=("standard", "hard"),
                    help="synthetic scenes: standard (default; eval: the checkpoint's) or hard")
     p.add_argument("--seed", type=int, default=0)
@@ -327,8 +347,9 @@ def _add_build_parser(sub) -> None:
                                     "ONNX's recommended shapes)")
     p.add_argument("--workspace", type=float, default=4.0, help="workspace limit, GB")
     p.add_argument("-o", "--output", help="engine path (default: next to the ONNX)")
-    p.add_argument("--cache-dir", help="engine and timing cache folder "
-                                       "(default ~/.cache/fcn-edge or $FCN_EDGE_CACHE)")
+    p.add_argument("--cache-dir", help="engine and timing cache folder (default: engines/ "
+                                       "under $FCN_EDGE_CACHE, else $XDG_CACHE_HOME/fcn-edge, "
+                                       "else ~/.cache/fcn-edge)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine fits")
     p.set_defaults(func=cmd_build)
 
@@ -343,7 +364,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--model", help="an artifact of fcn-edge export (.onnx, .engine) or a "
                                    "checkpoint (default: the newest export under runs/)")
     p.add_argument("--backend", default="auto",
-                   help="auto (the fastest available), onnxruntime, tensorrt or torch")
+                   help="auto (the fastest available), onnxruntime, tensorrt, torch, or an "
+                        "exact name such as onnxruntime:cpu or torch:cuda")
     p.add_argument("--output", help="video (.mp4, .avi), image, or folder of overlays")
     p.add_argument("--save-masks", help="folder for palette PNG label maps")
     p.add_argument("--show", action="store_true", help="show a window (when a display exists)")

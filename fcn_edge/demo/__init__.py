@@ -1,0 +1,9 @@
+"""``fcn-edge demo``: procedural data → train → evaluate → export → bench → run → report.
+
+    from fcn_edge.demo import DemoConfig, run_demo
+    result = run_demo(DemoConfig(out_dir="runs/demo", minutes=4))
+    print(result.report)           # runs/demo/report.md
+"""
+from .pipeline import STAGES, DemoConfig, DemoResult, run_demo
+
+__all__ = ["STAGES", "DemoConfig", "DemoResult", "run_demo"]

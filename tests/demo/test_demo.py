@@ -1,0 +1,101 @@
+"""``fcn-edge demo`` end to end, shrunk: every stage really runs (training, export, ONNX
+Runtime, the video through OpenCV), on tiny sizes so that it takes about a minute."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fcn_edge.demo import STAGES, DemoConfig, run_demo
+from fcn_edge.demo.media import overlay_grid, plot_curves, write_demo_video
+from fcn_edge.errors import InputError
+from support import read_video
+
+TINY = dict(minutes=0.1, image_size=(64, 64), epochs=2, batch_size=4, val_images=6,
+            eval_images=6, bench_sizes=((64, 96),), bench_images=2, bench_runs=3,
+            bench_seconds=0.3, video_size=(64, 96), video_frames=10, samples=2)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    result = run_demo(DemoConfig(out_dir=str(out), **TINY), log=lines.append)
+    return result, lines
+
+
+def test_every_stage_runs_in_order_with_progress(demo):
+    result, lines = demo
+    headers = [line for line in lines if line.startswith("[")]
+    assert [h.split("] ")[1].split(" ")[0] for h in headers] == list(STAGES)
+    assert headers[0].startswith("[1/7] data") and headers[-1].startswith("[7/7] report")
+    assert set(result.seconds) == set(STAGES) | {"total"}
+    stages = sum(v for k, v in result.seconds.items() if k != "total")
+    assert stages - 0.5 <= result.seconds["total"] <= stages + 5  # rounded to 0.1 s each
+
+
+def test_the_report_has_every_section_and_its_pictures(demo):
+    result, _ = demo
+    text = result.report.read_text()
+    for heading in ("## Evaluation", "## Training", "## Samples", "## Benchmark", "## Runtime"):
+        assert heading in text
+    for name in ("disc", "wire", "background"):  # per-class IoU rows
+        assert f"| {name} |" in text
+    assert "| onnxruntime:cpu | int8 | raw |" in text and "| torch:cpu | fp32 | plain |" in text
+    for png in ("training_curve.png", "samples.png"):
+        assert f"({png})" in text
+        image = cv2.imread(str(result.out_dir / png))
+        assert image is not None and image.std() > 5  # a picture, not a blank canvas
+    samples = cv2.imread(str(result.out_dir / "samples.png"))
+    assert samples.shape[1] >= 3 * 96 and samples.shape[0] >= 2 * 64  # 2 rows × 3 columns
+
+
+def test_outputs_are_real_artifacts(demo):
+    result, _ = demo
+    out = result.out_dir
+    assert (out / "train" / "best.pt").is_file()
+    assert len(list((out / "data" / "JPEGImages").glob("*.jpg"))) == TINY["val_images"]
+    for path in json.loads((out / "demo.json").read_text())["figures"]["artifacts"].values():
+        assert path.endswith(".onnx") and (out / "artifacts") in Path(path).parents
+    bench = json.loads((out / "bench" / "bench.json").read_text())["fcn_edge_bench"]
+    ok = [r for r in bench["rows"] if r["status"] == "ok"]
+    assert {r["precision"] for r in ok} == {"fp32", "fp16", "int8"}
+    assert all(r["check"] == "pass" for r in ok)
+    frames = read_video(out / "demo_overlay.avi")
+    assert len(frames) == TINY["video_frames"] and frames[0].shape == (64, 96, 3)
+    stats = json.loads((out / "run_stats.json").read_text())
+    assert stats["fcn_edge_run"]["frames"] == TINY["video_frames"]
+
+
+def test_the_video_pans_across_scenes(tmp_path):
+    path = write_demo_video(tmp_path / "v.avi", 8, (48, 64))
+    frames = read_video(path)
+    assert len(frames) == 8 and frames[0].shape == (48, 64, 3)
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 5  # it moves
+
+
+def test_curves_and_grid(tmp_path):
+    history = [{"mean_iou": 0.2 + 0.1 * i, "pixel_accuracy": 0.8, "train_loss": 1.0 / (i + 1)}
+               for i in range(4)]
+    curve = cv2.imread(str(plot_curves(tmp_path / "c.png", history)))
+    assert curve.shape == (360, 640, 3) and (curve < 128).any()
+    tile = np.full((10, 12, 3), 50, np.uint8)
+    grid = cv2.imread(str(overlay_grid(tmp_path / "g.png", [[tile, tile]], ("a", "b"))))
+    assert grid.shape[1] == 2 * (12 + 4)
+    with pytest.raises(ValueError):
+        overlay_grid(tmp_path / "empty.png", [], ("a",))
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    with pytest.raises(InputError, match="--minutes"):
+        run_demo(DemoConfig(out_dir=str(tmp_path / "x"), minutes=0))
+    assert not (tmp_path / "x").exists()
+    done = subprocess.run([sys.executable, "-m", "fcn_edge", "demo", "--minutes", "-1",
+                           "--out", str(tmp_path / "y")], capture_output=True, text=True)
+    assert done.returncode == 1 and "--minutes must be positive" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
