@@ -148,6 +148,9 @@ THRESHOLDS = {"fp32": Threshold(0.1, 0.999), "fp16": Threshold(0.5), "int8": Thr
 
 def verdict(accuracy: Accuracy, precision: str) -> tuple[bool, str]:
     """``(passed, why)`` of ``accuracy`` against :data:`THRESHOLDS` for ``precision``."""
+    if precision not in THRESHOLDS:
+        raise InputError(f"no regression bound for precision {precision!r}; "
+                         f"known: {', '.join(THRESHOLDS)}")
     bound = THRESHOLDS[precision]
     if accuracy.delta_miou is None:
         return True, "no reference to compare with"

@@ -95,10 +95,15 @@ def sgemm_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
     except ImportError:
         product = lambda: a @ b  # noqa: E731 - numpy's BLAS, its own thread setting
     else:
+        before = torch.get_num_threads()
         torch.set_num_threads(threads)
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         product = lambda: torch.mm(ta, tb)  # noqa: E731
-    timing = measure(product, runs=1000, warmup=2, max_seconds=seconds)
+    try:
+        timing = measure(product, runs=1000, warmup=2, max_seconds=seconds)
+    finally:
+        if "torch" in locals():  # the thread setting is process-wide: give it back
+            torch.set_num_threads(before)
     return 2.0 * n ** 3 / (timing.p50 / 1e3) / 1e9
 
 
