@@ -64,8 +64,9 @@ def plot_curves(path: Path, history: Sequence[dict], keys=("mean_iou", "pixel_ac
             cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
         for p in points:
             cv2.circle(image, p, 3, colour, -1, cv2.LINE_AA)
-        cv2.putText(image, name, (ox + 10, top + 18 + 18 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    colour, 1, cv2.LINE_AA)
+        # The legend sits right, at 0.3–0.45: between rising metrics and a falling loss.
+        cv2.putText(image, name, (ox + pw - 170, oy - int(0.3 * ph) - 18 * (len(series) - 1 - row)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(image, f"epoch (1-{epochs})", (ox + pw // 2 - 40, h - 12),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return write_png(path, image)

@@ -23,7 +23,7 @@ def write_demo_report(config: DemoConfig, out: Path, state: dict) -> Path:
     _samples(out / "samples.png", model, row.backend, config)
     lines = [f"# fcn-edge demo — {date.today().isoformat()}", "",
              f"FCN-8s ResNet18 (paper §4.2) trained from scratch on procedural scenes for "
-             f"{config.minutes:g} minutes on {platform.processor() or platform.machine()} "
+             f"{config.minutes:g} minutes on {_machine(state['bench'])} "
              f"({state['num_images']} scenes of {config.image_size[0]}×{config.image_size[1]}, "
              f"{config.epochs} epochs); fcn-edge {__version__}.", ""]
     lines += _timings(state.get("seconds", {}))
@@ -38,6 +38,11 @@ def write_demo_report(config: DemoConfig, out: Path, state: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _machine(bench_report) -> str:
+    m = bench_report.machine
+    return f"{m.get('processor') or platform.machine()} ({m.get('cpus')} CPUs)"
 
 
 def _timings(seconds: dict) -> list[str]:
@@ -71,10 +76,14 @@ def _bench(report) -> list[str]:
                      f"| {_num(r.e2e_p50_ms)} | {_num(r.fps)} | {_num(r.vs_torch)} | "
                      f"{_num(r.mean_iou, 3)} | {_signed(r.delta_miou)} | "
                      f"{_pct(r.agreement, 2)} | {r.check or '—'} |")
-    missing = [r for r in report.rows if r.status != "ok"]
+    missing: dict[tuple[str, str, str], list[str]] = {}
+    for r in report.rows:
+        if r.status != "ok":
+            missing.setdefault((r.backend, r.status, r.reason), []).append(f"{r.precision} {r.io}")
     if missing:
         lines += ["", "Not run here:"]
-        lines += [f"- {r.backend} {r.precision} {r.io}: {r.status} — {r.reason}" for r in missing]
+        lines += [f"- {backend} ({', '.join(what)}): {status} — {reason}"
+                  for (backend, status, reason), what in missing.items()]
     sgemm = report.machine.get("sgemm_gflops")
     if sgemm:
         lines += ["", f"sgemm ceiling of this machine: {sgemm} GFLOP/s on "
@@ -85,8 +94,9 @@ def _bench(report) -> list[str]:
 def _run(stats, out: Path) -> list[str]:
     d = stats.to_dict()
     latency = d.get("latency_ms", {})
+    # end_to_end also counts the frames' wait in the read-ahead queue; the stages are the work.
     parts = ", ".join(f"{stage} {v.get('p50', 0):.1f} ms" for stage, v in latency.items()
-                      if isinstance(v, dict))
+                      if isinstance(v, dict) and stage != "end_to_end")
     return ["## Runtime", "",
             f"`fcn-edge run` over a rendered video: {d['frames']} frames at {d['fps']:.1f} FPS "
             f"on {d['backend']}" + (f" (median per frame: {parts})" if parts else "") + ". "
