@@ -65,7 +65,8 @@ def plot_curves(path: Path, history: Sequence[dict], keys=("mean_iou", "pixel_ac
         for p in points:
             cv2.circle(image, p, 3, colour, -1, cv2.LINE_AA)
         # The legend sits right, at 0.3–0.45: between rising metrics and a falling loss.
-        cv2.putText(image, name, (ox + pw - 170, oy - int(0.3 * ph) - 18 * (len(series) - 1 - row)),
+        legend_y = oy - int(0.3 * ph) - 18 * (len(series) - 1 - row)
+        cv2.putText(image, name, (ox + pw - 170, legend_y),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(image, f"epoch (1-{epochs})", (ox + pw // 2 - 40, h - 12),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
