@@ -10,6 +10,7 @@ from torch import nn
 from ..config import BACKBONES, LAYOUTS, MODEL_NAMES, ModelConfig
 from ..errors import InputError, ModelFormatError
 from .alexnet import FCNAlexNet
+from .channels import FIRST_CONV
 from .fcn import FCN
 from .loading import LoadReport, apply_weights
 from .resnet import FCNResNet18
@@ -19,8 +20,6 @@ from .weights import read_weights
 _FCN_CLASSES: dict[str, type[FCN]] = {
     "vgg16": FCNVGG16, "alexnet": FCNAlexNet, "resnet18": FCNResNet18,
 }
-_FIRST_CONV = {"vgg16": "conv1_1.weight", "alexnet": "features.0.weight",
-               "resnet18": "conv1.weight"}
 _OPTIONS = tuple(f.name for f in fields(ModelConfig)
                  if f.name not in ("name", "num_classes", "backbone", "layout"))
 
@@ -81,7 +80,7 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
                   "num_classes": int(weights.state_dict["score_fr.weight"].shape[0])}
         if "fc6.weight" in weights.state_dict:
             config["fc_channels"] = int(weights.state_dict["fc6.weight"].shape[0])
-        first = weights.state_dict.get(_FIRST_CONV[weights.backbone])
+        first = weights.state_dict.get(FIRST_CONV[weights.backbone])
         if first is not None:
             config["in_channels"] = int(first.shape[1])
     config.update(overrides)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import MODEL_NAMES
 from ..errors import ModelFormatError, WeightsMismatchError
+from .channels import FIRST_CONV, adapt_first_conv
 from .vgg import torchvision_feature_index
 from .weights import WeightsFile
 
@@ -36,10 +37,13 @@ class LoadReport:
     source: str
     loaded: tuple[str, ...]
     initialised: tuple[str, ...]
+    adapted: tuple[str, ...] = ()  # widened to more input channels (models/channels.py)
 
     def summary(self) -> str:
+        widened = (f", {', '.join(self.adapted)} widened to more input channels"
+                   if self.adapted else "")
         return (f"{self.source}: {len(self.loaded)} tensors loaded, "
-                f"{len(self.initialised)} kept at initialisation")
+                f"{len(self.initialised)} kept at initialisation{widened}")
 
 
 def apply_weights(model: nn.Module, weights: WeightsFile) -> LoadReport:
@@ -48,23 +52,38 @@ def apply_weights(model: nn.Module, weights: WeightsFile) -> LoadReport:
     if weights.backbone != cfg.backbone:
         raise ModelFormatError(f"{weights.path} holds {weights.backbone} weights but the model's "
                                f"backbone is {cfg.backbone}; pass backbone='{weights.backbone}'")
+    return _apply(model, weights)
+
+
+def _apply(model: nn.Module, weights: WeightsFile) -> LoadReport:
+    cfg = model.config
+    own = model.state_dict()
     if weights.kind == "torchvision":
-        state = torchvision_to_fcn(weights.state_dict, cfg.backbone, model.state_dict())
-        return _load_subset(model, state, f"torchvision {cfg.backbone} classifier",
-                            required=lambda k: not k.startswith(_HEAD_PREFIXES))
+        state = torchvision_to_fcn(weights.state_dict, cfg.backbone, own)
+        state, widened = adapt_first_conv(state, cfg.backbone, own)
+        return _widened(_load_subset(model, state, f"torchvision {cfg.backbone} classifier",
+                                     required=lambda k: not k.startswith(_HEAD_PREFIXES)),
+                        widened, cfg.backbone)
     source_rank, target_rank = MODEL_NAMES.index(weights.variant), MODEL_NAMES.index(cfg.name)
+    state, widened = adapt_first_conv(_depthwise_upscores(weights.state_dict), cfg.backbone, own)
     if source_rank == target_rank:
-        return _load_exact(model, _depthwise_upscores(weights.state_dict),
-                           f"{weights.kind} ({weights.variant})")
+        return _widened(_load_exact(model, state, f"{weights.kind} ({weights.variant})"),
+                        widened, cfg.backbone)
     if source_rank > target_rank:
         raise ModelFormatError(f"{weights.path} is an {weights.variant}; staged initialisation "
                                f"goes coarse to fine (fcn32s → fcn16s → fcn8s), so it cannot "
                                f"initialise an {cfg.name}. Use name='{weights.variant}'")
     # Staged: everything the coarser net has, except its final upsampling, must fit.
-    state = {k: v for k, v in _depthwise_upscores(weights.state_dict).items()
-             if not _is_final_upscore(k)}
-    return _load_subset(model, state, f"staged {weights.variant} → {cfg.name}",
-                        required=lambda k: k in state)
+    state = {k: v for k, v in state.items() if not _is_final_upscore(k)}
+    return _widened(_load_subset(model, state, f"staged {weights.variant} → {cfg.name}",
+                                 required=lambda k: k in state), widened, cfg.backbone)
+
+
+def _widened(report: LoadReport, widened: bool, backbone: str) -> LoadReport:
+    if not widened:
+        return report
+    return LoadReport(report.source, report.loaded, report.initialised,
+                      (FIRST_CONV[backbone],))
 
 
 def torchvision_to_fcn(state: Mapping[str, torch.Tensor], backbone: str,
