@@ -10,6 +10,7 @@ from .alexnet import AlexNet, FCNAlexNet
 from .checkpoint import save_checkpoint
 from .fcn import FCN
 from .fusion import LateFusionFCN
+from .multihead import MultiHeadFCN
 from .loading import LoadReport, reference_state_dict
 from .resnet import FCNResNet18, ResNet18
 from .shift_stitch import shift_and_stitch
@@ -18,7 +19,7 @@ from .vgg import FCNVGG16, VGG16
 from .weights import read_weights
 
 __all__ = [
-    "FCN", "LateFusionFCN", "FCNVGG16", "FCNAlexNet", "FCNResNet18", "VGG16", "AlexNet", "ResNet18",
+    "FCN", "LateFusionFCN", "MultiHeadFCN", "FCNVGG16", "FCNAlexNet", "FCNResNet18", "VGG16", "AlexNet", "ResNet18",
     "create_model", "build", "load_model", "list_models", "count_parameters",
     "save_checkpoint", "read_weights", "LoadReport", "reference_state_dict", "shift_and_stitch", "bilinear_kernel",
 ]

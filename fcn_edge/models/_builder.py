@@ -13,6 +13,7 @@ from .alexnet import FCNAlexNet
 from .channels import FIRST_CONV
 from .fcn import FCN
 from .loading import LoadReport, apply_weights
+from .multihead import MultiHeadFCN
 from .resnet import FCNResNet18
 from .vgg import FCNVGG16
 from .weights import read_weights
@@ -37,17 +38,25 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
         weights: a local file: an fcn-edge checkpoint, an FCN state dict (ours or the released
             nets converted to PyTorch), a torchvision classifier (ImageNet initialisation), or a
             coarser FCN for staged training. Never downloaded, never unpickled as code.
+        heads: instead of ``num_classes``, task → classes (``{"semantic": 33, "geometric":
+            3}``): a :class:`MultiHeadFCN` with one head per task on one trunk (paper §5).
         **options: ``learnable_upsampling``, ``fc_channels``, ``dropout``, ``in_channels``.
 
     Returns:
         The model; ``model.config`` holds its configuration and, when ``weights`` was given,
         ``model.load_report`` says what was loaded.
     """
+    heads = options.pop("heads", None)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise InputError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")
     config = ModelConfig(name=name, num_classes=num_classes, backbone=backbone, layout=layout,
                          **options)
+    if heads is not None:
+        multi = MultiHeadFCN(build, config, heads)
+        if weights is not None:  # the trunk and the first head, e.g. an ImageNet classifier
+            multi.load_report = apply_weights(multi.fcn, read_weights(weights))
+        return multi
     model = build(config)
     if weights is not None:
         model.load_report = apply_weights(model, read_weights(weights))

@@ -90,13 +90,32 @@ class FCN(nn.Module):
     # --- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N×C_in×H×W image batch → N×num_classes×H×W class scores (logits) at the input's size."""
-        taps = self._trunk(self._pad_input(x))
-        score = self.score_fr(taps[32])
+        return self.head_scores(self.taps(x), x)
+
+    def taps(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The trunk's outputs at strides 8, 16 and 32 for the image batch ``x``."""
+        return self._trunk(self._pad_input(x))
+
+    def head_scores(self, taps: dict[int, torch.Tensor], x: torch.Tensor,
+                    layers: nn.Module | None = None) -> torch.Tensor:
+        """The head on ``taps``, cropped to ``x``'s size. ``layers`` holds the head's score and
+        upsampling layers by name (default: this model's own); another head of the same
+        variant and trunk (``MultiHeadFCN``) passes its own, the geometry being the same."""
+        layers = self if layers is None else layers
+        score = layers.score_fr(taps[32])
         for stride, score_name, up_name, up in self.plan.skips:
-            skip = getattr(self, score_name)(taps[stride])
-            score = fuse(getattr(self, up_name)(self._pad_scores(score)), skip, up.crop)
-        upscore = getattr(self, _FINAL_UPSCORE[self.config.name])
+            skip = getattr(layers, score_name)(taps[stride])
+            score = fuse(getattr(layers, up_name)(self._pad_scores(score)), skip, up.crop)
+        upscore = getattr(layers, _FINAL_UPSCORE[self.config.name])
         return crop_like(upscore(self._pad_scores(score)), x, self.plan.final.crop)
+
+    def head_layer_names(self) -> tuple[str, ...]:
+        """The names of the head's layers: ``score_fr``, the skips' score and upsampling
+        layers, the final upsampling."""
+        names = ["score_fr"]
+        for _, score_name, up_name, _ in self.plan.skips:
+            names += [score_name, up_name]
+        return (*names, _FINAL_UPSCORE[self.config.name])
 
     def _pad_scores(self, score: torch.Tensor) -> torch.Tensor:
         return F.pad(score, (1, 1, 1, 1), mode="replicate") if self.plan.pad_scores else score
