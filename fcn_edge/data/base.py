@@ -22,10 +22,19 @@ _MAX_SHOWN = 5
 
 
 class Sample(NamedTuple):
-    """One training or evaluation example."""
+    """One training or evaluation example.
+
+    Multi-modal and multi-task data sets (paper §5: NYUDv2 RGB-D, SIFT Flow) also fill
+    ``inputs`` (extra modalities by name, each H×W or H×W×C at the image's size: ``depth`` as
+    float32 metres, ``hha`` as H×W×3 uint8) and ``masks`` (every task's H×W uint8 labels by task
+    name, the primary task — the one in ``mask`` — included). Single-task RGB sets leave both
+    None, so code that reads only image, mask and name works on every data set.
+    """
     image: np.ndarray  # H×W×3 uint8, RGB
     mask: np.ndarray   # H×W uint8 class ids, 255 = ignore
     name: str          # unique within the data set; a file stem (no directories)
+    inputs: dict[str, np.ndarray] | None = None
+    masks: dict[str, np.ndarray] | None = None
 
 
 class Item(NamedTuple):
