@@ -28,7 +28,10 @@ class ModelConfig:
         learnable_upsampling: train the bilinear deconvolutions (the reference keeps them fixed).
         fc_channels: width of fc6/fc7 (4096 in the paper; VGG16 and AlexNet only).
         dropout: dropout probability after fc6/fc7 in training (0.5 in the paper).
-        in_channels: input channels (3 for RGB).
+        in_channels: input channels (3 for RGB; 4 for RGB-D early fusion, paper §5).
+        heads: for a multi-task model (paper §5, SIFT Flow), ``(task, classes)`` pairs, e.g.
+            ``(("semantic", 33), ("geometric", 3))``: one trunk, one head per task; then
+            ``num_classes`` is the first head's. Empty for one task.
     """
 
     name: str = "fcn8s"
@@ -39,8 +42,13 @@ class ModelConfig:
     fc_channels: int = 4096
     dropout: float = 0.5
     in_channels: int = 3
+    heads: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        heads = _check_heads(self.heads) if self.heads else ()
+        object.__setattr__(self, "heads", heads)  # normalised to tuples: JSON gives lists
+        if heads:
+            object.__setattr__(self, "num_classes", heads[0][1])
         _check_choice("model name", self.name, MODEL_NAMES)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("layout", self.layout, LAYOUTS)
@@ -63,7 +71,10 @@ class ModelConfig:
         return int(self.name[3:-1])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values (``heads`` as lists), identical after a JSON round trip."""
+        data = asdict(self)
+        data["heads"] = [list(pair) for pair in self.heads]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
@@ -73,6 +84,23 @@ class ModelConfig:
         if unknown:
             raise InputError(f"unknown model config keys {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
+
+
+def _check_heads(heads: Any) -> tuple[tuple[str, int], ...]:
+    try:
+        pairs = tuple((str(name), count) for name, count in heads)
+    except (TypeError, ValueError):
+        raise InputError(f"heads must be (task, classes) pairs, got {heads!r}") from None
+    names = [name for name, _ in pairs]
+    if len(pairs) < 2 or len(set(names)) != len(names):
+        raise InputError(f"a multi-head model needs at least two distinctly named heads, got "
+                         f"{names}; for one task use num_classes")
+    for name, count in pairs:
+        if not name.isidentifier() or not isinstance(count, int) or isinstance(count, bool) \
+                or count < 1:
+            raise InputError(f"heads maps task names (identifiers) to class counts ≥ 1, got "
+                             f"{name!r}: {count!r}")
+    return pairs
 
 
 def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
@@ -176,7 +204,7 @@ class TrainConfig:
         return 0.99 if self.recipe == "heavy" else 0.9
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":

@@ -46,25 +46,27 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
         The model; ``model.config`` holds its configuration and, when ``weights`` was given,
         ``model.load_report`` says what was loaded.
     """
-    heads = options.pop("heads", None)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise InputError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")
+    if isinstance(options.get("heads"), dict):
+        options["heads"] = tuple(options["heads"].items())
     config = ModelConfig(name=name, num_classes=num_classes, backbone=backbone, layout=layout,
                          **options)
-    if heads is not None:
-        multi = MultiHeadFCN(build, config, heads)
-        if weights is not None:  # the trunk and the first head, e.g. an ImageNet classifier
-            multi.load_report = apply_weights(multi.fcn, read_weights(weights))
-        return multi
     model = build(config)
+    if weights is not None and config.heads:
+        # A single-task file (e.g. an ImageNet classifier) initialises the trunk and first head.
+        model.load_report = apply_weights(model.fcn, read_weights(weights))
+        return model
     if weights is not None:
         model.load_report = apply_weights(model, read_weights(weights))
     return model
 
 
 def build(config: ModelConfig) -> FCN:
-    """The (randomly initialised) FCN described by ``config``."""
+    """The (randomly initialised) FCN described by ``config`` (a MultiHeadFCN with heads)."""
+    if config.heads:
+        return MultiHeadFCN(build, config)
     return _FCN_CLASSES[config.backbone](config)
 
 

@@ -9,45 +9,39 @@ map per task, by name.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..errors import InputError
 from .fcn import FCN
 
 
 class MultiHeadFCN(nn.Module):
-    """An FCN trunk with one head per task.
+    """An FCN trunk with one head per task (``config.heads``).
 
     Args:
-        build: builds an FCN from a :class:`~fcn_edge.config.ModelConfig` (``models.build``).
-        config: the variant, backbone and options shared by every head (its ``num_classes`` is
-            ignored).
-        heads: task name → number of classes, e.g. ``{"semantic": 33, "geometric": 3}``.
+        build: builds a single-task FCN from a :class:`~fcn_edge.config.ModelConfig`.
+        config: the variant, backbone and options shared by every head, and ``heads``.
     """
 
-    def __init__(self, build: Callable, config, heads: Mapping[str, int]) -> None:
+    def __init__(self, build: Callable, config: ModelConfig) -> None:
         super().__init__()
-        heads = dict(heads)
-        if len(heads) < 2:
-            raise InputError("a multi-head model needs at least two heads; for one task use "
-                             "create_model(num_classes=...)")
-        bad = {k: v for k, v in heads.items() if not (isinstance(v, int) and v >= 1)}
-        if bad or not all(isinstance(k, str) and k.isidentifier() for k in heads):
-            raise InputError(f"heads maps task names (identifiers) to class counts ≥ 1, got "
-                             f"{heads}")
-        self.heads = heads
-        first, *others = heads
-        self.fcn: FCN = build(replace(config, num_classes=heads[first]))  # trunk + first head
+        if not config.heads:
+            raise InputError("MultiHeadFCN needs config.heads, e.g. (('semantic', 33), "
+                             "('geometric', 3))")
+        self.config = config
+        self.heads = dict(config.heads)
+        (first, classes), *others = config.heads
+        self.fcn: FCN = build(replace(config, heads=(), num_classes=classes))  # trunk + head 1
         names = self.fcn.head_layer_names()
         extra = {}
-        for task in others:
-            donor = build(replace(config, num_classes=heads[task]))
+        for task, count in others:
+            donor = build(replace(config, heads=(), num_classes=count))
             extra[task] = nn.ModuleDict({n: getattr(donor, n) for n in names})
         self.extra_heads = nn.ModuleDict(extra)
-        self.config = self.fcn.config
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """N×C×H×W images → {task: N×classes×H×W scores}; the trunk runs once."""

@@ -133,6 +133,9 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, str | None]:
+    if "fcn.score_fr.weight" in state:  # a MultiHeadFCN: its trunk and first head say it all
+        inner = {k[len("fcn."):]: v for k, v in state.items() if k.startswith("fcn.")}
+        return _classify(inner, path)
     if "score_fr.weight" in state:
         backbone = next((b for b, k in _FCN_TRUNK_SIGNS.items() if k in state), None)
         if backbone is None:

@@ -58,7 +58,7 @@ def test_the_heads_share_the_trunk_and_nothing_else(two_heads):
 
 
 def test_bad_heads_are_refused():
-    with pytest.raises(InputError, match="at least two heads"):
+    with pytest.raises(InputError, match="at least two distinctly named heads"):
         create_model("fcn16s", backbone="resnet18", heads={"semantic": 33})
     with pytest.raises(InputError, match="class counts"):
         create_model("fcn16s", backbone="resnet18", heads={"semantic": 33, "geometric": 0})
@@ -94,3 +94,27 @@ def test_an_imagenet_classifier_initialises_the_shared_trunk(tmp_path):
     assert "torchvision" in model.load_report.summary()
     torch.testing.assert_close(model.state_dict()["fcn.conv1.weight"], classifier["conv1.weight"])
     assert model.state_dict()["extra_heads.geometric.score_fr.weight"].abs().sum() == 0  # §4.2
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_checkpoint_round_trip_rebuilds_the_heads(two_heads, tmp_path, suffix):
+    from fcn_edge.models import load_model, save_checkpoint
+
+    path = save_checkpoint(two_heads, tmp_path / f"two{suffix}", {"classes": ["a"] * 6})
+    again = load_model(path).eval()
+    assert isinstance(again, MultiHeadFCN) and again.heads == HEADS
+    assert again.config.heads == (("semantic", 6), ("geometric", 3))
+    assert again.config.num_classes == 6
+    x = torch.rand(1, 3, 50, 70)
+    with torch.no_grad():
+        for task in HEADS:
+            torch.testing.assert_close(again(x)[task], two_heads(x)[task])
+
+
+def test_heads_live_in_the_model_config():
+    from fcn_edge.config import ModelConfig
+
+    config = ModelConfig(name="fcn16s", backbone="resnet18", heads=[["semantic", 33],
+                                                                     ["geometric", 3]])
+    assert config.heads == (("semantic", 33), ("geometric", 3)) and config.num_classes == 33
+    assert ModelConfig.from_dict(config.to_dict()) == config
