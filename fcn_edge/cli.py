@@ -237,7 +237,7 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (procedural scenes) or a data set folder (VOC, SBD, "
                         "Cityscapes or images/+masks/, detected)")
-    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "folder"),
+    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "nyud", "siftflow", "folder"),
                    help="override the detected layout")
     p.add_argument("--num-images", type=int, default=1000,
                    help="synthetic scenes (train: 1000 training scenes; eval: 100 validation)")
@@ -393,7 +393,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--data", default="synthetic",
                    help="labelled data for mIoU: 'synthetic' (the checkpoint's procedural "
                         "scenes, rendered at each size) or a data set folder")
-    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "folder"))
+    p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "nyud", "siftflow", "folder"))
     p.add_argument("--split", default="val")
     p.add_argument("--images", type=int, default=16, help="evaluation images per size")
     p.add_argument("--backends", default="all", help="comma-separated, or all: "

@@ -18,9 +18,13 @@ from .classes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CITYSCAPES_TRAIN_I
 from .files import (read_classes_file, read_image, read_mask, read_palette_png,
                     read_split_file, write_image, write_palette_png)
 from .folder import FolderSegmentation
-from .layouts import LAYOUTS, detect_layout, open_dataset
+from .layouts import LAYOUTS, SYNTHETIC_READERS, detect_layout, open_dataset
+from .nyud import NYUD_CLASSES, NYUDv2Segmentation, hha_from_depth
 from .procedural import PROCEDURAL_CLASSES, ProceduralScenes, render_scene
+from .procedural_multi import (GEOMETRIC_CLASSES, ProceduralRGBD, ProceduralTwoTask,
+                               depth_for_scene, depth_from_png, depth_to_png, geometric_labels)
 from .sbd import SBDSegmentation, read_sbd_mat
+from .siftflow import SIFTFLOW_CLASSES, SIFTFLOW_GEOMETRIC_CLASSES, SIFTFlowSegmentation
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainAugment, normalize, pad_to
 from .voc import VOCSegmentation, write_voc
 
@@ -28,6 +32,10 @@ __all__ = [
     # samples and data sets
     "Sample", "SegmentationDataset", "FileDataset", "Item", "ProceduralScenes",
     "VOCSegmentation", "SBDSegmentation", "CityscapesSegmentation", "FolderSegmentation",
+    "NYUDv2Segmentation", "SIFTFlowSegmentation", "ProceduralRGBD", "ProceduralTwoTask",
+    "SYNTHETIC_READERS", "NYUD_CLASSES", "SIFTFLOW_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
+    "GEOMETRIC_CLASSES", "hha_from_depth", "depth_for_scene", "depth_to_png", "depth_from_png",
+    "geometric_labels",
     "open_dataset", "detect_layout", "LAYOUTS", "write_voc", "render_scene",
     # classes and colours
     "PROCEDURAL_CLASSES", "VOC_CLASSES", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE",

@@ -14,8 +14,11 @@ from ..errors import InputError
 from .base import SegmentationDataset
 from .cityscapes import CityscapesSegmentation, locate_cityscapes
 from .folder import FolderSegmentation, locate_folder
+from .nyud import NYUDv2Segmentation, locate_nyud
 from .procedural import ProceduralScenes
+from .procedural_multi import ProceduralRGBD, ProceduralTwoTask
 from .sbd import SBDSegmentation, locate_sbd
+from .siftflow import SIFTFlowSegmentation, locate_siftflow
 from .voc import VOCSegmentation, locate_voc
 
 __all__ = ["LAYOUTS", "SYNTHETIC", "SYNTHETIC_SPLIT_STRIDE", "detect_layout", "open_dataset"]
@@ -25,6 +28,11 @@ SYNTHETIC = "synthetic"
 #: scenes come from generators no training scene uses.
 SYNTHETIC_SPLIT_STRIDE = 10_000_019
 SYNTHETIC_SPLITS = ("train", "val", "test")
+#: The procedural sets: plain RGB, RGB-D (paper §5's NYUDv2 setting) and two tasks (SIFT Flow's).
+#: Image i of each is the same scene for the same seed and split.
+SYNTHETIC_READERS: dict[str, type[ProceduralScenes]] = {
+    SYNTHETIC: ProceduralScenes, "synthetic-rgbd": ProceduralRGBD,
+    "synthetic-twotask": ProceduralTwoTask}
 
 
 class Layout(NamedTuple):
@@ -44,6 +52,12 @@ LAYOUTS: dict[str, Layout] = {
                   VOCSegmentation),
     "sbd": Layout(locate_sbd, "cls/*.mat, img/*.jpg and <split>.txt (benchmark_RELEASE/dataset/)"
                   ", or SegmentationClassAug/*.png beside JPEGImages/", SBDSegmentation),
+    "nyud": Layout(locate_nyud, "data/images/img_<id>.png, segmentation/img_<id>.mat (key "
+                   "'segmentation', 0 = void, 1..40), <split>.txt; optional data/depth/ "
+                   "(uint16 mm) and data/hha/ (also under nyud/)", NYUDv2Segmentation),
+    "siftflow": Layout(locate_siftflow, "Images/, SemanticLabels/ and GeoLabels/ each with "
+                       "spatial_envelope_256x256_static_8outdoorcategories/<id>.jpg|.mat, and "
+                       "<split>.txt (trainval, test)", SIFTFlowSegmentation),
     "folder": Layout(locate_folder, "images/ and masks/ with matching file names (optionally "
                      "images/<split>/ and masks/<split>/), optional classes.txt",
                      FolderSegmentation),
@@ -51,12 +65,12 @@ LAYOUTS: dict[str, Layout] = {
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """The layout of the data set at ``path``: "voc", "sbd", "cityscapes" or "folder"
-    ("synthetic" for the literal name when no such path exists)."""
+    """The layout of the data set at ``path``: "cityscapes", "voc", "sbd", "nyud", "siftflow"
+    or "folder" (a procedural set's name, e.g. "synthetic", when no such path exists)."""
     path = Path(path).expanduser()
     if not path.exists():
-        if str(path) == SYNTHETIC:
-            return SYNTHETIC
+        if str(path) in SYNTHETIC_READERS:
+            return str(path)
         raise InputError(f"{path}: no such data set directory (give a directory or "
                          f"'{SYNTHETIC}' for the built-in procedural scenes)")
     if not path.is_dir():
@@ -78,28 +92,32 @@ def _check_options(reader: Callable[..., Any], layout: str, options: dict[str, A
                          f"{', '.join(accepted) or 'none'})")
 
 
-def _open_synthetic(split: str, options: dict[str, Any]) -> ProceduralScenes:
-    _check_options(ProceduralScenes, SYNTHETIC, options)
+def _open_synthetic(split: str, options: dict[str, Any],
+                    name: str = SYNTHETIC) -> ProceduralScenes:
+    reader = SYNTHETIC_READERS[name]
+    _check_options(reader, name, options)
     if split not in SYNTHETIC_SPLITS:
-        raise InputError(f"synthetic data has splits {', '.join(SYNTHETIC_SPLITS)}, "
+        raise InputError(f"{name} data has splits {', '.join(SYNTHETIC_SPLITS)}, "
                          f"not {split!r}")
     seed = int(options.pop("seed", 0)) + SYNTHETIC_SPLITS.index(split) * SYNTHETIC_SPLIT_STRIDE
-    scenes = ProceduralScenes(seed=seed, **options)
+    scenes = reader(seed=seed, **options)
     scenes.split = split
     return scenes
 
 
 def open_dataset(spec: str | os.PathLike, split: str = "train", layout: str | None = None,
                  **options: Any) -> SegmentationDataset:
-    """The ``split`` of a data set: ``spec`` is "synthetic" (options num_images, size, seed;
-    val and test use seeds disjoint from train's) or a directory, read as ``layout`` or as
-    ``detect_layout`` finds. Layout options: cityscapes ``annotations``, folder ``classes``."""
+    """The ``split`` of a data set: ``spec`` is "synthetic", "synthetic-rgbd" or
+    "synthetic-twotask" (options num_images, size, seed, difficulty; val and test use seeds
+    disjoint from train's) or a directory, read as ``layout`` or as ``detect_layout`` finds.
+    Layout options: cityscapes ``annotations``, folder ``classes``, nyud ``modality``."""
     if layout is None:
         layout = detect_layout(spec)
-    if layout == SYNTHETIC:
-        return _open_synthetic(str(split), dict(options))
+    if layout in SYNTHETIC_READERS:
+        return _open_synthetic(str(split), dict(options), layout)
     if layout not in LAYOUTS:
-        raise InputError(f"unknown layout {layout!r}; known: {SYNTHETIC}, {', '.join(LAYOUTS)}")
+        raise InputError(f"unknown layout {layout!r}; known: {', '.join(SYNTHETIC_READERS)}, "
+                         f"{', '.join(LAYOUTS)}")
     reader = LAYOUTS[layout].reader
     _check_options(reader, layout, options)
     path = Path(spec).expanduser()

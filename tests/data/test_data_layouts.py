@@ -13,7 +13,9 @@ from fcn_edge.errors import InputError
 def test_each_fixture_is_detected(make_voc, make_sbd, make_cityscapes, make_folder):
     found = {detect_layout(make()["root"]) for make in (make_voc, make_sbd, make_cityscapes,
                                                         make_folder)}
-    assert found == {"voc", "sbd", "cityscapes", "folder"} == set(LAYOUTS)
+    assert found == {"voc", "sbd", "cityscapes", "folder"}
+    # nyud and siftflow are detected from their own fixtures in test_nyud.py / test_siftflow.py
+    assert set(LAYOUTS) == found | {"nyud", "siftflow"}
 
 
 def test_synthetic_is_a_spec_not_a_path():
@@ -60,3 +62,19 @@ def test_datasets_pickle_for_loader_workers(make_voc):
     assert np.array_equal(copy[1].image, scenes[1].image)
     voc = open_dataset(make_voc()["root"])
     assert np.array_equal(pickle.loads(pickle.dumps(voc))[0].mask, voc[0].mask)
+
+
+@pytest.mark.parametrize("name", ["synthetic-rgbd", "synthetic-twotask"])
+def test_procedural_multi_sets_open_by_name_with_the_synthetic_splits(name):
+    from fcn_edge.data import SYNTHETIC_READERS, detect_layout, open_dataset
+
+    assert detect_layout(name) == name
+    val = open_dataset(name, "val", num_images=2, size=(32, 40))
+    assert type(val) is SYNTHETIC_READERS[name] and val.split == "val"
+    plain = open_dataset("synthetic", "val", num_images=2, size=(32, 40))
+    sample, same = val[1], plain[1]
+    assert np.array_equal(sample.image, same.image) and np.array_equal(sample.mask, same.mask)
+    extra = sample.inputs if name == "synthetic-rgbd" else sample.masks
+    assert extra and all(v.shape[:2] == (32, 40) for v in extra.values())
+    with pytest.raises(InputError, match="splits"):
+        open_dataset(name, "dev")
