@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .base import Sample
 from .classes import IGNORE_INDEX
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainAugment", "normalize", "pad_to"]
@@ -18,6 +19,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainAugment", "normalize", "pad_to
 #: ImageNet statistics in RGB order, those of the torchvision classifiers the FCN trunks start from.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LINEAR, NEAREST = cv2.INTER_LINEAR, cv2.INTER_NEAREST
 
 
 def _check_pair(image: np.ndarray, mask: np.ndarray) -> None:
@@ -39,6 +41,12 @@ def _shift(array: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
     return out
 
 
+def _pad(array: np.ndarray, height: int, width: int, fill: int) -> np.ndarray:
+    """Pad on the bottom and right to ``height``×``width`` with ``fill``."""
+    padding = ((0, height - array.shape[0]), (0, width - array.shape[1]))
+    return np.pad(array, padding + ((0, 0),) * (array.ndim - 2), constant_values=fill)
+
+
 def pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int,
            ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
     """Pad on the bottom and right to ``height``×``width``: the image with 0, the mask with
@@ -58,7 +66,9 @@ class TrainAugment:
     scaling and cropping are common additions (fixed-size batches), not in the paper.
 
     Applied in the order scale → mirror → translate → crop; image and mask always move
-    together. Pixels shifted in, and crop padding, are ignored (mask = ``ignore_index``).
+    together (``sample`` moves extra modalities and task masks with them). Pixels shifted in,
+    and crop padding, are ignored (mask = ``ignore_index``). Images resample bilinearly, masks
+    nearest, as they must keep valid class ids.
     """
 
     mirror: bool = True
@@ -80,36 +90,58 @@ class TrainAugment:
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
         _check_pair(image, mask)
+        image, mask = self._apply([(image, LINEAR, 0), (mask, NEAREST, self.ignore_index)], rng)
+        return image, mask
+
+    def sample(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        """``sample`` with every array moved alike: the image, the mask, every task's mask
+        (ignored where shifted in) and every extra input (paper §5: depth and HHA, 0 = no
+        reading where shifted in; depth resampled nearest so no value mixes two surfaces).
+        The random draws are those of ``__call__``: the image and mask come out the same."""
+        _check_pair(sample.image, sample.mask)
+        inputs, masks = dict(sample.inputs or {}), dict(sample.masks or {})
+        for name, array in [*inputs.items(), *masks.items()]:
+            if array.shape[:2] != sample.mask.shape:
+                raise InputError(f"{sample.name}: '{name}' is {array.shape[:2]}, the image "
+                                 f"{sample.mask.shape}: every modality and mask must match it")
+        arrays = [(sample.image, LINEAR, 0), (sample.mask, NEAREST, self.ignore_index)]
+        arrays += [(a, NEAREST if a.ndim == 2 else LINEAR, 0) for a in inputs.values()]
+        arrays += [(m, NEAREST, self.ignore_index) for m in masks.values()]
+        out = self._apply(arrays, rng)
+        n = len(inputs)
+        return sample._replace(
+            image=out[0], mask=out[1],
+            inputs=dict(zip(inputs, out[2:2 + n])) if sample.inputs is not None else None,
+            masks=dict(zip(masks, out[2 + n:])) if sample.masks is not None else None)
+
+    def _apply(self, arrays: list[tuple[np.ndarray, int, int]], rng: np.random.Generator
+               ) -> list[np.ndarray]:
+        """Scale → mirror → translate → crop on every (array, interpolation, fill) alike."""
+        out = [a for a, _, _ in arrays]
         if self.scale is not None:
-            image, mask = self._rescale(image, mask, rng.uniform(*self.scale))
+            factor = rng.uniform(*self.scale)
+            h, w = out[0].shape[:2]
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            out = [cv2.resize(a, size, interpolation=how) for a, (_, how, _) in zip(out, arrays)]
         if self.mirror and rng.random() < 0.5:
-            image, mask = image[:, ::-1], mask[:, ::-1]
+            out = [a[:, ::-1] for a in out]
         if self.translate:
             dy, dx = (int(v) for v in rng.integers(-self.translate, self.translate + 1, 2))
-            image, mask = _shift(image, dy, dx, 0), _shift(mask, dy, dx, self.ignore_index)
+            out = [_shift(a, dy, dx, fill) for a, (_, _, fill) in zip(out, arrays)]
         if self.crop is not None:
-            image, mask = self._random_crop(image, mask, rng)
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+            out = self._random_crop(out, [fill for _, _, fill in arrays], rng)
+        return [np.ascontiguousarray(a) for a in out]
 
-    @staticmethod
-    def _rescale(image: np.ndarray, mask: np.ndarray, factor: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Bilinear for the image; nearest for the mask, which must keep valid class ids."""
-        h, w = mask.shape
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-                cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
-
-    def _random_crop(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """A random crop of ``self.crop``; a smaller sample is padded (ignored) first."""
+    def _random_crop(self, arrays: list[np.ndarray], fills: list[int],
+                     rng: np.random.Generator) -> list[np.ndarray]:
+        """A random crop of ``self.crop``; a smaller sample is padded (with ``fills``) first."""
         ch, cw = self.crop
-        h, w = mask.shape
+        h, w = arrays[0].shape[:2]
         if h < ch or w < cw:
-            image, mask = pad_to(image, mask, max(h, ch), max(w, cw), self.ignore_index)
-            h, w = mask.shape
+            arrays = [_pad(a, max(h, ch), max(w, cw), fill) for a, fill in zip(arrays, fills)]
+            h, w = arrays[0].shape[:2]
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return image[y:y + ch, x:x + cw], mask[y:y + ch, x:x + cw]
+        return [a[y:y + ch, x:x + cw] for a in arrays]
 
 
 def normalize(image: np.ndarray, mean: tuple[float, float, float] = IMAGENET_MEAN,

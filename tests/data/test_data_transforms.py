@@ -134,3 +134,41 @@ def test_augment_is_frozen():
     augment = TrainAugment()
     with pytest.raises(AttributeError):
         augment.translate = 0  # type: ignore[misc]
+
+
+def test_sample_moves_every_modality_and_task_mask_with_the_image():
+    """Depth and the geometric labels stay aligned with the semantic mask through scale,
+    mirror, translation and crop (paper §5 data), with the same draws as image + mask alone."""
+    from fcn_edge.data import ProceduralRGBD, ProceduralTwoTask, TrainAugment, geometric_labels
+
+    augment = TrainAugment(translate=9, scale=(0.7, 1.4), crop=(40, 52))
+    rgbd, two = ProceduralRGBD(3, (48, 64), seed=5)[2], ProceduralTwoTask(3, (48, 64), seed=5)[2]
+    shifted_in = 0
+    for seed in range(6):
+        moved = augment.sample(rgbd, np.random.default_rng(seed))
+        image, mask = augment(rgbd.image, rgbd.mask, np.random.default_rng(seed))
+        assert np.array_equal(moved.image, image) and np.array_equal(moved.mask, mask)
+        depth = moved.inputs["depth"]
+        assert depth.shape == mask.shape and depth.dtype == np.float32
+        # Exact alignment: an input that is the mask itself comes out equal to the moved mask
+        # (both nearest), and 0 where pixels were shifted or padded in.
+        probe = rgbd._replace(inputs={"depth": rgbd.mask.astype(np.float32)})
+        moved = augment.sample(probe, np.random.default_rng(seed))
+        valid = moved.mask != 255
+        assert np.array_equal(moved.inputs["depth"][valid], moved.mask[valid].astype(np.float32))
+        assert (moved.inputs["depth"][~valid] == 0).all()
+        shifted_in += int((~valid).any())
+        task = augment.sample(two, np.random.default_rng(seed))
+        assert np.array_equal(task.masks["semantic"], task.mask)
+        assert np.array_equal(task.masks["geometric"], geometric_labels(task.mask))
+        assert task.inputs is None and moved.masks is None and task.masks is not None
+    assert shifted_in > 0  # the fill rule was exercised
+
+
+def test_sample_refuses_a_modality_of_another_size():
+    from fcn_edge.data import ProceduralRGBD, TrainAugment
+
+    sample = ProceduralRGBD(1, (32, 32))[0]
+    bad = sample._replace(inputs={"depth": np.zeros((16, 16), np.float32)})
+    with pytest.raises(InputError, match="'depth' is"):
+        TrainAugment().sample(bad, np.random.default_rng(0))
