@@ -155,3 +155,22 @@ def video_fps(path: Path) -> float:
         return capture.get(cv2.CAP_PROP_FPS)
     finally:
         capture.release()
+
+
+def smooth_image(seed: int, h: int, w: int) -> np.ndarray:
+    """A smooth H×W×3 uint8 RGB image (smooth so JPEG changes it little)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    """Write an RGB image (any format OpenCV writes by suffix), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def write_gray(path: Path, array: np.ndarray) -> None:
+    """Write a one-channel array (uint8 labels, uint16 depth) as is, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)

@@ -36,6 +36,7 @@ class ArtifactStore:
         self._paths: dict[ArtifactKey, Path] = {}
         self._failed: dict[ArtifactKey, FcnEdgeError] = {}
         self._asked: set[ArtifactKey] = set()
+        self._checkpoint_sha: str | None = None
         if checkpoint is not None:
             self._paths[ArtifactKey("checkpoint")] = checkpoint
         if given is not None:
@@ -112,18 +113,20 @@ class ArtifactStore:
         return tuple(p for p in ("fp32", "fp16", "int8") if p in precisions)
 
     def _reusable(self, folder: Path, io: str, precision: str) -> Path | None:
+        from ..export.exporter import artifact_path
         from ..export.tensorrt import file_sha256, read_onnx_meta
 
         assert self.checkpoint is not None
-        stem = self.checkpoint.stem + ("_rawio_argmax" if io == "raw" else "")
-        path = folder / (stem + ("" if precision == "fp32" else f".{precision}") + ".onnx")
+        path = artifact_path(folder, self.checkpoint, precision, io == "raw", io == "raw")
         if not path.is_file():
             return None
         try:
             meta = read_onnx_meta(path)
         except FcnEdgeError:
             return None
-        same = (meta.source_sha256 == file_sha256(self.checkpoint)
+        if self._checkpoint_sha is None:  # hashed once, not once per file checked
+            self._checkpoint_sha = file_sha256(self.checkpoint)
+        same = (meta.source_sha256 == self._checkpoint_sha
                 and meta.fcn_edge_version == __version__)
         return path if same else None
 

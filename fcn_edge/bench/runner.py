@@ -113,21 +113,28 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     runnable = []
     for c in combos:  # what cannot run is said once, not once per size
         why, path = _blocked(c, store)
-        if c.artifact is None:
-            report.not_run.append((f"{c.backend} {c.precision} {c.io}", c.why))
+        if why and why[0] == "unsupported":
+            report.not_run.append((f"{c.backend} {c.precision} {c.io}", why[1]))
         elif why:
             report.rows.append(BenchRow(c.backend, c.precision, c.io, "all", *why))
         else:
             runnable.append((c, path))
+    # Procedural scenes are rendered at each size; a real data set's images keep their own
+    # sizes, so its evaluation (reference and every artifact) is done once, not once per size.
+    evaluations: dict = {}
     for size in config.sizes:
-        data = acc.eval_set(meta, config.data, config.images, size, config.split,
-                            config.data_layout)
-        report.eval_data.append(data.description)
+        key = size if config.data == "synthetic" else "native"
+        if key not in evaluations:
+            data = acc.eval_set(meta, config.data, config.images, size, config.split,
+                                config.data_layout)
+            evaluations[key] = _Evaluation(data, _reference_labels(reference, data, threads,
+                                                                   log), {})
+            report.eval_data.append(data.description)
+        evaluation = evaluations[key]
         flops = _flops(store, size)
         report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
-        frame = data.frames[0] if config.data == "synthetic" else _frame(size)
-        ref_labels = _reference_labels(reference, data, threads, log)
-        rows = [_row(c, path, size, store, data, frame, ref_labels, flops, threads, config, log)
+        frame = evaluation.data.frames[0] if config.data == "synthetic" else _frame(size)
+        rows = [_row(c, path, size, store, evaluation, frame, flops, threads, config, log)
                 for c, path in runnable]
         _speedups(rows)
         report.rows.extend(rows)
@@ -165,9 +172,17 @@ def _blocked(c: Combo, store: ArtifactStore) -> tuple[tuple[str, str] | None, Pa
     return (None, path) if ok else (("unavailable", why), None)
 
 
-def _row(c: Combo, path: Path, size, store: ArtifactStore, data: acc.EvalSet,
-         frame: np.ndarray, ref_labels, flops, threads: int, config: BenchConfig,
-         log: Log) -> BenchRow:
+@dataclass
+class _Evaluation:
+    """Labelled frames, the reference's labels of them, and each combination's score."""
+
+    data: acc.EvalSet
+    ref_labels: list | None
+    scores: dict  # Combo -> acc.Accuracy
+
+
+def _row(c: Combo, path: Path, size, store: ArtifactStore, evaluation: _Evaluation,
+         frame: np.ndarray, flops, threads: int, config: BenchConfig, log: Log) -> BenchRow:
     row = BenchRow(c.backend, c.precision, c.io, _size_text(size), artifact=path.name,
                    path=str(path), reason=c.note)
     size_bytes = store.size_bytes(c.artifact)
@@ -178,14 +193,19 @@ def _row(c: Combo, path: Path, size, store: ArtifactStore, data: acc.EvalSet,
     log(f"{c.backend} {c.precision} {c.io} {row.size}: {path.name}")
     try:
         with Segmenter(path, backend=c.backend_name, profile=None, **options) as seg:
-            _measure_row(row, seg, frame, data, ref_labels, flops, config)
+            _measure_row(row, seg, frame, flops, config)
+            if c not in evaluation.scores:
+                predictions = acc.predict_all(seg, evaluation.data)
+                evaluation.scores[c] = acc.score(predictions, evaluation.data,
+                                                 evaluation.ref_labels)
+            _record_accuracy(row, evaluation.scores[c])
     except FcnEdgeError as exc:
         return replace(row, status="failed", reason=str(exc))
     return row
 
 
-def _measure_row(row: BenchRow, seg: Segmenter, frame: np.ndarray, data: acc.EvalSet,
-                 ref_labels, flops, config: BenchConfig) -> None:
+def _measure_row(row: BenchRow, seg: Segmenter, frame: np.ndarray, flops,
+                 config: BenchConfig) -> None:
     batch = _model_input(seg.meta, frame)
     backend = seg.backend
     timing = dict(runs=config.runs, warmup=config.warmup, max_seconds=config.max_seconds)
@@ -196,8 +216,9 @@ def _measure_row(row: BenchRow, seg: Segmenter, frame: np.ndarray, data: acc.Eva
     row.fps = round(e2e.fps, 1)
     if flops:
         row.gflops_per_s = round(flops / (model.p50 / 1e3) / 1e9, 1)
-    predictions = acc.predict_all(seg, data)
-    result = acc.score(predictions, data, ref_labels)
+
+
+def _record_accuracy(row: BenchRow, result: acc.Accuracy) -> None:
     row.mean_iou = round(result.mean_iou, 4)
     if result.delta_miou is not None:
         row.delta_miou = round(result.delta_miou, 2)

@@ -93,17 +93,18 @@ def sgemm_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
     try:
         import torch
     except ImportError:
-        product = lambda: a @ b  # noqa: E731 - numpy's BLAS, its own thread setting
-    else:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        product = lambda: torch.mm(ta, tb)  # noqa: E731
+        return _gflops(lambda: a @ b, n, seconds)  # numpy's BLAS, its own thread setting
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        timing = measure(product, runs=1000, warmup=2, max_seconds=seconds)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        return _gflops(lambda: torch.mm(ta, tb), n, seconds)
     finally:
-        if "torch" in locals():  # the thread setting is process-wide: give it back
-            torch.set_num_threads(before)
+        torch.set_num_threads(before)  # the setting is process-wide: give it back
+
+
+def _gflops(product: Callable[[], Any], n: int, seconds: float) -> float:
+    timing = measure(product, runs=1000, warmup=2, max_seconds=seconds)
     return 2.0 * n ** 3 / (timing.p50 / 1e3) / 1e9
 
 

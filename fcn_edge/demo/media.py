@@ -11,30 +11,29 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..data import render_scene
-from ..io import atomic_path
+from ..data import render_scene, write_image
+from ..runtime.sinks import Result, VideoSink
+from ..runtime.sources import Frame
 
 
 def write_demo_video(path: Path, frames: int, size: tuple[int, int], fps: float = 15.0,
                      seed: int = 7, difficulty: str = "standard") -> Path:
-    """An MJPG ``.avi`` of ``frames`` H×W frames panning across wide procedural scenes."""
+    """A video (``.avi``: Motion JPEG) of ``frames`` H×W frames panning across wide procedural
+    scenes, written by the runtime's :class:`VideoSink` (atomic, with its codec fallback)."""
     h, w = size
     rng = np.random.default_rng(seed)
     per_scene = max(1, min(frames, 60))          # a new scene every few seconds
-    with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp.with_suffix(".avi")), cv2.VideoWriter.fourcc(*"MJPG"),
-                                 fps, (w, h))
-        try:
-            for start in range(0, frames, per_scene):
-                wide = render_scene(rng, h, 2 * w, difficulty)[0][..., ::-1]  # RGB -> BGR
-                count = min(per_scene, frames - start)
-                for i in range(count):
-                    x = (w * i) // max(1, per_scene - 1)
-                    writer.write(np.ascontiguousarray(wide[:, x:x + w]))
-        finally:
-            writer.release()
-        tmp.with_suffix(".avi").replace(tmp)
-    return path
+    sink = VideoSink(path, fps)
+    try:
+        for start in range(0, frames, per_scene):
+            wide = render_scene(rng, h, 2 * w, difficulty)[0][..., ::-1]  # RGB -> BGR
+            for i in range(min(per_scene, frames - start)):
+                x = (w * i) // max(1, per_scene - 1)
+                image = np.ascontiguousarray(wide[:, x:x + w])
+                sink.write(Result(Frame(start + i, image, 0.0, f"{start + i:06d}"), labels=None))
+    finally:
+        sink.close()
+    return sink.path
 
 
 def plot_curves(path: Path, history: Sequence[dict], keys=("mean_iou", "pixel_accuracy"),
@@ -92,9 +91,5 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode {path.name}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data.tobytes())
-    return path
+    """A BGR picture as PNG (``data.write_image`` takes RGB)."""
+    return write_image(path, np.ascontiguousarray(image[..., ::-1]))

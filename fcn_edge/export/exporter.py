@@ -75,30 +75,38 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
     options = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "out_dir")}
     meta = artifact_meta(model, checkpoint, raw_io=config.raw_io, argmax=config.argmax,
                          shapes=shapes, options=options)
-    base = out_dir / (checkpoint.stem + ("_rawio" if config.raw_io else "")
-                      + ("_argmax" if config.argmax else ""))
+    def named(precision: str, suffix: str = ".onnx") -> Path:
+        return artifact_path(out_dir, checkpoint, precision, config.raw_io, config.argmax, suffix)
+
     result = ExportResult(meta=meta)
-    fp32_model, meta = export_fp32(model, meta, config, base.with_suffix(".onnx"), log)
-    result.artifacts["fp32"] = base.with_suffix(".onnx")
+    fp32_model, meta = export_fp32(model, meta, config, named("fp32"), log)
+    result.artifacts["fp32"] = named("fp32")
     result.report["fp32"] = {"parity": meta.parity, "bytes": _size(result.artifacts["fp32"])}
     samples = _eval_samples(config, meta, log)
     if config.fp16:
-        path = Path(f"{base}.fp16.onnx")
+        path = named("fp16")
         result.report["fp16"] = export_fp16(model, fp32_model, meta, config, path, samples, log)
         result.artifacts["fp16"] = path
     if config.int8:
-        path = Path(f"{base}.int8.onnx")
+        path = named("int8")
         result.report["int8"] = export_int8(model, fp32_model, result.artifacts["fp32"], meta,
                                             config, path, samples, log)
         result.artifacts["int8"] = path
     _engine_and_triton(config, result, meta, log)
     result.meta = meta
     result.report["seconds"] = round(time.perf_counter() - started, 2)
-    report_path = Path(f"{base}.export.json")
+    report_path = named("fp32", ".export.json")
     with atomic_path(report_path) as tmp:
         tmp.write_text(json.dumps({k: _jsonable(v) for k, v in result.report.items()}, indent=2))
     result.artifacts["report"] = report_path
     return result
+
+
+def artifact_path(out_dir: Path, checkpoint: Path, precision: str = "fp32",
+                  raw_io: bool = False, argmax: bool = False, suffix: str = ".onnx") -> Path:
+    """Where ``export`` writes an artifact: ``<stem>[_rawio][_argmax][.fp16|.int8].onnx``."""
+    stem = checkpoint.stem + ("_rawio" if raw_io else "") + ("_argmax" if argmax else "")
+    return out_dir / (stem + ("" if precision == "fp32" else f".{precision}") + suffix)
 
 
 def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,

@@ -41,7 +41,7 @@ class Result:
     """One processed frame: the frame, its H×W label map and (when asked for) the overlay."""
 
     frame: Frame
-    labels: np.ndarray
+    labels: np.ndarray | None    # None: a plain frame to write (the demo's input video)
     overlay: np.ndarray | None = None
 
 

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 from fcn_edge.data import voc_palette, write_palette_png
+from support import smooth_image, write_gray, write_rgb
 
 H, W = 24, 32  # fixture image size (odd aspect so transposed arrays would be caught)
 
 
 def _image(seed: int, h: int = H, w: int = W) -> np.ndarray:
-    """A smooth RGB image (smooth so JPEG changes it little)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return smooth_image(seed, h, w)
 
 
 def _mask(seed: int, values: tuple[int, ...], h: int = H, w: int = W) -> np.ndarray:
@@ -31,16 +29,6 @@ def _mask(seed: int, values: tuple[int, ...], h: int = H, w: int = W) -> np.ndar
     mask = cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST)
     mask[0, :] = 255
     return mask
-
-
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-def _write_gray(path: Path, mask: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), mask)
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ def make_voc(tmp_path: Path) -> Callable[..., dict]:
         masks, images = {}, {}
         for i, name in enumerate(ids):
             images[name], masks[name] = _image(i), _mask(i, (0, 1, 15, 20))
-            _write_rgb(base / "JPEGImages" / f"{name}.jpg", images[name])
+            write_rgb(base / "JPEGImages" / f"{name}.jpg", images[name])
             write_palette_png(base / mask_dir / f"{name}.png", masks[name], voc_palette(256))
         sets = base / "ImageSets" / "Segmentation"
         sets.mkdir(parents=True, exist_ok=True)
@@ -74,7 +62,7 @@ def make_sbd(tmp_path: Path) -> Callable[..., dict]:
         for i, name in enumerate(ids):
             masks[name] = _mask(i, (0, 3, 7, 20))
             masks[name][0, :] = 0  # SBD's cls masks have no 255 border
-            _write_rgb(base / "img" / f"{name}.jpg", _image(i))
+            write_rgb(base / "img" / f"{name}.jpg", _image(i))
             (base / "cls").mkdir(parents=True, exist_ok=True)
             savemat(base / "cls" / f"{name}.mat", {"GTcls": {
                 "Segmentation": masks[name], "Boundaries": np.zeros(1), "CategoriesPresent":
@@ -96,9 +84,9 @@ def make_cityscapes(tmp_path: Path) -> Callable[..., dict]:
                 name = f"{city}_{frame:06d}_000019"
                 raw = np.resize(np.asarray(label_ids, np.uint8), (H, W))
                 masks[name] = raw
-                _write_rgb(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png",
+                write_rgb(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png",
                            _image(frame))
-                _write_gray(root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png", raw)
+                write_gray(root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png", raw)
         return {"root": root, "masks": masks}
     return make
 
@@ -114,12 +102,12 @@ def make_folder(tmp_path: Path) -> Callable[..., dict]:
             sub = Path(split) if split else Path()
             for i, name in enumerate(names):
                 masks[(split, name)] = _mask(i, values)
-                _write_rgb(root / "images" / sub / f"{name}.png", _image(i))
+                write_rgb(root / "images" / sub / f"{name}.png", _image(i))
                 path = root / "masks" / sub / f"{name}.png"
                 if palette_masks:
                     write_palette_png(path, masks[(split, name)])
                 else:
-                    _write_gray(path, masks[(split, name)])
+                    write_gray(path, masks[(split, name)])
         if classes is not None:
             (root / "classes.txt").write_text("\n".join(classes) + "\n")
         return {"root": root, "masks": masks}

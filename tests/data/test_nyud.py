@@ -12,6 +12,7 @@ from fcn_edge.data.nyud import (NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYUD_CLASSES,
                                 NYUDv2Segmentation, hha_from_depth, locate_nyud,
                                 read_nyud_depth)
 from fcn_edge.errors import InputError
+from support import write_gray, write_rgb
 
 H, W = 48, 64
 IDS = ("5001", "5002", "5003", "5004")
@@ -36,16 +37,6 @@ def _depth_mm(seed: int) -> np.ndarray:
     return depth
 
 
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-def _write_gray(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-
-
 def _savemat(path: Path, labels: np.ndarray, key: str = "segmentation") -> None:
     savemat = pytest.importorskip("scipy.io").savemat
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +52,8 @@ def nyud(tmp_path: Path) -> dict:
         name = f"img_{idx}"
         data["images"][name], data["labels"][name] = _rgb(i), _raw_labels(i)
         data["depth"][name] = _depth_mm(i)
-        _write_rgb(root / "data" / "images" / f"{name}.png", data["images"][name])
-        _write_gray(root / "data" / "depth" / f"{name}.png", data["depth"][name])
+        write_rgb(root / "data" / "images" / f"{name}.png", data["images"][name])
+        write_gray(root / "data" / "depth" / f"{name}.png", data["depth"][name])
         _savemat(root / "segmentation" / f"{name}.mat", data["labels"][name])
     (root / "train.txt").write_text("5003\n5001\n5002\n")
     (root / "test.txt").write_text("5004\n")
@@ -136,7 +127,7 @@ def test_hha_read_from_files_in_channel_order(nyud):
     hha = np.zeros((H, W, 3), np.uint8)
     hha[..., 0], hha[..., 1], hha[..., 2] = 10, 20, 30  # disparity, height, angle
     for name in nyud["images"]:
-        _write_rgb(nyud["root"] / "data" / "hha" / f"{name}.png", hha)
+        write_rgb(nyud["root"] / "data" / "hha" / f"{name}.png", hha)
     ds = NYUDv2Segmentation(nyud["root"], "train", modality="hha")
     assert ds.hha_source == "files"
     sample = ds[1]
@@ -175,7 +166,7 @@ def test_missing_label_and_hha_files_are_named(nyud):
 
 
 def test_size_mismatches_name_the_files(nyud):
-    _write_gray(nyud["root"] / "data" / "depth" / "img_5004.png",
+    write_gray(nyud["root"] / "data" / "depth" / "img_5004.png",
                 np.full((H, W - 1), 2000, np.uint16))
     ds = NYUDv2Segmentation(nyud["root"], "test", modality="rgbd")
     with pytest.raises(InputError, match=r"img_5004\.png: depth is 48×63 but its image "
@@ -213,7 +204,7 @@ def test_unknown_modality_and_non_nyud_root(nyud, tmp_path):
 
 
 def test_8bit_depth_is_refused(nyud):
-    _write_gray(nyud["root"] / "data" / "depth" / "img_5004.png", np.full((H, W), 20, np.uint8))
+    write_gray(nyud["root"] / "data" / "depth" / "img_5004.png", np.full((H, W), 20, np.uint8))
     with pytest.raises(InputError, match=r"img_5004\.png: depth must be a single-channel "
                                          r"16-bit PNG in millimetres, got uint8"):
         read_nyud_depth(nyud["root"] / "data" / "depth" / "img_5004.png")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +13,7 @@ from fcn_edge.data.siftflow import (SIFTFLOW_ABSENT_FROM_TEST, SIFTFLOW_CLASSES,
                                     SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SUBDIR,
                                     SIFTFlowSegmentation, locate_siftflow, read_siftflow_labels)
 from fcn_edge.errors import InputError
+from support import smooth_image, write_rgb
 
 savemat = pytest.importorskip("scipy.io").savemat  # scipy: the 'train' extra
 
@@ -21,12 +21,6 @@ H, W = 32, 40
 # File order, not sorted order, so a reader that sorts ids would be caught.
 TRAINVAL = ("street_bost64", "coast_arnat59", "forest_for121")
 TEST = ("tallbuilding_a812069",)
-
-
-def _image(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def _raw(seed: int, values: tuple[int, ...], h: int = H, w: int = W) -> np.ndarray:
@@ -59,11 +53,10 @@ def make_siftflow(tmp_path: Path):
             _folder(base, kind).mkdir(parents=True)
         images, semantic, geometric = {}, {}, {}
         for i, name in enumerate(TRAINVAL + TEST):
-            images[name] = _image(i)
+            images[name] = smooth_image(i, H, W)
             semantic[name] = _raw(i, (0, 1, 6, 28, 32, 33))
             geometric[name] = _raw(100 + i, (-1, 0, 1, 2, 3))
-            assert cv2.imwrite(str(_folder(base, "Images") / f"{name}.jpg"),
-                               cv2.cvtColor(images[name], cv2.COLOR_RGB2BGR))
+            write_rgb(_folder(base, "Images") / f"{name}.jpg", images[name])
             savemat(_folder(base, "SemanticLabels") / f"{name}.mat", {"S": semantic[name]})
             savemat(_folder(base, "GeoLabels") / f"{name}.mat", {"S": geometric[name]})
         (base / "trainval.txt").write_text("".join(f"{n}\n" for n in TRAINVAL))

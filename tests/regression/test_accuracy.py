@@ -105,8 +105,6 @@ def test_swapped_classes_fail_every_bound(regression_artifacts, regression_refer
 
     accuracy = _score_perturbed(regression_artifacts["fp32"], swap, tmp_path / "swapped.onnx",
                                 regression_reference)
-    print(f"\nswapped disc and blob: Δ {accuracy.delta_miou:+.2f} points, labels agree "
-          f"{accuracy.agreement:.3%}")
     assert accuracy.delta_miou < -2.0 and accuracy.agreement < 0.999
     for precision in THRESHOLDS:
         passed, why = verdict(accuracy, precision)
@@ -128,8 +126,6 @@ def test_a_slight_bias_fails_fp32_but_not_int8(regression_artifacts, regression_
 
     accuracy = _score_perturbed(regression_artifacts["fp32"], bias, tmp_path / "biased.onnx",
                                 regression_reference)
-    print(f"\nbackground bias +0.1: Δ {accuracy.delta_miou:+.2f} points, labels agree "
-          f"{accuracy.agreement:.3%}")
     passed, why = verdict(accuracy, "fp32")
     assert not passed and "labels agree" in why
     assert accuracy.delta_miou < -0.1 and accuracy.agreement < 0.999
@@ -215,7 +211,10 @@ def _score_perturbed(source: Path, change, dest: Path, reference) -> Accuracy:
     assert changed, "no initialiser was changed: the exporter's names moved"
     onnx.save(model, str(dest))
     with Segmenter(dest, "onnxruntime:cpu") as seg:
-        return score(predict_all(seg, reference.data), reference.data, reference.labels)
+        accuracy = score(predict_all(seg, reference.data), reference.data, reference.labels)
+    print(f"\n{dest.stem}: Δ {accuracy.delta_miou:+.2f} points, labels agree "
+          f"{accuracy.agreement:.3%}")
+    return accuracy
 
 
 class _Fp16Arithmetic(BackendBase):
