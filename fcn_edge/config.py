@@ -13,6 +13,14 @@ from .errors import InputError
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s")
 BACKBONES = ("vgg16", "alexnet", "resnet18")
 LAYOUTS = ("edge", "reference")
+FUSIONS = ("early", "late")
+#: Channels of the input modalities fcn-edge knows how to encode (paper §5, NYUDv2): the RGB
+#: image, depth in metres, and HHA (horizontal disparity, height above ground, angle with
+#: gravity) as a 3-channel image. ``fcn_edge.runtime.modalities`` encodes each one.
+MODALITY_CHANNELS = {"rgb": 3, "depth": 1, "hha": 3}
+#: ``in_channels`` → inputs, when a config names no inputs (``create_model(in_channels=4)``).
+_DEFAULT_INPUTS = {3: (("rgb", 3),), 4: (("rgb", 3), ("depth", 1)), 6: (("rgb", 3), ("hha", 3)),
+                   1: (("depth", 1),)}
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class ModelConfig:
         heads: for a multi-task model (paper §5, SIFT Flow), ``(task, classes)`` pairs, e.g.
             ``(("semantic", 33), ("geometric", 3))``: one trunk, one head per task; then
             ``num_classes`` is the first head's. Empty for one task.
+        inputs: the input modalities as ``(name, channels)`` pairs in channel order, e.g.
+            ``(("rgb", 3), ("depth", 1))`` (names from ``MODALITY_CHANNELS``). Left empty, they
+            follow ``in_channels``: 3 → rgb, 4 → rgb + depth, 6 → rgb + hha, 1 → depth; given,
+            they set ``in_channels`` to their sum.
+        fusion: ``early`` (one net over the stacked channels) or ``late`` (one stream per input,
+            their scores summed: the paper's RGB + HHA net, :class:`LateFusionFCN`).
     """
 
     name: str = "fcn8s"
@@ -43,19 +57,29 @@ class ModelConfig:
     dropout: float = 0.5
     in_channels: int = 3
     heads: tuple[tuple[str, int], ...] = ()
+    inputs: tuple[tuple[str, int], ...] = ()
+    fusion: str = "early"
 
     def __post_init__(self) -> None:
         heads = _check_heads(self.heads) if self.heads else ()
         object.__setattr__(self, "heads", heads)  # normalised to tuples: JSON gives lists
         if heads:
             object.__setattr__(self, "num_classes", heads[0][1])
+        inputs = _check_inputs(self.inputs, self.in_channels)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "in_channels", sum(c for _, c in inputs))
+        _check_choice("fusion", self.fusion, FUSIONS)
+        if self.fusion == "late" and (len(inputs) < 2 or heads):
+            raise InputError(f"late fusion needs two or more inputs (one stream each) and one "
+                             f"task; got inputs {[n for n, _ in inputs]} and heads "
+                             f"{[n for n, _ in heads]}")
         _check_choice("model name", self.name, MODEL_NAMES)
         _check_choice("backbone", self.backbone, BACKBONES)
         _check_choice("layout", self.layout, LAYOUTS)
         if self.layout == "reference" and self.backbone != "vgg16":
             raise InputError(f"layout 'reference' exists only for vgg16 (the released FCN-VGG16 "
                              f"nets); use layout='edge' with backbone '{self.backbone}'")
-        for field, low in (("num_classes", 1), ("fc_channels", 1), ("in_channels", 1)):
+        for field, low in (("num_classes", 1), ("fc_channels", 1)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InputError(f"{field} must be an integer ≥ {low}, got {value!r}")
@@ -74,7 +98,12 @@ class ModelConfig:
         """Plain JSON values (``heads`` as lists), identical after a JSON round trip."""
         data = asdict(self)
         data["heads"] = [list(pair) for pair in self.heads]
+        data["inputs"] = [list(pair) for pair in self.inputs]
         return data
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.inputs)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
@@ -100,6 +129,34 @@ def _check_heads(heads: Any) -> tuple[tuple[str, int], ...]:
                 or count < 1:
             raise InputError(f"heads maps task names (identifiers) to class counts ≥ 1, got "
                              f"{name!r}: {count!r}")
+    return pairs
+
+
+def _check_inputs(inputs: Any, in_channels: Any) -> tuple[tuple[str, int], ...]:
+    if not inputs:
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise InputError(f"in_channels must be an integer ≥ 1, got {in_channels!r}")
+        if in_channels not in _DEFAULT_INPUTS:
+            raise InputError(f"in_channels={in_channels} does not say which modalities the "
+                             f"channels are; name them with inputs, e.g. "
+                             f"inputs=(('rgb', 3), ('depth', 1)) (known: "
+                             f"{', '.join(MODALITY_CHANNELS)})")
+        return _DEFAULT_INPUTS[in_channels]
+    try:
+        pairs = tuple((str(name), count) for name, count in inputs)
+    except (TypeError, ValueError):
+        raise InputError(f"inputs must be (modality, channels) pairs, got {inputs!r}") from None
+    names = [name for name, _ in pairs]
+    for name, count in pairs:
+        if MODALITY_CHANNELS.get(name) != count:
+            raise InputError(f"input {name!r} with {count!r} channels is not a known modality; "
+                             f"choose from {MODALITY_CHANNELS}")
+    if len(set(names)) != len(names):
+        raise InputError(f"inputs names each modality once, got {names}")
+    total = sum(c for _, c in pairs)
+    if in_channels not in (3, total):  # 3 is the default: the inputs then decide
+        raise InputError(f"in_channels={in_channels} but the inputs {names} have {total} "
+                         f"channels; give one or the other")
     return pairs
 
 

@@ -1,7 +1,7 @@
 """Building FCNs by name, and rebuilding them from the files they were saved to."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from ..errors import InputError, ModelFormatError
 from .alexnet import FCNAlexNet
 from .channels import FIRST_CONV
 from .fcn import FCN
+from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
 from .multihead import MultiHeadFCN
 from .resnet import FCNResNet18
@@ -40,7 +41,9 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
             coarser FCN for staged training. Never downloaded, never unpickled as code.
         heads: instead of ``num_classes``, task → classes (``{"semantic": 33, "geometric":
             3}``): a :class:`MultiHeadFCN` with one head per task on one trunk (paper §5).
-        **options: ``learnable_upsampling``, ``fc_channels``, ``dropout``, ``in_channels``.
+        **options: ``learnable_upsampling``, ``fc_channels``, ``dropout``, ``in_channels``,
+            ``inputs`` (``{"rgb": 3, "depth": 1}`` or pairs) and ``fusion`` (``early`` or
+            ``late``: a :class:`LateFusionFCN`, one stream per input, paper §5).
 
     Returns:
         The model; ``model.config`` holds its configuration and, when ``weights`` was given,
@@ -49,24 +52,26 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise InputError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")
-    if isinstance(options.get("heads"), dict):
-        options["heads"] = tuple(options["heads"].items())
+    for key in ("heads", "inputs"):
+        if isinstance(options.get(key), dict):
+            options[key] = tuple(options[key].items())
     config = ModelConfig(name=name, num_classes=num_classes, backbone=backbone, layout=layout,
                          **options)
     model = build(config)
-    if weights is not None and config.heads:
-        # A single-task file (e.g. an ImageNet classifier) initialises the trunk and first head.
-        model.load_report = apply_weights(model.fcn, read_weights(weights))
-        return model
     if weights is not None:
         model.load_report = apply_weights(model, read_weights(weights))
     return model
 
 
 def build(config: ModelConfig) -> FCN:
-    """The (randomly initialised) FCN described by ``config`` (a MultiHeadFCN with heads)."""
+    """The (randomly initialised) FCN described by ``config``: a MultiHeadFCN with heads, a
+    LateFusionFCN (one stream per input, named after it) with ``fusion="late"``."""
     if config.heads:
         return MultiHeadFCN(build, config)
+    if config.fusion == "late":
+        streams = [build(replace(config, inputs=(pair,), in_channels=pair[1], fusion="early"))
+                   for pair in config.inputs]
+        return LateFusionFCN(streams, config.input_names, config=config)
     return _FCN_CLASSES[config.backbone](config)
 
 
@@ -94,6 +99,8 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
         first = weights.state_dict.get(FIRST_CONV[weights.backbone])
         if first is not None:
             config["in_channels"] = int(first.shape[1])
+    if "in_channels" in overrides and "inputs" not in overrides:
+        config.pop("inputs", None)  # the inputs follow the new channel count
     config.update(overrides)
     model = build(ModelConfig.from_dict(config))
     model.load_report = apply_weights(model, weights)

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..errors import InputError
 from .fcn import FCN
 
@@ -26,9 +27,12 @@ class LateFusionFCN(nn.Module):
         streams: the FCNs, e.g. ``[rgb_fcn, hha_fcn]``; each takes its own ``in_channels``
             and all predict the same number of classes.
         names: one name per stream (default ``stream0``, ``stream1`` …), for its weights' keys.
+        config: the whole model's config (``fusion="late"``), when built from one by
+            ``fcn_edge.models.build``; it lets checkpoints and exports describe the model.
     """
 
-    def __init__(self, streams: Sequence[FCN], names: Sequence[str] | None = None) -> None:
+    def __init__(self, streams: Sequence[FCN], names: Sequence[str] | None = None,
+                 config: ModelConfig | None = None) -> None:
         super().__init__()
         if len(streams) < 2:
             raise InputError("late fusion needs at least two streams")
@@ -44,6 +48,8 @@ class LateFusionFCN(nn.Module):
         self.channels = tuple(s.config.in_channels for s in streams)
         self.num_classes = classes.pop()
         self.in_channels = sum(self.channels)
+        if config is not None:
+            self.config = config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -47,12 +47,33 @@ class LoadReport:
 
 
 def apply_weights(model: nn.Module, weights: WeightsFile) -> LoadReport:
-    """Load ``weights`` into ``model`` as its kind dictates; WeightsMismatchError lists the keys."""
+    """Load ``weights`` into ``model`` as its kind dictates; WeightsMismatchError lists the keys.
+
+    A multi-head or late-fusion model loads a file of its own structure whole. A single-task
+    file (an ImageNet classifier, an RGB FCN) initialises a multi-head model's trunk and first
+    head, and every stream of a late-fusion model (paper §5: each stream starts from the same
+    classifier; first convolutions are adapted to each stream's channels).
+    """
     cfg = model.config
+    own_keys = next(iter(model.state_dict()))
+    if weights.kind == "torchvision" or not _same_wrapper(own_keys, weights.state_dict):
+        if hasattr(model, "extra_heads"):
+            return apply_weights(model.fcn, weights)
+        if hasattr(model, "streams"):
+            reports = [apply_weights(s, weights) for s in model.streams.values()]
+            return LoadReport(f"{reports[0].source}, into each of {len(reports)} streams",
+                              reports[0].loaded, reports[0].initialised, reports[0].adapted)
     if weights.backbone != cfg.backbone:
         raise ModelFormatError(f"{weights.path} holds {weights.backbone} weights but the model's "
                                f"backbone is {cfg.backbone}; pass backbone='{weights.backbone}'")
     return _apply(model, weights)
+
+
+def _same_wrapper(own_key: str, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict has the wrapper layout (``fcn.`` / ``streams.`` keys) ``own_key``
+    shows, or likewise none."""
+    prefix = next((p for p in ("fcn.", "streams.") if own_key.startswith(p)), "")
+    return not prefix or any(k.startswith(prefix) for k in state)
 
 
 def _apply(model: nn.Module, weights: WeightsFile) -> LoadReport:

@@ -136,6 +136,11 @@ def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, 
     if "fcn.score_fr.weight" in state:  # a MultiHeadFCN: its trunk and first head say it all
         inner = {k[len("fcn."):]: v for k, v in state.items() if k.startswith("fcn.")}
         return _classify(inner, path)
+    stream = next((k[:-len("score_fr.weight")] for k in state
+                   if k.startswith("streams.") and k.endswith(".score_fr.weight")), None)
+    if stream:  # a LateFusionFCN: its first stream says it all (every stream is alike)
+        return _classify({k[len(stream):]: v for k, v in state.items()
+                          if k.startswith(stream)}, path)
     if "score_fr.weight" in state:
         backbone = next((b for b, k in _FCN_TRUNK_SIGNS.items() if k in state), None)
         if backbone is None:

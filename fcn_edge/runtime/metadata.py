@@ -26,6 +26,23 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: float32 ``logits``; argmax artifacts give N×H×W ``labels`` (uint8 up to 256 classes).
 INPUT_IMAGES, INPUT_FRAMES = "images", "frames"
 OUTPUT_LOGITS, OUTPUT_LABELS = "logits", "labels"
+#: Models with more inputs (paper §5, RGB-D) take each modality as its own tensor, named after
+#: it (``depth``: N×1×H×W, ``hha``: N×3×H×W, encoded by ``runtime.modalities``; raw IO changes
+#: only the RGB input). Models with several heads give one output per task,
+#: ``logits_<task>`` or ``labels_<task>``.
+
+
+def input_tensor_name(modality: str, raw_io: bool) -> str:
+    """The tensor that carries ``modality`` in an artifact."""
+    if modality == "rgb":
+        return INPUT_FRAMES if raw_io else INPUT_IMAGES
+    return modality
+
+
+def output_tensor_name(task: str | None, argmax: bool) -> str:
+    """The tensor that carries ``task``'s scores or labels (``task=None``: a one-task model)."""
+    base = OUTPUT_LABELS if argmax else OUTPUT_LOGITS
+    return base if task is None else f"{base}_{task}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,13 @@ class ArtifactMeta:
     parity: dict = field(default_factory=dict)          # figures measured by the export
     dataset: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)         # the checkpoint's validation metrics
+    #: Multi-modal models: one entry per input tensor, in the model's channel order:
+    #: {"name", "modality", "channels", "layout", "dtype", "encoding"}. Empty: RGB only.
+    inputs: tuple[dict, ...] = ()
+    #: Multi-task models: one entry per head, in the model's order: {"task", "output",
+    #: "num_classes", "classes", "palette", "metrics"}; the first head is also described by
+    #: ``classes``/``palette`` above. Empty: one task.
+    heads: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -135,14 +159,45 @@ class ArtifactMeta:
         if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
             raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
                                    f"and {len(self.palette)} palette colours")
+        for head in self.heads:
+            if not {"task", "output", "num_classes", "classes", "palette"} <= set(head) or \
+                    len(head["classes"]) != head["num_classes"]:
+                raise ModelFormatError(f"malformed head description {head!r}: export it again")
+        for spec in self.inputs:
+            if not {"name", "modality", "channels", "layout", "dtype"} <= set(spec):
+                raise ModelFormatError(f"malformed input description {spec!r}: export it again")
 
     @property
     def input_name(self) -> str:
+        """The RGB input tensor (``images`` or ``frames``)."""
         return INPUT_FRAMES if self.raw_io else INPUT_IMAGES
 
     @property
     def output_name(self) -> str:
-        return OUTPUT_LABELS if self.argmax else OUTPUT_LOGITS
+        """The (first head's) output tensor."""
+        return self.output_names[0]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Every input tensor, in the model's channel order."""
+        return tuple(i["name"] for i in self.inputs) or (self.input_name,)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every output tensor, one per head."""
+        if self.heads:
+            return tuple(h["output"] for h in self.heads)
+        return (OUTPUT_LABELS if self.argmax else OUTPUT_LOGITS,)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The input modalities in channel order (``("rgb",)`` for an RGB model)."""
+        return tuple(i["modality"] for i in self.inputs) or ("rgb",)
+
+    @property
+    def tasks(self) -> dict[str, dict]:
+        """Head description by task; an empty dict for a one-task model."""
+        return {h["task"]: h for h in self.heads}
 
     def with_(self, **changes: Any) -> "ArtifactMeta":
         return replace(self, **changes)
@@ -173,6 +228,8 @@ class ArtifactMeta:
         values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
         if "shapes" in values:
             values["shapes"] = Shapes.from_json(values["shapes"])
+        for key in ("inputs", "heads"):
+            values[key] = tuple(dict(v) for v in values.get(key) or ())
         return cls(**values)
 
     @classmethod
