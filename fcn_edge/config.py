@@ -5,6 +5,7 @@ and exported artifacts carry it and can rebuild exactly the model they came from
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
@@ -187,6 +188,13 @@ class TrainConfig:
     ``lr=None`` takes the recipe's default for the backbone. ``recipe="heavy"`` is the
     reference implementation's: momentum 0.99, loss summed over pixels, batch 1. The number of
     classes always comes from the data: ``model.num_classes`` is replaced by the data set's.
+
+    Multi-task data (paper §5, SIFT Flow: ``tasks`` on the data set) trains one head per task
+    in ``tasks`` (None: all the data's tasks); the primary task's head comes first and its mean
+    IU picks ``best.pt``. One task trains a plain FCN on that task's labels. ``task_weights``
+    (None: all 1) weight each task's pixel loss, in the order of ``tasks`` (of the heads when
+    ``tasks`` is None); the loss is their weighted sum. ``model.inputs`` decides which modalities the
+    loader stacks (paper §5, NYUDv2: rgb + depth, rgb + hha).
     """
 
     model: ModelConfig = ModelConfig(backbone="resnet18")
@@ -207,7 +215,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     bias_lr_mult: float = 2.0
     schedule: str = "fixed"
-    class_weights: tuple[float, ...] | None = None
+    class_weights: tuple[float, ...] | None = None  # the first (primary) head's classes
+    tasks: tuple[str, ...] | None = None           # multi-task data: which tasks to train
+    task_weights: tuple[float, ...] | None = None  # one loss weight per task
     loss_sample_p: float = 0.0      # §3.4: drop final-layer cells with probability p
     mirror: bool = True
     translate: int = 32             # §4.3: jitter by translation up to 32 px
@@ -245,6 +255,7 @@ class TrainConfig:
         if self.weights and self.init_from:
             raise InputError("give either weights (ImageNet initialisation) or init_from "
                              "(staged training), not both")
+        _check_tasks(self.tasks, self.task_weights)
 
     @property
     def effective_lr(self) -> float:
@@ -271,6 +282,29 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"unknown train config keys {unknown}")
-        tuples = ("image_size", "scale", "crop", "mean", "std", "class_weights")
+        tuples = ("image_size", "scale", "crop", "mean", "std", "class_weights", "tasks",
+                  "task_weights")
         data = {k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()}
         return cls(model=model, **data)
+
+
+def _check_tasks(tasks: tuple[str, ...] | None, weights: tuple[float, ...] | None) -> None:
+    """Task names are distinct identifiers; weights are finite, ≥ 0, not all 0, one per task."""
+    if tasks is not None:
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if isinstance(tasks, str) or not names or len(set(names)) != len(names) or \
+                not all(isinstance(t, str) and t.isidentifier() for t in names):
+            raise InputError(f"tasks must name each task once (identifiers such as semantic, "
+                             f"geometric), got {tasks!r}")
+    if weights is None:
+        return
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise InputError(f"task_weights must be numbers, got {weights!r}") from None
+    if not values or not all(math.isfinite(w) and w >= 0 for w in values) or max(values) == 0:
+        raise InputError(f"task_weights must be finite, ≥ 0 and not all 0 (one per head), got "
+                         f"{weights!r}")
+    if tasks is not None and len(values) != len(tasks):
+        raise InputError(f"task_weights has {len(values)} values for the {len(tasks)} tasks "
+                         f"{', '.join(tasks)}: give one weight per task, in the same order")

@@ -1,4 +1,9 @@
-"""Evaluation with the paper's metrics (§5), shared by validation and ``fcn-edge eval``."""
+"""Evaluation with the paper's metrics (§5), shared by validation and ``fcn-edge eval``.
+
+``evaluate`` scores a single-task RGB model (bench, demo and export use it);
+``evaluate_tasks`` scores any model — several heads (one matrix each, paper Table 5) and
+several input modalities — and is what validation during training runs.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import normalize, open_dataset, write_palette_png
+from ..data import normalize, write_palette_png
 from ..errors import InputError
-from ..metrics import ConfusionMatrix
+from ..metrics import ConfusionMatrix, SegmentationMetrics
 from ..models import load_model
 from .distributed import Context, sum_across_ranks
+from .tasks import (data_tasks, keep_used, open_split, sample_input, sample_target,
+                    task_classes, task_palette)
 
 
 @torch.no_grad()
@@ -50,34 +57,113 @@ def evaluate(model: nn.Module, dataset, mean: Sequence[float], std: Sequence[flo
     return cm
 
 
+@torch.no_grad()
+def evaluate_tasks(model: nn.Module, dataset, mean: Sequence[float], std: Sequence[float],
+                   device: torch.device, ctx: Context | None = None, amp: bool = False,
+                   task: str | None = None, predictions_dir: str | Path | None = None
+                   ) -> dict[str, ConfusionMatrix]:
+    """One confusion matrix per head (paper §5, Table 5 scores each SIFT Flow task apart).
+
+    A multi-head model is scored on each of its tasks' labels, in head order; a one-head
+    model on ``task``'s labels (None: the data's mask; the result is keyed by ``task`` or
+    "semantic"). The input is the model's modalities (``config.inputs``: rgb, depth, hha),
+    encoded as in training. Under DDP the matrices are summed over ranks, as in ``evaluate``.
+    ``predictions_dir`` receives palette PNGs (a folder per task for several heads).
+    """
+    ctx = ctx or Context(device=device)
+    config = getattr(model, "config", None)
+    names = config.input_names if config is not None else ("rgb",)
+    heads = tuple(t for t, _ in config.heads) if config is not None and config.heads else None
+    keys = heads or (task or "semantic",)
+    cms = {k: ConfusionMatrix(len(task_classes(dataset, k if heads else task)),
+                              dataset.ignore_index) for k in keys}
+    was_training = model.training
+    model.eval()
+    for index in range(ctx.rank, len(dataset), ctx.world):
+        sample = keep_used(dataset[index], names, heads or ((task,) if task else None))
+        x = torch.from_numpy(sample_input(sample, names, mean, std))[None].to(device)
+        with torch.autocast(device.type, dtype=torch.float16,
+                            enabled=amp and device.type == "cuda"):
+            scores = model(x)
+        scores = scores if isinstance(scores, dict) else {keys[0]: scores}
+        target = sample_target(sample, heads)
+        for k, key in enumerate(keys):
+            labels = scores[key].argmax(1)[0].to(torch.uint8).cpu().numpy()
+            cms[key].update(labels, target[k] if heads else target)
+            if predictions_dir is not None:
+                folder = Path(predictions_dir) / (key if heads else "")
+                write_palette_png(folder / f"{sample.name}.png", labels,
+                                  task_palette(dataset, key if heads else task))
+    model.train(was_training)
+    for cm in cms.values():
+        cm.matrix = sum_across_ranks(cm.matrix, ctx)
+    return cms
+
+
 def evaluate_checkpoint(path: str | Path, data: str = "synthetic", layout: str | None = None,
                         split: str = "val", device: str = "auto",
                         predictions_dir: str | Path | None = None, num_images: int = 100,
                         image_size: tuple[int, int] | None = None, seed: int = 0,
                         difficulty: str | None = None):
-    """Load a checkpoint, open the data and score it; returns (metrics, class names).
+    """Load a checkpoint, open the data and score it; returns (metrics, class names) of its
+    first (primary) head — ``evaluate_checkpoint_tasks`` gives every head's."""
+    results = evaluate_checkpoint_tasks(path, data, layout, split, device, predictions_dir,
+                                        num_images, image_size, seed, difficulty)
+    return next(iter(results.values()))
 
-    For ``data="synthetic"`` the validation scenes are regenerated from ``seed``: the same
-    scenes the training run validated on when the seed and sizes match. ``difficulty=None``
-    takes the one the checkpoint was trained on; ``image_size=None`` its training size (256×256
-    when the checkpoint does not record one).
+
+def evaluate_checkpoint_tasks(path: str | Path, data: str = "synthetic",
+                              layout: str | None = None, split: str = "val",
+                              device: str = "auto", predictions_dir: str | Path | None = None,
+                              num_images: int = 100, image_size: tuple[int, int] | None = None,
+                              seed: int = 0, difficulty: str | None = None
+                              ) -> dict[str, tuple[SegmentationMetrics, list[str]]]:
+    """Score a checkpoint per task: {task: (metrics, class names)}, in head order (one entry
+    for a single-task model).
+
+    For a procedural ``data`` ("synthetic", "synthetic-rgbd", "synthetic-twotask") the
+    validation scenes are regenerated from ``seed``: the same scenes the training run
+    validated on when the seed and sizes match. ``difficulty=None`` takes the one the
+    checkpoint was trained on; ``image_size=None`` its training size (256×256 when the
+    checkpoint does not record one). An NYUDv2 folder is read with the modality the
+    checkpoint's inputs need.
     """
-
     model = load_model(path)
     meta = getattr(model, "meta", {}) or {}
-    trained_on = (meta.get("dataset") or {}).get("difficulty", "standard")
+    trained = meta.get("dataset") or {}
     if image_size is None:
-        image_size = tuple((meta.get("dataset") or {}).get("image_size") or (256, 256))
-    options = {"num_images": num_images, "size": image_size, "seed": seed,
-               "difficulty": difficulty or trained_on} if data == "synthetic" else {}
-    dataset = open_dataset(data, split, layout, **options)
-    if dataset.num_classes != model.config.num_classes:
-        raise InputError(f"{path} predicts {model.config.num_classes} classes but the data has "
-                         f"{dataset.num_classes} ({', '.join(dataset.classes[:5])}, …)")
+        image_size = tuple(trained.get("image_size") or (256, 256))
+    dataset = open_split(data, split, layout, model.config.input_names, num_images=num_images,
+                         size=image_size, seed=seed,
+                         difficulty=difficulty or trained.get("difficulty", "standard"))
+    task = meta.get("task")
+    _check_outputs(path, model.config, dataset, task, trained.get("spec"))
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model.to(dev)
     mean = meta.get("mean", (0.485, 0.456, 0.406))
     std = meta.get("std", (0.229, 0.224, 0.225))
-    cm = evaluate(model, dataset, mean, std, dev, predictions_dir=predictions_dir)
-    return cm.compute(), list(meta.get("classes") or dataset.classes)
+    cms = evaluate_tasks(model, dataset, mean, std, dev, task=task,
+                         predictions_dir=predictions_dir)
+    described = meta.get("tasks") or {}
+    out = {}
+    for i, (key, cm) in enumerate(cms.items()):
+        classes = (described.get(key) or {}).get("classes") or \
+            (meta.get("classes") if i == 0 else None) or \
+            task_classes(dataset, key if model.config.heads else task)
+        out[key] = (cm.compute(), list(classes))
+    return out
+
+
+def _check_outputs(path, config, dataset, task: str | None, trained_on: str | None) -> None:
+    """Every head's class count must be the data's for that task."""
+    hint = f"; it was trained on --data {trained_on}" if trained_on else ""
+    if config.heads and not data_tasks(dataset):
+        raise InputError(f"{path} has heads {', '.join(t for t, _ in config.heads)} but the "
+                         f"data has one labelling{hint}")
+    for name, count in config.heads or ((task, config.num_classes),):
+        classes = task_classes(dataset, name)
+        if len(classes) != count:
+            raise InputError(f"{path} predicts {count} classes but the data has "
+                             f"{len(classes)} ({', '.join(classes[:5])}, …)"
+                             + (f" for task {name!r}" if name else ""))

@@ -13,27 +13,34 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..data import TrainAugment, normalize
+from ..data import TrainAugment
+from .tasks import keep_used, sample_input, sample_target
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """Wraps a dataset of ``Sample``s: augments (training only) and normalises each one."""
+    """Wraps a dataset of ``Sample``s: augments (training only) and encodes each one.
 
-    def __init__(self, dataset, mean, std, augment: TrainAugment | None, seed: int) -> None:
+    ``inputs`` are the model's modalities in channel order (paper §5: rgb, depth, hha) and
+    ``tasks`` its heads: with two or more the target is K×H×W, one label map per head.
+    """
+
+    def __init__(self, dataset, mean, std, augment: TrainAugment | None, seed: int,
+                 inputs: Sequence[str] = ("rgb",), tasks: Sequence[str] | None = None) -> None:
         self.dataset, self.mean, self.std = dataset, mean, std
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.inputs, self.tasks = tuple(inputs), tuple(tasks) if tasks else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.dataset[index]
-        image, mask = sample.image, sample.mask
+        sample = keep_used(self.dataset[index], self.inputs, self.tasks)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, mask = self.augment(image, mask, rng)
-        x = torch.from_numpy(normalize(image, self.mean, self.std))
-        return x, torch.from_numpy(np.ascontiguousarray(mask)).long()
+            sample = self.augment.sample(sample, rng)  # the draws of augment(image, mask)
+        x = torch.from_numpy(sample_input(sample, self.inputs, self.mean, self.std))
+        target = sample_target(sample, self.tasks)
+        return x, torch.from_numpy(np.ascontiguousarray(target)).long()
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -58,15 +65,16 @@ class EpochSampler(torch.utils.data.Sampler):
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = 255
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack samples of different sizes by padding to the largest: zeros for the image (the
-    mean colour after normalisation) and ``ignore_index`` for the mask, so padding never
-    counts in the loss."""
+    mean colour after normalisation) and ``ignore_index`` for the masks (H×W, or K×H×W for
+    K heads), so padding never counts in the loss."""
     h = max(x.shape[1] for x, _ in batch)
     w = max(x.shape[2] for x, _ in batch)
     images = torch.zeros(len(batch), batch[0][0].shape[0], h, w)
-    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
+    masks = torch.full((len(batch), *batch[0][1].shape[:-2], h, w), ignore_index,
+                       dtype=torch.long)
     for i, (x, m) in enumerate(batch):
         images[i, :, :x.shape[1], :x.shape[2]] = x
-        masks[i, :m.shape[0], :m.shape[1]] = m
+        masks[i, ..., :m.shape[-2], :m.shape[-1]] = m
     return images, masks
 
 

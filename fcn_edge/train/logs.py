@@ -54,25 +54,36 @@ class RunLog:
         return Progress(epoch, self.epochs, total)
 
     def write(self, row: dict[str, Any], metrics: SegmentationMetrics,
-              classes: Sequence[str]) -> None:
+              classes: Sequence[str],
+              tasks: dict[str, tuple[SegmentationMetrics, Sequence[str]]] | None = None) -> None:
+        """One epoch: ``metrics``/``classes`` are the first head's; a multi-task run also
+        gives ``tasks`` (task → metrics, classes) and ``task/metric`` keys in ``row``."""
+        per_task = [k for k in row if "/" in k]  # "geometric/mean_iou" …: extra columns
+        columns = (*_COLUMNS, *per_task)
         csv_path = self.out_dir / "metrics.csv"
         new = not csv_path.exists()
         with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns)
             if new:
                 writer.writeheader()
-            writer.writerow({k: row.get(k) for k in _COLUMNS})
+            writer.writerow({k: row.get(k) for k in columns})
+        extra = {"per_task_class_iou": {t: dict(zip(names, m.to_dict()["iou"]))
+                                        for t, (m, names) in tasks.items()}} if tasks else {}
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({**row, "per_class_iou": dict(zip(
-                classes, metrics.to_dict()["iou"]))}) + "\n")
+                classes, metrics.to_dict()["iou"])), **extra}) + "\n")
         if self.tensorboard is not None:
-            for key in _COLUMNS[1:]:
+            for key in columns[1:]:
                 self.tensorboard.add_scalar(key, row[key], row["epoch"])
             self.tensorboard.flush()
         print(f"epoch {row['epoch']}/{self.epochs}: loss {row['train_loss']:.4f}  "
               f"pixel acc {row['pixel_accuracy']:.3f}  mean acc {row['mean_accuracy']:.3f}  "
               f"mean IU {row['mean_iou']:.3f}  f.w. IU {row['fw_iou']:.3f}  "
               f"({row['seconds']:.0f} s, {row['images_per_s']:.1f} img/s)", flush=True)
+        for task in tasks or {}:
+            print(f"  {task}: pixel acc {row[task + '/pixel_accuracy']:.3f}  mean acc "
+                  f"{row[task + '/mean_accuracy']:.3f}  mean IU {row[task + '/mean_iou']:.3f}"
+                  f"  f.w. IU {row[task + '/fw_iou']:.3f}", flush=True)
 
 
 def _tensorboard(out_dir: Path):

@@ -20,18 +20,19 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import TrainAugment, open_dataset
+from ..data import SYNTHETIC_READERS, TrainAugment
 from ..errors import InputError, TrainingDiverged
 from ..models import build
 from ..models.loading import apply_weights
 from ..models.weights import read_weights
 from .checkpoint import copy_checkpoint, load_training_state, save_training_checkpoint
 from .distributed import Context, barrier, mean_across_ranks, setup, teardown
-from .evaluation import evaluate
+from .evaluation import evaluate_tasks
 from .loader import AugmentedDataset, EpochSampler, make_loader
 from .logs import RunLog
 from .loss import pixel_loss
 from .optim import make_optimizer, make_scheduler
+from .tasks import check_modalities, configure_tasks, open_split, task_classes
 
 
 @dataclass
@@ -68,12 +69,18 @@ class _Trainer:
                              epochs=max(config.epochs, resume["train_config"]["epochs"]),
                              resume=config.resume, out_dir=config.out_dir)
         self.train_set, self.val_set = _open_data(config)
-        config = replace(config, model=replace(config.model,
-                                               num_classes=self.train_set.num_classes))
+        # The model's outputs come from the data: one head per task (paper §5), or its classes.
+        config = configure_tasks(config, self.train_set)
+        for data in (self.train_set, self.val_set):
+            check_modalities(data, config.model.input_names)
         if config.class_weights and len(config.class_weights) != config.model.num_classes:
             raise InputError(f"class_weights has {len(config.class_weights)} values for the "
-                             f"data's {config.model.num_classes} classes")
+                             f"data's {config.model.num_classes} classes"
+                             + (f" of the first head ({config.tasks[0]})" if config.tasks
+                                else ""))
         self.config = config
+        self.heads = tuple(t for t, _ in config.model.heads)  # () for one task
+        self.task_weights = config.task_weights or (1.0,) * max(1, len(self.heads))
         torch.manual_seed(config.seed)
         self.model = self._build_model(resume)
         self.amp = config.amp if config.amp is not None else ctx.device.type == "cuda"
@@ -108,7 +115,8 @@ class _Trainer:
         cfg = self.config
         augment = TrainAugment(mirror=cfg.mirror, translate=cfg.translate, scale=cfg.scale,
                                crop=cfg.crop, ignore_index=self.train_set.ignore_index)
-        data = AugmentedDataset(self.train_set, cfg.mean, cfg.std, augment, cfg.seed)
+        data = AugmentedDataset(self.train_set, cfg.mean, cfg.std, augment, cfg.seed,
+                                cfg.model.input_names, cfg.tasks)
         sampler = EpochSampler(len(data), cfg.seed, shuffle=True, rank=self.ctx.rank,
                                world=self.ctx.world)
         loader = make_loader(data, sampler, cfg.batch_size, cfg.workers,
@@ -119,7 +127,9 @@ class _Trainer:
         if not self.ctx.distributed:
             return model
         ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # A head weighted 0 gets no gradient at all: DDP must be told some may be unused.
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=0.0 in self.task_weights)
 
     def _restore(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -142,26 +152,37 @@ class _Trainer:
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             start = time.perf_counter()
             loss, images = self._train_epoch(epoch)
-            cm = evaluate(self.model, self.val_set, cfg.mean, cfg.std, self.ctx.device,
-                          self.ctx, self.amp)
-            metrics = cm.compute()
+            per_task = self._validate()
+            metrics = next(iter(per_task.values()))  # the first head's: it picks best.pt
             row = {"epoch": epoch, "train_loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                   **{k: v for k, v in metrics.to_dict().items()
-                      if k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")},
-                   "seconds": time.perf_counter() - start,
+                   **_summary(metrics), "seconds": time.perf_counter() - start,
                    "images_per_s": images / max(time.perf_counter() - start, 1e-9)}
+            if self.heads:  # paper Table 5: every task's four metrics
+                row.update({f"{task}/{k}": v for task, m in per_task.items()
+                            for k, v in _summary(m).items()})
             self.history.append(row)
             improved = metrics.mean_iou > self.best_miou
             self.best_miou = max(self.best_miou, metrics.mean_iou)
             if self.ctx.is_main:
-                self._checkpoint(epoch, metrics, improved)
-                self.log.write(row, metrics, self.val_set.classes)
+                self._checkpoint(epoch, metrics, improved, per_task)
+                first = cfg.tasks[0] if cfg.tasks else None
+                self.log.write(row, metrics, task_classes(self.val_set, first),
+                               {t: (m, task_classes(self.val_set, t)) for t, m in
+                                per_task.items()} if self.heads else None)
             barrier(self.ctx)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row, self.model)
         best, last = out / "best.pt", out / "last.pt"
         return TrainResult(out, best if best.exists() else None, last if last.exists() else None,
                            self.best_miou, self.history)
+
+    def _validate(self) -> dict[str, Any]:
+        """{task: SegmentationMetrics} on the validation set, in head order."""
+        cfg = self.config
+        task = cfg.tasks[0] if cfg.tasks and not self.heads else None
+        cms = evaluate_tasks(self.model, self.val_set, cfg.mean, cfg.std, self.ctx.device,
+                             self.ctx, self.amp, task=task)
+        return {name: cm.compute() for name, cm in cms.items()}
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         self.sampler.epoch = self.augmented.epoch = epoch
@@ -184,13 +205,10 @@ class _Trainer:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        sampling = torch.Generator().manual_seed(
-            hash((cfg.seed, epoch, step, self.ctx.rank)) & 0xFFFF_FFFF)
+        sampling = hash((cfg.seed, epoch, step, self.ctx.rank)) & 0xFFFF_FFFF
         with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
             logits = self.net(x)
-        loss = pixel_loss(logits.float(), y, self.train_set.ignore_index,
-                          normalize=cfg.recipe == "paper", class_weights=self.class_weights,
-                          sample_p=cfg.loss_sample_p, generator=sampling)
+        loss = self._loss(logits, y, sampling)
         self._check_finite(loss, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -198,6 +216,30 @@ class _Trainer:
         self.scaler.update()
         self.scheduler.step()
         return float(loss.detach())
+
+    def _loss(self, logits, y: torch.Tensor, sampling: int) -> torch.Tensor:
+        """The per-pixel loss (paper §4.1); for several heads the ``task_weights``-weighted
+        sum of each head's (paper §5, SIFT Flow). Class weights are the first head's. Every
+        head drops the same loss-sampling cells (§3.4); a head weighted 0 is left out of the
+        graph, so its parameters get no gradient and no weight decay."""
+        cfg = self.config
+        options = dict(ignore_index=self.train_set.ignore_index, normalize=cfg.recipe == "paper",
+                       sample_p=cfg.loss_sample_p)
+        if not self.heads:
+            loss = pixel_loss(logits.float(), y, class_weights=self.class_weights,
+                              generator=torch.Generator().manual_seed(sampling), **options)
+            weight = self.task_weights[0]
+            return loss if weight == 1.0 else loss * weight
+        total = None
+        for k, (task, weight) in enumerate(zip(self.heads, self.task_weights)):
+            if weight == 0.0:
+                continue
+            loss = weight * pixel_loss(logits[task].float(), y[:, k],
+                                       class_weights=self.class_weights if k == 0 else None,
+                                       generator=torch.Generator().manual_seed(sampling),
+                                       **options)
+            total = loss if total is None else total + loss
+        return total
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
@@ -211,7 +253,7 @@ class _Trainer:
                                    f"{step}; training stopped and {where}. Lower the learning "
                                    f"rate (--lr, now {self.config.effective_lr:g})")
 
-    def _checkpoint(self, epoch: int, metrics, improved: bool) -> None:
+    def _checkpoint(self, epoch: int, metrics, improved: bool, per_task: dict) -> None:
         out = Path(self.config.out_dir)
         state = {
             "epoch": epoch, "best_miou": self.best_miou, "history": self.history,
@@ -221,19 +263,30 @@ class _Trainer:
                     "python": _plain(random.getstate())},
         }
         save_training_checkpoint(out / "last.pt", self.model, self.config, self.train_set,
-                                 metrics, state)
+                                 metrics, state, per_task if self.heads else None)
         if improved:
             copy_checkpoint(out / "last.pt", out / "best.pt")
 
 
 def _open_data(config: TrainConfig):
-    if config.data == "synthetic":
-        common = {"size": config.image_size, "seed": config.seed,
-                  "difficulty": config.difficulty}
-        return (open_dataset("synthetic", "train", num_images=config.num_images, **common),
-                open_dataset("synthetic", "val", num_images=config.val_images, **common))
-    return (open_dataset(config.data, config.train_split, config.data_layout),
-            open_dataset(config.data, config.val_split, config.data_layout))
+    """(train, val) sets: the procedural ones ("synthetic", "synthetic-rgbd",
+    "synthetic-twotask") as the config sizes them, a folder by its splits."""
+    common = {"size": config.image_size, "seed": config.seed,
+              "difficulty": config.difficulty}
+    names = config.model.input_names
+    if config.data in SYNTHETIC_READERS:
+        return (open_split(config.data, "train", None, names, num_images=config.num_images,
+                           **common),
+                open_split(config.data, "val", None, names, num_images=config.val_images,
+                           **common))
+    return (open_split(config.data, config.train_split, config.data_layout, names),
+            open_split(config.data, config.val_split, config.data_layout, names))
+
+
+def _summary(metrics) -> dict[str, float]:
+    """The paper's four metrics (§5) of a ``SegmentationMetrics``."""
+    return {k: v for k, v in metrics.to_dict().items()
+            if k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")}
 
 
 def _set_threads(config: TrainConfig, ctx: Context) -> None:
