@@ -9,7 +9,9 @@ from torch import nn
 from .. import __version__
 from ..data.classes import voc_palette
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..runtime.metadata import ArtifactMeta, Shapes, default_shapes
+from ..runtime.metadata import (ArtifactMeta, Shapes, default_shapes, input_tensor_name,
+                                output_tensor_name)
+from ..runtime.modalities import depth_encoding
 from ..runtime.processing import labels_dtype
 
 
@@ -43,7 +45,41 @@ def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: b
         ignore_index=int(meta.get("ignore_index", 255)), model_options=config.to_dict(),
         source_sha256=file_sha256(checkpoint), fcn_edge_version=__version__,
         export_options=options, dataset=meta.get("dataset") or {},
-        metrics=_summary(meta.get("metrics")))
+        metrics=_summary(meta.get("metrics")), inputs=_inputs(config, raw_io),
+        heads=_heads(config, meta, argmax))
+
+
+def _inputs(config, raw_io: bool) -> tuple[dict, ...]:
+    """One entry per input tensor for multi-modal models (paper §5); none for RGB only."""
+    if config.input_names == ("rgb",):
+        return ()
+    out = []
+    for modality, channels in config.inputs:
+        raw = modality == "rgb" and raw_io
+        encoding = {"rgb": "(pixel / 255 - mean) / std, colour order color_order",
+                    "hha": "(pixel / 255 - mean) / std, HHA channel order"}.get(modality)
+        out.append({"name": input_tensor_name(modality, raw_io), "modality": modality,
+                    "channels": channels, "layout": "NHWC" if raw else "NCHW",
+                    "dtype": "uint8" if raw else "float32",
+                    "encoding": "uint8 BGR frames" if raw else
+                    (depth_encoding() if modality == "depth" else encoding)})
+    return tuple(out)
+
+
+def _heads(config, meta: dict, argmax: bool) -> tuple[dict, ...]:
+    """One entry per head for multi-task models (paper §5); none for one task. Class names,
+    colours and validation metrics per task come from the checkpoint's ``tasks`` meta."""
+    described = meta.get("tasks") or {}
+    out = []
+    for task, n in config.heads:
+        info = described.get(task) or {}
+        palette = info.get("palette") or voc_palette(n).tolist()
+        out.append({"task": task, "output": output_tensor_name(task, argmax), "num_classes": n,
+                    "classes": list(info.get("classes") or [f"{task}_{i}" for i in range(n)]),
+                    "palette": [[int(c) for c in rgb] for rgb in palette[:n]],
+                    "labels_dtype": labels_dtype(n).name,
+                    "metrics": _summary(info.get("metrics"))})
+    return tuple(out)
 
 
 def _train_size(meta: dict) -> tuple[int, int] | None:

@@ -14,12 +14,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 
-from ..data import open_dataset
+from ..data import SYNTHETIC_READERS, open_dataset
 from ..errors import BackendUnavailable, InputError
 from ..io import atomic_path
 from ..models import load_model
@@ -28,7 +28,7 @@ from . import parity
 from .artifact_meta import artifact_meta
 from .onnx_export import (DEFAULT_OPSET, build_graph, save_onnx, set_metadata, simplify,
                           trace_to_onnx)
-from .runners import ort_infer, ort_latency
+from .runners import ort_latency, ort_run
 
 Log = Callable[[str], None]
 FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
@@ -118,7 +118,7 @@ def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
     if config.simplify:
         onnx_model = simplify(onnx_model)
     sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
-    results = parity.check_parity(model, ort_infer(onnx_model), meta, sizes)
+    results = parity.check_parity(model, ort_run(onnx_model), meta, sizes)
     meta = meta.with_(parity={"reference": "pytorch fp32", "sizes": parity.as_dicts(results)})
     set_metadata(onnx_model, meta.to_props())
     save_onnx(onnx_model, path)
@@ -140,11 +140,11 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     set_metadata(fp16_model, meta16.to_props())
     executor: list[str] = []
 
-    def infer(batch: np.ndarray) -> np.ndarray:
-        outputs, name = run_fp16(fp16_model, {meta.input_name: batch})
+    def infer(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs, name = run_fp16(fp16_model, feed)
         check_finite(outputs)  # overflow or NaN fails the export
         executor.append(name)
-        return outputs[meta.output_name]
+        return outputs
 
     sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
     results = parity.check_parity(model, infer, meta16, sizes, rel_tol=None,
@@ -169,16 +169,15 @@ def export_int8(model, fp32_model: onnx.ModelProto, fp32_path: Path, meta: Artif
     from .int8 import quantize_int8
 
     calib = _calibration_inputs(config, meta)
-    quantize_int8(fp32_path, path, [{meta.input_name: x} for x in calib],
-                  target=config.int8_target)
+    quantize_int8(fp32_path, path, calib, target=config.int8_target)
     meta8 = meta.with_(precision="int8")
     quantized = onnx.load(str(path))
-    infer = ort_infer(quantized)
+    infer = ort_run(quantized)
     figures: dict = {"calibration_images": len(calib), "target": config.int8_target}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta8, samples)
     h, w = _opt_size(meta)
-    probe = parity.artifact_input(meta, parity.scenes([(h, w)])[0])
+    probe = parity.artifact_feed(meta, parity.scene_arrays(meta, [(h, w)])[0])
     figures["latency_ms"] = {"size": [h, w], "fp32": ort_latency(fp32_model, probe),
                              "int8": ort_latency(quantized, probe)}
     set_metadata(quantized, meta8.with_(parity=figures).to_props())
@@ -228,24 +227,25 @@ def _eval_samples(config: ExportConfig, meta: ArtifactMeta, log: Log) -> list:
     return [dataset[i] for i in range(min(len(dataset), config.eval_images))]
 
 
-def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[np.ndarray]:
+def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[dict[str, np.ndarray]]:
     dataset = _open_data(config.calib, meta, "train", config.calib_images)
     if dataset is None:
         raise InputError("--int8 needs calibration images: pass --calib DATA (a data set "
                          "folder or 'synthetic')")
     count = min(len(dataset), config.calib_images)
-    return [parity.artifact_input(meta, dataset[i].image) for i in range(count)]
+    return [parity.artifact_feed(meta, parity.sample_arrays(dataset[i], meta.modalities)) for i in range(count)]
 
 
 def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
     """Open ``spec`` or, when it is None, the checkpoint's own data if it is synthetic."""
+    own = (meta.dataset or {}).get("spec")
     if spec is None:
-        if (meta.dataset or {}).get("spec") != "synthetic":
+        if own not in SYNTHETIC_READERS:
             return None
-        spec = "synthetic"
+        spec = own
     difficulty = (meta.dataset or {}).get("difficulty", "standard")
     options = {"num_images": count, "size": _opt_size(meta), "difficulty": difficulty} \
-        if spec == "synthetic" else {}
+        if spec in SYNTHETIC_READERS else {}
     dataset = open_dataset(spec, split, **options)
     if dataset.num_classes != meta.num_classes:
         raise InputError(f"{spec} has {dataset.num_classes} classes but the model predicts "
@@ -276,6 +276,9 @@ def _size(path: Path) -> int:
 def _delta_text(figures: dict | None) -> str:
     if not figures:
         return ""
+    if "tasks" in figures:  # several heads: each task's mean IU
+        return "".join(f"; {task}" + _delta_text(each)[1:]
+                       for task, each in figures["tasks"].items())
     return (f"; mean IU {figures['mean_iou']:.4f} vs PyTorch fp32 "
             f"{figures['reference_mean_iou']:.4f} (Δ {figures['delta_miou_points']:+.2f} points)")
 

@@ -19,7 +19,6 @@ from torch import nn
 
 from ..errors import InputError, ModelFormatError
 from ..io import atomic_path
-from ..runtime.metadata import INPUT_FRAMES, INPUT_IMAGES, OUTPUT_LABELS, OUTPUT_LOGITS
 from .graph import DeployGraph
 
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 17, 20, 17  # 20: the TorchScript exporter's newest
@@ -41,24 +40,26 @@ def trace_to_onnx(graph: DeployGraph, *, opset: int = DEFAULT_OPSET,
                          f"(≥ 17 for TensorRT 10's parser; ≤ {MAX_OPSET} for PyTorch's exporter)")
     graph = graph.eval().float().cpu()
     h, w = example_size
-    if graph.raw_io:
-        example = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
-        in_name, in_axes = INPUT_FRAMES, {0: "batch", 1: "height", 2: "width"}
-    else:
-        example = torch.randn(1, graph.model.config.in_channels, h, w)
-        in_name, in_axes = INPUT_IMAGES, {0: "batch", 2: "height", 3: "width"}
-    out_name = OUTPUT_LABELS if graph.argmax else OUTPUT_LOGITS
-    out_axes = {0: "batch", 1: "height", 2: "width"} if graph.argmax else {
-        0: "batch", 2: "height", 3: "width"}
+    channels = dict(graph.model.config.inputs)
+    examples, axes = [], {}
+    for modality, name in zip(graph.modalities, graph.input_names):
+        if modality == "rgb" and graph.raw_io:
+            examples.append(torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8))
+            axes[name] = {0: "batch", 1: "height", 2: "width"}
+        else:
+            examples.append(torch.randn(1, channels[modality], h, w))
+            axes[name] = {0: "batch", 2: "height", 3: "width"}
+    for name in graph.output_names:
+        axes[name] = {0: "batch", 1: "height", 2: "width"} if graph.argmax else {
+            0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=f".*{message}")
         with torch.no_grad():
-            torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset,
-                              input_names=[in_name], output_names=[out_name],
-                              dynamic_axes={in_name: in_axes, out_name: out_axes},
-                              do_constant_folding=True)
+            torch.onnx.export(graph, tuple(examples), buffer, dynamo=False, opset_version=opset,
+                              input_names=graph.input_names, output_names=graph.output_names,
+                              dynamic_axes=axes, do_constant_folding=True)
     model = onnx.load_from_string(buffer.getvalue())
     check_model(model)
     return model

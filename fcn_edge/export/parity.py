@@ -9,30 +9,38 @@ Two measurements, both against the reference model in PyTorch fp32 on the same p
   against the ground truth, their difference in points, and the label agreement. This is how
   FP16 and INT8 artifacts are judged: by what they change in the paper's metric.
 
-The artifact is anything callable on the artifact's input array (``infer``), so ONNX Runtime,
-the ONNX reference evaluator and TensorRT are all held to the same test.
+The artifact is anything that maps its input tensors by name to its output tensors by name
+(``infer``), so ONNX Runtime, the ONNX reference evaluator and TensorRT are all held to the same
+test. Models with depth or HHA inputs (paper §5) are fed procedural RGB-D scenes; models with
+several heads are held to the bounds on every head.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.nyud import hha_from_depth
 from ..data.procedural import render_scene
+from ..data.procedural_multi import depth_for_scene
 from ..errors import ModelFormatError
 from ..metrics import ConfusionMatrix
 from ..runtime.metadata import ArtifactMeta
+from ..runtime.modalities import encode_input, stack_inputs
 from ..runtime.processing import frames_to_input
 
-Infer = Callable[[np.ndarray], np.ndarray]
+#: An artifact run: its input tensors by name → its output tensors by name.
+Infer = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 FP32_REL_TOL, FP32_AGREEMENT = 1e-4, 0.9999
 
 
 @dataclass(frozen=True)
 class SizeParity:
+    """One size's figures; for several heads, the worst head's."""
+
     height: int
     width: int
     max_abs: float | None      # None for argmax artifacts (labels only)
@@ -53,21 +61,70 @@ def scenes(sizes: Iterable[tuple[int, int]], seed: int = 2024) -> list[np.ndarra
     return [render_scene(rng, h, w)[0] for h, w in sizes]
 
 
+def scene_arrays(meta: ArtifactMeta, sizes: Iterable[tuple[int, int]], seed: int = 2024
+                 ) -> list[dict[str, np.ndarray]]:
+    """``scenes`` with every modality ``meta`` takes, by name: ``rgb`` (RGB uint8), ``depth``
+    (metres, the procedural RGB-D model's) and ``hha`` (computed from that depth)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for index, (h, w) in enumerate(sizes):
+        image, mask = render_scene(rng, h, w)
+        arrays = {"rgb": image}
+        if {"depth", "hha"} & set(meta.modalities):
+            depth = depth_for_scene(np.random.default_rng([seed, index]), mask)
+            arrays["depth"] = depth
+            if "hha" in meta.modalities:
+                arrays["hha"] = hha_from_depth(depth)
+        out.append(arrays)
+    return out
+
+
+def sample_arrays(sample, modalities: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """A data set ``Sample``'s modalities by name (``rgb`` is its image); HHA is computed from
+    the sample's depth when ``modalities`` asks for it and the data set has only depth."""
+    arrays = {"rgb": sample.image, **(sample.inputs or {})}
+    if "hha" in modalities and "hha" not in arrays and "depth" in arrays:
+        arrays["hha"] = hha_from_depth(arrays["depth"])
+    return arrays
+
+
+def artifact_feed(meta: ArtifactMeta, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the artifact takes for one example, by input tensor, made by the runtime's own
+    preprocessing: BGR uint8 frames (raw IO) or the normalised N×3×H×W batch for RGB, the
+    encoded N×c×H×W arrays for depth and HHA."""
+    feed = {}
+    for modality, name in zip(meta.modalities, meta.input_names):
+        if modality == "rgb":
+            bgr = np.ascontiguousarray(arrays["rgb"][..., ::-1])[None]
+            feed[name] = bgr if meta.raw_io else frames_to_input(
+                bgr, meta.mean, meta.std, meta.color_order, frame_order="bgr")
+        else:
+            feed[name] = encode_input(modality, arrays[modality], meta.mean, meta.std)
+    return feed
+
+
 def artifact_input(meta: ArtifactMeta, image_rgb: np.ndarray) -> np.ndarray:
-    """What the artifact takes for one RGB image: BGR uint8 frames (raw IO) or the normalised
-    N×3×H×W float32 batch, made by the runtime's own preprocessing."""
-    bgr = np.ascontiguousarray(image_rgb[..., ::-1])[None]
-    if meta.raw_io:
-        return bgr
-    return frames_to_input(bgr, meta.mean, meta.std, meta.color_order, frame_order="bgr")
+    """The one input of an RGB artifact for one RGB image (see ``artifact_feed``)."""
+    return artifact_feed(meta, {"rgb": image_rgb})[meta.input_name]
+
+
+def reference_heads(model: nn.Module, meta: ArtifactMeta, arrays: Mapping[str, np.ndarray]
+                    ) -> list[np.ndarray]:
+    """PyTorch fp32 logits (1×C×H×W) per head, in head order, through the same numpy
+    preprocessing."""
+    bgr = {**arrays, "rgb": arrays["rgb"][..., ::-1]}
+    x = stack_inputs(bgr, meta.modalities, meta.mean, meta.std, frame_order="bgr",
+                     color_order=meta.color_order)
+    with torch.no_grad():
+        out = model.eval().float()(torch.from_numpy(x))
+    if isinstance(out, dict):
+        return [out[task].numpy() for task in meta.tasks]
+    return [out.numpy()]
 
 
 def reference_logits(model: nn.Module, meta: ArtifactMeta, image_rgb: np.ndarray) -> np.ndarray:
-    """PyTorch fp32 logits (1×C×H×W) for one RGB image, through the same numpy preprocessing."""
-    bgr = np.ascontiguousarray(image_rgb[..., ::-1])[None]
-    batch = frames_to_input(bgr, meta.mean, meta.std, meta.color_order, frame_order="bgr")
-    with torch.no_grad():
-        return model.eval().float()(torch.from_numpy(batch)).numpy()
+    """PyTorch fp32 logits (1×C×H×W) of an RGB, one-head model for one RGB image."""
+    return reference_heads(model, meta, {"rgb": image_rgb})[0]
 
 
 def compare_outputs(meta: ArtifactMeta, output: np.ndarray, reference: np.ndarray) -> SizeParity:
@@ -88,15 +145,27 @@ def compare_outputs(meta: ArtifactMeta, output: np.ndarray, reference: np.ndarra
                       finite)
 
 
+def compare_heads(meta: ArtifactMeta, outputs: Mapping[str, np.ndarray],
+                  references: list[np.ndarray]) -> SizeParity:
+    """``compare_outputs`` for every head; the worst figure of each kind."""
+    each = [compare_outputs(meta, outputs[name], ref)
+            for name, ref in zip(meta.output_names, references)]
+    if len(each) == 1:
+        return each[0]
+    worst = lambda values: None if None in values else max(values)  # noqa: E731
+    return SizeParity(each[0].height, each[0].width, worst([r.max_abs for r in each]),
+                      worst([r.rel_max_abs for r in each]), min(r.agreement for r in each),
+                      all(r.finite for r in each))
+
+
 def check_parity(model: nn.Module, infer: Infer, meta: ArtifactMeta,
                  sizes: Iterable[tuple[int, int]], *, rel_tol: float | None = FP32_REL_TOL,
                  min_agreement: float = FP32_AGREEMENT, label: str = "fp32") -> list[SizeParity]:
     """Run both at each size; raise ModelFormatError when a figure is out of tolerance."""
-    sizes = list(sizes)
     results = []
-    for image in scenes(sizes):
-        output = infer(artifact_input(meta, image))
-        results.append(compare_outputs(meta, output, reference_logits(model, meta, image)))
+    for arrays in scene_arrays(meta, list(sizes)):
+        outputs = infer(artifact_feed(meta, arrays))
+        results.append(compare_heads(meta, outputs, reference_heads(model, meta, arrays)))
     for r in results:
         where = f"{label} artifact at {r.height}×{r.width}"
         if not r.finite:
@@ -111,28 +180,42 @@ def check_parity(model: nn.Module, infer: Infer, meta: ArtifactMeta,
 
 
 def compare_on_dataset(model: nn.Module, infer: Infer, meta: ArtifactMeta,
-                       samples: Iterable) -> dict[str, float]:
-    """Mean IU (and agreement) of artifact and reference on labelled ``samples``."""
-    ours = ConfusionMatrix(meta.num_classes, meta.ignore_index)
-    theirs = ConfusionMatrix(meta.num_classes, meta.ignore_index)
-    agree = total = count = 0
+                       samples: Iterable) -> dict:
+    """Mean IU (and agreement) of artifact and reference on labelled ``samples``; for several
+    heads, the first head's figures plus ``tasks``: every head's, by task."""
+    tasks = list(meta.tasks) or [None]
+    counts = [h["num_classes"] for h in meta.heads] or [meta.num_classes]
+    ours = [ConfusionMatrix(n, meta.ignore_index) for n in counts]
+    theirs = [ConfusionMatrix(n, meta.ignore_index) for n in counts]
+    agree, total, count = [0] * len(tasks), 0, 0
     for sample in samples:
         count += 1
-        reference = reference_logits(model, meta, sample.image)
-        output = infer(artifact_input(meta, sample.image))
-        if not meta.argmax and not np.isfinite(output).all():
-            raise ModelFormatError(f"the {meta.precision} artifact gives NaN or Inf on "
-                                   f"{sample.name} (overflow)")
-        labels = output[0] if meta.argmax else output[0].argmax(0)
-        ref_labels = reference[0].argmax(0)
-        ours.update(labels, sample.mask)
-        theirs.update(ref_labels, sample.mask)
-        agree += int((labels == ref_labels).sum())
-        total += labels.size
-    mine, ref = ours.compute(), theirs.compute()
+        arrays = sample_arrays(sample, meta.modalities)
+        references = reference_heads(model, meta, arrays)
+        outputs = infer(artifact_feed(meta, arrays))
+        for i, (task, name) in enumerate(zip(tasks, meta.output_names)):
+            output = outputs[name]
+            if not meta.argmax and not np.isfinite(output).all():
+                raise ModelFormatError(f"the {meta.precision} artifact gives NaN or Inf on "
+                                       f"{sample.name} (overflow)")
+            labels = output[0] if meta.argmax else output[0].argmax(0)
+            ref_labels = references[i][0].argmax(0)
+            truth = sample.mask if task is None else (sample.masks or {})[task]
+            ours[i].update(labels, truth)
+            theirs[i].update(ref_labels, truth)
+            agree[i] += int((labels == ref_labels).sum())
+        total += references[0][0, 0].size
+    figures = [_figures(o.compute(), t.compute(), a / max(total, 1), count)
+               for o, t, a in zip(ours, theirs, agree)]
+    if tasks == [None]:
+        return figures[0]
+    return {**figures[0], "tasks": dict(zip(tasks, figures))}
+
+
+def _figures(mine, ref, agreement: float, count: int) -> dict[str, float]:
     return {"mean_iou": mine.mean_iou, "reference_mean_iou": ref.mean_iou,
             "delta_miou_points": 100.0 * (mine.mean_iou - ref.mean_iou),
-            "agreement": agree / max(total, 1), "images": count}
+            "agreement": agreement, "images": count}
 
 
 def as_dicts(results: list[SizeParity]) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -31,15 +31,27 @@ def ort_infer(model: onnx.ModelProto | str | Path) -> Callable[[np.ndarray], np.
     return infer
 
 
-def ort_latency(model: onnx.ModelProto | str | Path, batch: np.ndarray, runs: int = 10,
-                warmup: int = 2) -> float:
-    """Median wall time of one inference, in milliseconds, after ``warmup`` runs."""
-    infer = ort_infer(model)
+def ort_run(model: onnx.ModelProto | str | Path
+            ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``run(feed) -> outputs by name`` on ONNX Runtime CPU (every input and output)."""
+    session = ort_session(model)
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, dict(feed))))
+
+    return run
+
+
+def ort_latency(model: onnx.ModelProto | str | Path, feed: Mapping[str, np.ndarray],
+                runs: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one inference on ``feed``, in milliseconds, after ``warmup`` runs."""
+    run = ort_run(model)
     for _ in range(warmup):
-        infer(batch)
+        run(feed)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        infer(batch)
+        run(feed)
         times.append((time.perf_counter() - start) * 1e3)
     return float(statistics.median(times))

@@ -163,13 +163,17 @@ def builder_flags(precision: str, strategy: str) -> tuple[str, ...]:
 
 
 def profile_shapes(meta: ArtifactMeta, shapes: Shapes) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """``{input name: (min, opt, max)}`` as full tensor shapes: NHWC for raw-IO, else NCHW."""
+    """``{input name: (min, opt, max)}`` as full tensor shapes, for every input (one profile
+    spans them all: an RGB-D model's depth has the image's batch and size): NHWC for raw-IO
+    frames, else NCHW."""
     shapes.check_multiple(meta.size_multiple)
+    profile = {}
+    for name, layout, channels, _ in meta.input_tensors():
+        def full(n: int, h: int, w: int) -> tuple[int, ...]:
+            return (n, h, w, channels) if layout == "NHWC" else (n, channels, h, w)
 
-    def full(n: int, h: int, w: int) -> tuple[int, ...]:
-        return (n, h, w, 3) if meta.raw_io else (n, 3, h, w)
-
-    return {meta.input_name: (full(*shapes.min), full(*shapes.opt), full(*shapes.max))}
+        profile[name] = (full(*shapes.min), full(*shapes.opt), full(*shapes.max))
+    return profile
 
 
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str,
@@ -373,10 +377,11 @@ def _parser_errors(parser: Any) -> list[str]:
 def _check_network_io(network: Any, meta: ArtifactMeta, onnx_path: Path) -> None:
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
-    if inputs != [meta.input_name] or meta.output_name not in outputs:
+    if inputs != list(meta.input_names) or not set(meta.output_names) <= set(outputs):
         raise ModelFormatError(f"{onnx_path} has inputs {inputs} and outputs {outputs}, but its "
-                               f"metadata says '{meta.input_name}' → '{meta.output_name}': "
-                               f"export it again with `fcn-edge export`")
+                               f"metadata says {list(meta.input_names)} → "
+                               f"{list(meta.output_names)}: export it again with `fcn-edge "
+                               f"export`")
 
 
 def _attach_timing_cache(config: Any, path: Path) -> Any:

@@ -59,20 +59,17 @@ def triton_config(model_name: str, meta: ArtifactMeta, platform: str,
     """The ``config.pbtxt`` text (protobuf text format) for ``meta``'s tensors."""
     _check_args(model_name, platform, 1, max_batch_size)
     batch = [] if max_batch_size > 0 else [-1]
-    if meta.raw_io:
-        in_type, in_dims = "TYPE_UINT8", batch + [-1, -1, 3]
-    else:
-        in_type, in_dims = "TYPE_FP32", batch + [3, -1, -1]
-    if meta.argmax:
-        if meta.labels_dtype not in _TRITON_TYPES:
-            raise InputError(f"labels dtype {meta.labels_dtype!r} has no Triton type here")
-        out_type, out_dims = _TRITON_TYPES[meta.labels_dtype], batch + [-1, -1]
-    else:
-        out_type, out_dims = "TYPE_FP32", batch + [meta.num_classes, -1, -1]
     lines = [f"name: {_quote(model_name)}", f"platform: {_quote(platform)}",
-             f"max_batch_size: {max_batch_size}",
-             *_tensor("input", meta.input_name, in_type, in_dims),
-             *_tensor("output", meta.output_name, out_type, out_dims)]
+             f"max_batch_size: {max_batch_size}"]
+    for name, layout, channels, dtype in meta.input_tensors():
+        dims = [-1, -1, channels] if layout == "NHWC" else [channels, -1, -1]
+        lines += _tensor("input", name, "TYPE_UINT8" if dtype == "uint8" else "TYPE_FP32",
+                         batch + dims)
+    for name, classes, dtype in meta.output_tensors():
+        if dtype not in _TRITON_TYPES:
+            raise InputError(f"output dtype {dtype!r} has no Triton type here")
+        dims = [-1, -1] if meta.argmax else [classes, -1, -1]
+        lines += _tensor("output", name, _TRITON_TYPES[dtype], batch + dims)
     for key, value in meta.to_props().items():
         lines += ["parameters {", f"  key: {_quote(key)}",
                   f"  value {{ string_value: {_quote(value)} }}", "}"]
@@ -142,11 +139,11 @@ def _write_plan(artifact: Path, target: Path, meta: ArtifactMeta, max_batch_size
 
 
 def _check_same(own: ArtifactMeta, meta: ArtifactMeta, artifact: Path) -> None:
-    if (own.input_name, own.output_name, own.num_classes) != \
-            (meta.input_name, meta.output_name, meta.num_classes):
-        raise InputError(f"{artifact} holds a model with tensors {own.input_name} → "
-                         f"{own.output_name} and {own.num_classes} classes, not the one "
-                         f"described ({meta.input_name} → {meta.output_name}, "
+    if (own.input_tensors(), own.output_tensors()) != (meta.input_tensors(),
+                                                       meta.output_tensors()):
+        raise InputError(f"{artifact} holds a model with tensors {list(own.input_names)} → "
+                         f"{list(own.output_names)} and {own.num_classes} classes, not the one "
+                         f"described ({list(meta.input_names)} → {list(meta.output_names)}, "
                          f"{meta.num_classes} classes)")
 
 

@@ -194,6 +194,24 @@ class ArtifactMeta:
         """The input modalities in channel order (``("rgb",)`` for an RGB model)."""
         return tuple(i["modality"] for i in self.inputs) or ("rgb",)
 
+    def input_tensors(self) -> tuple[tuple[str, str, int, str], ...]:
+        """``(name, layout, channels, dtype)`` of every input tensor, in order."""
+        if self.inputs:
+            return tuple((i["name"], i["layout"], int(i["channels"]), i["dtype"])
+                         for i in self.inputs)
+        if self.raw_io:
+            return ((self.input_name, "NHWC", 3, "uint8"),)
+        return ((self.input_name, "NCHW", 3, "float32"),)
+
+    def output_tensors(self) -> tuple[tuple[str, int, str], ...]:
+        """``(name, classes, dtype)`` of every output tensor, one per head: labels (N×H×W, the
+        head's labels dtype) with argmax, else logits (N×classes×H×W float32)."""
+        heads = self.heads or ({"output": self.output_names[0], "num_classes": self.num_classes,
+                                "labels_dtype": self.labels_dtype},)
+        return tuple((h["output"], int(h["num_classes"]),
+                      h.get("labels_dtype", self.labels_dtype) if self.argmax else "float32")
+                     for h in heads)
+
     @property
     def tasks(self) -> dict[str, dict]:
         """Head description by task; an empty dict for a one-task model."""

@@ -13,7 +13,7 @@ from fcn_edge.cli import main
 from fcn_edge.errors import ModelFormatError
 from fcn_edge.export import parity
 from fcn_edge.export.exporter import ExportConfig, export
-from fcn_edge.export.runners import ort_infer
+from fcn_edge.export.runners import ort_infer, ort_run
 from fcn_edge.models import load_model
 from fcn_edge.runtime.metadata import ArtifactMeta
 
@@ -69,7 +69,7 @@ def test_parity_catches_a_wrong_graph(exported, checkpoint):
     weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
     meta = ArtifactMeta.from_props(_props(exported.artifacts["fp32"]))
     with pytest.raises(ModelFormatError, match="relative max"):
-        parity.check_parity(load_model(checkpoint), ort_infer(onnx_model), meta, SIZES[:1])
+        parity.check_parity(load_model(checkpoint), ort_run(onnx_model), meta, SIZES[:1])
 
 
 def test_cli_raw_io_argmax(checkpoint, tmp_path, capsys):
