@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..errors import BackendUnavailable, FcnEdgeError
+from ..errors import BackendUnavailable, FcnEdgeError, InputError
 from ..runtime import Segmenter
 from ..runtime.backends import artifact_kind, available_backends
 from ..runtime.metadata import ArtifactMeta
@@ -108,6 +108,12 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     reference = Path(config.reference) if config.reference else (
         model if kind == "checkpoint" else None)
     store, combos, meta = _plan(config, model, kind, log)
+    if meta.inputs or meta.heads:
+        raise InputError(f"{model} takes {' + '.join(meta.modalities)} and has "
+                         f"{len(meta.heads) or 1} head(s); fcn-edge bench measures RGB, "
+                         f"one-head models. For the paper's §5 nets use "
+                         f"benchmarks/bench_multitask.py or benchmarks/bench_fusion.py, and "
+                         f"`fcn-edge eval` for each task's metrics")
     report = BenchReport([], _machine(threads), reference=str(reference or ""))
     store.prepare([c.artifact for c in combos if c.artifact and c.artifact.kind == "onnx"])
     runnable = []
