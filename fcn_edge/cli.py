@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     model = ModelConfig(name=args.model, backbone=args.backbone, layout=args.layout,
-                        learnable_upsampling=args.learnable_upsampling)
+                        learnable_upsampling=args.learnable_upsampling,
+                        inputs=_parse_inputs(args.inputs), fusion=args.fusion)
     # Resuming continues the saved run: its epochs unless --epochs extends them, its folder.
     epochs = args.epochs if args.epochs is not None else (1 if args.resume else 10)
     out = args.out or (str(Path(args.resume).parent) if args.resume else "runs/train")
@@ -57,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=epochs, batch_size=args.batch_size, recipe=args.recipe, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         class_weights=_parse_floats(args.class_weights, "--class-weights"),
+        tasks=tuple(args.tasks.split(",")) if args.tasks else None,
+        task_weights=_parse_floats(args.task_weights, "--task-weights"),
         loss_sample_p=args.loss_sample_p, mirror=not args.no_mirror, translate=args.translate,
         scale=_parse_floats(args.scale, "--scale", count=2),
         crop=_parse_size(args.crop) if args.crop else None, weights=args.weights,
@@ -71,18 +74,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .io import atomic_path
-    from .train.evaluation import evaluate_checkpoint
+    from .train.evaluation import evaluate_checkpoint_tasks
 
-    metrics, classes = evaluate_checkpoint(
+    results = evaluate_checkpoint_tasks(
         args.checkpoint, args.data, args.data_layout, args.split, args.device,
         args.save_predictions, args.num_images,
         _parse_size(args.image_size) if args.image_size else None, args.seed,
         args.difficulty)
-    print(metrics.format_table(classes))
-    if args.json:
+    (metrics, classes), *others = results.values()
+    for i, (task, (m, names)) in enumerate(results.items()):  # a table per task (Table 5)
+        if others:
+            print(("\n" if i else "") + f"task {task}:")
+        print(m.format_table(names))
+    if args.json:  # the first head's metrics at the top, every head's under "tasks"
+        report = metrics.to_dict(classes)
+        if others:
+            report["tasks"] = {t: m.to_dict(n) for t, (m, n) in results.items()}
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(metrics.to_dict(classes), indent=2))
+            tmp.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _parse_inputs(text: str | None) -> tuple[tuple[str, int], ...]:
+    """``rgb,depth`` → ModelConfig.inputs pairs (modality, channels); None → () (RGB)."""
+    from .config import MODALITY_CHANNELS
+
+    if not text:
+        return ()
+    names = [n.strip() for n in text.split(",")]
+    unknown = [n for n in names if n not in MODALITY_CHANNELS]
+    if unknown:
+        raise InputError(f"--inputs takes modalities from {', '.join(MODALITY_CHANNELS)} "
+                         f"(e.g. rgb,depth), got {text!r}")
+    return tuple((n, MODALITY_CHANNELS[n]) for n in names)
 
 
 def _parse_floats(text: str | None, flag: str, count: int | None = None):
@@ -235,8 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (procedural scenes) or a data set folder (VOC, SBD, "
-                        "Cityscapes or images/+masks/, detected)")
+                   help="'synthetic' (procedural scenes), 'synthetic-rgbd' (with depth), "
+                        "'synthetic-twotask' (semantic + geometric labels) or a data set "
+                        "folder (VOC, SBD, Cityscapes, NYUDv2, SIFT Flow or images/+masks/, "
+                        "detected)")
     p.add_argument("--data-layout", choices=("voc", "sbd", "cityscapes", "nyud", "siftflow", "folder"),
                    help="override the detected layout")
     p.add_argument("--num-images", type=int, default=1000,
@@ -270,7 +296,18 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", default="fixed", choices=("fixed", "poly"))
-    p.add_argument("--class-weights", help="comma-separated, one per class")
+    p.add_argument("--class-weights", help="comma-separated, one per class (of the first "
+                                           "head's task)")
+    p.add_argument("--tasks", help="multi-task data: comma-separated tasks to train, one "
+                                   "head each, e.g. semantic,geometric (default: all; one "
+                                   "task trains a plain FCN on its labels)")
+    p.add_argument("--task-weights", help="comma-separated loss weight per task, in --tasks "
+                                          "order (default: 1 each)")
+    p.add_argument("--inputs", help="input modalities in channel order, e.g. rgb,depth or "
+                                    "rgb,hha (default rgb; depth/hha need data that has them)")
+    p.add_argument("--fusion", default="early", choices=("early", "late"),
+                   help="early: one net over the stacked inputs; late: one stream per input, "
+                        "scores summed (paper §5)")
     p.add_argument("--loss-sample-p", type=float, default=0.0,
                    help="drop final-layer cells from the loss with this probability (§3.4)")
     p.add_argument("--no-mirror", action="store_true")

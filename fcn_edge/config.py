@@ -193,8 +193,8 @@ class TrainConfig:
     in ``tasks`` (None: all the data's tasks); the primary task's head comes first and its mean
     IU picks ``best.pt``. One task trains a plain FCN on that task's labels. ``task_weights``
     (None: all 1) weight each task's pixel loss, in the order of ``tasks`` (of the heads when
-    ``tasks`` is None); the loss is their weighted sum. ``model.inputs`` decides which modalities the
-    loader stacks (paper §5, NYUDv2: rgb + depth, rgb + hha).
+    ``tasks`` is None); the loss is their weighted sum. ``model.inputs`` decides which
+    modalities the loader stacks (paper §5, NYUDv2: rgb + depth, rgb + hha).
     """
 
     model: ModelConfig = ModelConfig(backbone="resnet18")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {"train": "loop", "TrainResult": "loop", "evaluate": "evaluation",
-            "predict": "evaluation", "evaluate_checkpoint": "evaluation"}
+            "predict": "evaluation", "evaluate_checkpoint": "evaluation",
+            "evaluate_tasks": "evaluation", "evaluate_checkpoint_tasks": "evaluation"}
 __all__ = sorted(_EXPORTS)
 
 

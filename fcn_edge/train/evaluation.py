@@ -80,7 +80,7 @@ def evaluate_tasks(model: nn.Module, dataset, mean: Sequence[float], std: Sequen
     was_training = model.training
     model.eval()
     for index in range(ctx.rank, len(dataset), ctx.world):
-        sample = keep_used(dataset[index], names, heads or ((task,) if task else None))
+        sample = keep_used(dataset[index], names, heads or ((task,) if task else None), dataset)
         x = torch.from_numpy(sample_input(sample, names, mean, std))[None].to(device)
         with torch.autocast(device.type, dtype=torch.float16,
                             enabled=amp and device.type == "cuda"):

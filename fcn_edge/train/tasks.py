@@ -134,17 +134,18 @@ def sample_input(sample, names: Sequence[str], mean: Sequence[float],
     arrays = {"rgb": sample.image, **(sample.inputs or {})}
     missing = [n for n in names if n not in arrays]
     if missing:
-        raise missing_modality(names, missing, sample.name)
+        raise missing_modality(names, missing, f"sample {sample.name}")
     return stack_inputs(arrays, names, mean, std, frame_order="rgb")[0]
 
 
-def keep_used(sample, names: Sequence[str], tasks: Sequence[str] | None):
+def keep_used(sample, names: Sequence[str], tasks: Sequence[str] | None, dataset=None):
     """``sample`` with only the inputs and task masks a run uses (so augmentation moves no
     array for nothing); a needed modality it lacks is an error naming where to get it."""
     extra = [n for n in names if n != "rgb"]
     missing = [n for n in extra if n not in (sample.inputs or {})]
     if missing:
-        raise missing_modality(names, missing, sample.name)
+        where = f"sample {sample.name}" + (f" of {_name(dataset)}" if dataset is not None else "")
+        raise missing_modality(names, missing, where)
     masks = {t: task_mask(sample, t) for t in tasks} if tasks and len(tasks) > 1 else None
     if tasks and len(tasks) == 1:  # one task of several: its labels become the mask
         return sample._replace(mask=task_mask(sample, tasks[0]), masks=None,
@@ -162,7 +163,7 @@ def missing_modality(names: Sequence[str], missing: Sequence[str], where: str) -
 def check_modalities(dataset, names: Sequence[str]) -> None:
     """Fail before training, not in a loader worker, when the data lacks a model input."""
     if tuple(names) != ("rgb",) and len(dataset):
-        keep_used(dataset[0], names, None)
+        keep_used(dataset[0], names, None, dataset)
 
 
 def open_split(spec: str, split: str, layout: str | None, inputs: Sequence[str],
