@@ -56,6 +56,36 @@ def frames_to_input(frames: np.ndarray, mean, std, color_order: str = "rgb",
     return out
 
 
+def rgb_input(frames: Sequence[np.ndarray] | np.ndarray, meta: Any,
+              frame_order: str = "bgr") -> tuple[np.ndarray, int]:
+    """The RGB input tensor of an artifact (``meta``: its ArtifactMeta) for equal-size H×W×3
+    uint8 frames in ``frame_order``, and how many frame copies making it took.
+
+    Plain artifacts: normalised straight into one N×3×H×W float32 batch (one copy per frame,
+    any strides). Raw-IO artifacts take N×H×W×3 uint8 BGR: an array or a single contiguous
+    BGR frame goes in as a view (no copy); RGB or strided frames, and lists to stack, cost one.
+    """
+    n = len(frames)
+    if not meta.raw_io:
+        if isinstance(frames, np.ndarray):
+            return frames_to_input(frames, meta.mean, meta.std, meta.color_order,
+                                   frame_order), n
+        h, w = frames[0].shape[:2]
+        batch = np.empty((n, 3, h, w), np.float32)
+        for i, frame in enumerate(frames):  # straight into the batch: no stacking
+            frames_to_input(frame, meta.mean, meta.std, meta.color_order, frame_order,
+                            out=batch[i:i + 1])
+        return batch, n
+    flip = frame_order != "bgr"  # raw-IO graphs take BGR, as OpenCV delivers
+    if isinstance(frames, np.ndarray) or n == 1:
+        batch = frames if isinstance(frames, np.ndarray) else frames[0][None]
+        batch = batch[..., ::-1] if flip else batch
+        if batch.flags.c_contiguous:
+            return batch, 0
+        return np.ascontiguousarray(batch), n
+    return np.stack([f[..., ::-1] if flip else f for f in frames]), n
+
+
 def labels_from_logits(logits: np.ndarray) -> np.ndarray:
     """N×C×H×W scores → N×H×W labels (the first maximum on ties, as ONNX ArgMax and torch)."""
     logits = np.asarray(logits)

@@ -101,7 +101,7 @@ def _progress(log: Log) -> Callable[[RunStats], None]:
 
 
 class TimedBackend:
-    """A backend that notes when each ``infer`` starts and ends, in the calling thread.
+    """A backend that notes when each ``run``/``infer`` starts and ends, in the calling thread.
 
     With it the pipeline splits one Segmenter call into preprocess (before the engine), infer
     and postprocess (after it) exactly, through the Segmenter's public API alone.
@@ -111,7 +111,14 @@ class TimedBackend:
         self.inner = backend
         self.name, self.meta, self.reason = backend.name, backend.meta, backend.reason
         self.input_spec, self.thread_safe = backend.input_spec, backend.thread_safe
+        self.input_specs = backend.input_specs
         self._local = threading.local()
+
+    def run(self, feed: Any) -> Any:
+        started = time.perf_counter()
+        outputs = self.inner.run(feed)
+        self._marks().append((started, time.perf_counter()))
+        return outputs
 
     def infer(self, batch: Any) -> Any:
         started = time.perf_counter()

@@ -4,6 +4,14 @@
     labels = seg(frame)                    # H×W×3 uint8 BGR → H×W uint8 labels, same size
     cv2.imshow("fcn", seg.overlay(frame, labels))
 
+**Several inputs and heads** (paper §5). An RGB-D artifact (``seg.inputs == ("rgb", "depth")``)
+takes ``seg(frame, depth=d)``: H×W float metres or uint16 millimetres, registered to the frame
+and at its size; an RGB-HHA one ``seg(frame, hha=h)`` (H×W×3 uint8). They are encoded by
+:mod:`~fcn_edge.runtime.modalities` and resized with the frame when it is (depth by nearest
+neighbour, HHA like the frame). A multi-head artifact (``seg.tasks == ("semantic",
+"geometric")``) returns a dict task → H×W labels; ``seg.overlay(frame, labels, task=...)``
+colours one task with that task's palette (``seg.palette_of(task)``).
+
 **Frames.** An H×W×3 uint8 array in BGR, as OpenCV delivers it (``color="rgb"`` for RGB), or
 any buffer-protocol object (``bytes``, ``memoryview``, a camera SDK's buffer) with
 ``shape=(H, W, 3)``. Any strides are accepted. Grayscale (H×W or H×W×1) is replicated to three
@@ -15,11 +23,12 @@ Frames outside the backend's profile (a TensorRT engine's, or ``profile=``) are 
 it, aspect kept, and the labels mapped back by nearest neighbour: labels always come back at
 the frame's own size.
 
-**Threads.** One Segmenter may be shared by threads. Validation, normalisation, resizing and
-argmax run in the calling threads, in parallel; ``infer`` runs in parallel on backends that
-allow it (ONNX Runtime sessions, eager PyTorch) and under one lock on those that hold one
-inference's state (a TensorRT execution context; PyTorch's CUDA graphs). Stats are updated
-under a lock. For parallel TensorRT inference, use one Segmenter per thread.
+**Threads.** One Segmenter may be shared by threads. Validation, normalisation, encoding depth
+and HHA, resizing and argmax run in the calling threads, in parallel; the backend's ``run``
+runs in parallel on backends that allow it (ONNX Runtime sessions, eager PyTorch) and under
+one lock on those that hold one inference's state (a TensorRT execution context; PyTorch's
+CUDA graphs). Stats are updated under a lock. For parallel TensorRT inference, use one
+Segmenter per thread.
 
 **Copies** of pixel data made here, per frame, for a contiguous BGR frame inside the profile
 (counted in ``seg.stats.copies``; what the engine does inside is not counted):
@@ -38,9 +47,12 @@ Each of these adds one: an RGB or non-contiguous frame (a strided view, grayscal
 dropped) into a raw-IO artifact — plain artifacts read any strides while normalising, so there
 they are free; resizing into the profile (two if the frame is not contiguous); mapping labels
 back; stacking a list for ``batch`` into a raw-IO artifact; narrowing labels a backend returns
-in a wider dtype. Inside: ONNX Runtime (CPU) reads the input in place and allocates its output;
-TensorRT copies into and out of pinned memory around its DMA transfers; torch on the CPU shares
-memory both ways.
+in a wider dtype. Each extra input (depth, HHA) adds one for its encoding, written straight
+into the batch, and one more when it is resized into the profile. The per-head steps (argmax,
+narrowing, mapping back, joining chunks) count once per head. Inside: ONNX Runtime (CPU) reads
+the input in place and allocates its output; TensorRT copies into and out of pinned memory
+around its DMA transfers; torch on the CPU shares memory both ways (and concatenates several
+inputs along channels: one more copy there).
 """
 from __future__ import annotations
 
@@ -49,18 +61,22 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 
 import numpy as np
 
 from ..errors import FcnEdgeError, InputError, ModelFormatError
 from .backends import Backend, open_backend
+from .heads import Head, Labels, find_head, heads_of, pick, result_of, tasks_of
 from .metadata import ArtifactMeta, Shapes, parse_shapes
-from .processing import (as_frame, colorize, fit_size, frames_to_input, labels_dtype,
-                         labels_from_logits, overlay, resize_frame, resize_labels)
+from .modalities import check_extras, encode_batch, gather_extras, resize_extra
+from .processing import (as_frame, colorize, fit_size, labels_from_logits, overlay, resize_frame,
+                         resize_labels, rgb_input)
 
 COLORS = ("bgr", "rgb")
 _ANY = 1 << 30  # "no upper bound" for sizes when only a size multiple applies
+#: The extra inputs of equal-size frames: modality → one checked array per frame.
+Extras = Dict[str, List[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ class SegmenterStats:
     """Counters since the Segmenter opened (or ``reset_stats``)."""
 
     frames: int = 0
-    inferences: int = 0        # backend.infer calls
+    inferences: int = 0        # backend.run calls
     copies: int = 0            # pixel-data copies made by fcn-edge (see the module docstring)
     resized: int = 0           # frames resized into the profile
     infer_seconds: float = 0.0
@@ -129,63 +145,99 @@ class Segmenter:
         self._infer_lock = None if self._backend.thread_safe else threading.Lock()
         self._stats_lock = threading.Lock()
         self._stats = SegmenterStats()
-        self._labels_dtype = labels_dtype(self.meta.num_classes)
+        self._specs = tuple(self._backend.input_specs.values())
+        self._heads = heads_of(self.meta)
 
     # --- the API -----------------------------------------------------------------------------
-    def __call__(self, frame: Any, *, shape: Sequence[int] | None = None) -> np.ndarray:
-        """H×W label map (uint8; int32 beyond 256 classes) for one frame, at its size."""
+    def __call__(self, frame: Any, depth: Any = None, hha: Any = None, *,
+                 shape: Sequence[int] | None = None) -> Labels:
+        """H×W labels (uint8; int32 beyond 256 classes) for one frame, at its size; a dict
+        task → labels for a multi-head artifact. ``depth``/``hha``: the frame's other
+        modalities, for artifacts that take them (``seg.inputs``)."""
         start = time.perf_counter()
         view = as_frame(frame, shape)
+        extras = gather_extras(self.inputs, {"depth": depth, "hha": hha}, 1, lambda a: [a],
+                               self._name())
         work = _Work()
-        labels = self._segment([view], work)[0]
+        labels = self._segment([view], check_extras(extras, [0], view.shape[:2]), work)
         self._record(1, work, start)
-        return labels
+        return result_of(labels, self._heads, 0)
 
-    def batch(self, frames: np.ndarray | Iterable[Any]) -> list[np.ndarray]:
-        """One label map per frame (an N×H×W×C array or a sequence of frames, sizes may
-        differ); equal sizes run together, in batches the profile allows."""
+    def batch(self, frames: np.ndarray | Iterable[Any], depth: Any = None,
+              hha: Any = None) -> list[Labels]:
+        """One result per frame (an N×H×W×C array or a sequence of frames, sizes may
+        differ); equal sizes run together, in batches the profile allows. ``depth``/``hha``:
+        one array per frame (a sequence, or an N×H×W[×C] array), for artifacts that take them."""
         start = time.perf_counter()
         if isinstance(frames, np.ndarray) and frames.ndim != 4:
             raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got shape "
                              f"{frames.shape}; for one frame call seg(frame)")
         if _is_plain_batch(frames):
+            count = len(frames)
             groups: dict[tuple[int, int], Any] = {frames.shape[1:3]: frames}
-            order = {frames.shape[1:3]: list(range(len(frames)))}
+            order = {frames.shape[1:3]: list(range(count))}
         else:
             views = [as_frame(f) for f in frames]
-            order = {}
+            count, order = len(views), {}
             for i, view in enumerate(views):
                 order.setdefault(view.shape[:2], []).append(i)
             groups = {size: [views[i] for i in idx] for size, idx in order.items()}
-        results: list[np.ndarray] = [None] * sum(len(i) for i in order.values())  # type: ignore
+        extras = gather_extras(self.inputs, {"depth": depth, "hha": hha}, count, list,
+                               self._name())
+        results: list[Any] = [None] * count
         work = _Work()
         for size, group in groups.items():
-            for i, labels in zip(order[size], self._segment(group, work)):
-                results[i] = labels
-        self._record(len(results), work, start)
+            labels = self._segment(group, check_extras(extras, order[size], size), work)
+            for j, i in enumerate(order[size]):
+                results[i] = result_of(labels, self._heads, j)
+        self._record(count, work, start)
         return results
 
-    def colorize(self, labels: np.ndarray) -> np.ndarray:
-        """Labels → H×W×3 uint8 colours from the artifact's palette, in ``color`` order."""
-        return colorize(labels, self.meta.palette, self.color)
+    def colorize(self, labels: Labels, task: str | None = None) -> np.ndarray:
+        """Labels → H×W×3 uint8 colours from the (``task``'s) palette, in ``color`` order."""
+        head = find_head(self._heads, task, self._name())
+        return colorize(pick(labels, head), head.palette, self.color)
 
-    def overlay(self, frame: Any, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        """``frame`` blended with its colorized ``labels`` (``alpha`` of the colours)."""
+    def overlay(self, frame: Any, labels: Labels, alpha: float = 0.5,
+                task: str | None = None) -> np.ndarray:
+        """``frame`` blended with its colorized ``labels`` (``alpha`` of the colours); for a
+        multi-head artifact, ``task``'s labels in its palette (default: the first head)."""
         view = as_frame(frame)
-        labels = np.asarray(labels)
+        head = find_head(self._heads, task, self._name())
+        labels = np.asarray(pick(labels, head))
         if labels.shape != view.shape[:2]:
             raise InputError(f"labels of shape {labels.shape} do not match a frame of "
                              f"{view.shape[0]}×{view.shape[1]}")
-        return overlay(view, self.colorize(labels), alpha)
+        return overlay(view, colorize(labels, head.palette, self.color), alpha)
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """Class names (of the first head, for a multi-head artifact)."""
         return self.meta.classes
 
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
-        """RGB colours, one per class."""
+        """RGB colours, one per class (of the first head, for a multi-head artifact)."""
         return self.meta.palette
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The heads' task names, in order (paper §5, e.g. semantic, geometric); () for one."""
+        return tasks_of(self._heads)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The modalities the artifact takes, in channel order: ``("rgb",)``, ``("rgb",
+        "depth")`` …; each one but rgb is a keyword of ``seg()`` and ``seg.batch()``."""
+        return self.meta.modalities
+
+    def classes_of(self, task: str | None = None) -> tuple[str, ...]:
+        """``task``'s class names (None: the first head's)."""
+        return find_head(self._heads, task, self._name()).classes
+
+    def palette_of(self, task: str | None = None) -> tuple[tuple[int, int, int], ...]:
+        """``task``'s RGB colours (None: the first head's)."""
+        return find_head(self._heads, task, self._name()).palette
 
     @property
     def backend(self) -> Backend:
@@ -203,14 +255,14 @@ class Segmenter:
             self._stats = SegmenterStats()
 
     def info(self) -> dict[str, Any]:
-        """What runs: backend, why it was chosen, the artifact, its input and profile."""
+        """What runs: backend, why it was chosen, the artifact, its inputs, heads, profile."""
         backend, meta = self.backend, self.meta
-        spec = backend.input_spec
         return {"backend": backend.name, "reason": backend.reason,
                 "description": backend.describe(), "artifact": str(getattr(backend, "path", "")),
                 "model": meta.model, "backbone": meta.backbone, "classes": meta.num_classes,
                 "precision": meta.precision, "raw_io": meta.raw_io, "argmax": meta.argmax,
-                "input": f"{spec.name} {spec.layout} {spec.dtype}",
+                "input": ", ".join(f"{s.name} {s.layout} {s.dtype}" for s in self._specs),
+                "inputs": self.inputs, "tasks": self.tasks,
                 "profile": str(self.profile) if self.profile else "any size",
                 "thread_safe": backend.thread_safe, "color": self.color}
 
@@ -218,7 +270,9 @@ class Segmenter:
         if self._backend is None:
             return "Segmenter(closed)"
         meta = self.meta
-        kinds = [k for k, on in (("raw-IO", meta.raw_io), ("argmax", meta.argmax)) if on]
+        kinds = [k for k, on in (("raw-IO", meta.raw_io), ("argmax", meta.argmax),
+                                 (" + ".join(self.inputs), len(self.inputs) > 1),
+                                 ("heads " + ", ".join(self.tasks), bool(self.tasks))) if on]
         return (f"Segmenter({meta.model}/{meta.backbone}, {meta.num_classes} classes, "
                 f"{Path(getattr(self._backend, 'path', '?')).name} on {self._backend.name}"
                 + "".join(f", {k}" for k in kinds) + ")")
@@ -234,82 +288,81 @@ class Segmenter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _name(self) -> str:
+        return Path(getattr(self._backend, "path", "the model")).name
+
     # --- the work ----------------------------------------------------------------------------
-    def _segment(self, frames: Sequence[np.ndarray], work: _Work) -> np.ndarray:
-        """Equal-size frames → N×H×W labels at that size."""
+    def _segment(self, frames: Sequence[np.ndarray], extras: Extras,
+                 work: _Work) -> dict[str, np.ndarray]:
+        """Equal-size frames (and their extra inputs) → output name → N×H×W labels."""
         n = len(frames)
         h, w = frames[0].shape[:2]
         size = self._fit(h, w)
         if size != (h, w):
-            work.copies += sum(1 + (not f.flags.c_contiguous) for f in frames)
+            work.copies += sum(1 + (not f.flags.c_contiguous) for f in frames) + n * len(extras)
             work.resized += n
             frames = [resize_frame(f, size) for f in frames]
+            extras = {m: [resize_extra(m, a, size) for a in arrays]
+                      for m, arrays in extras.items()}
         lo, hi = (self.profile.min[0], self.profile.max[0]) if self.profile else (1, n)
         outputs = []
         for start in range(0, n, hi):
             chunk = frames[start:start + hi]
+            more = {m: arrays[start:start + hi] for m, arrays in extras.items()}
             pad = max(0, lo - len(chunk))
             if pad:  # below the profile's minimum batch: repeat the last frame, drop its labels
                 chunk = list(chunk) + [chunk[-1]] * pad
-            outputs.append(self._run(chunk, work)[:len(chunk) - pad])
-        labels = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
-        work.copies += n if len(outputs) > 1 else 0
+                more = {m: arrays + [arrays[-1]] * pad for m, arrays in more.items()}
+            result = self._run(chunk, more, work)
+            outputs.append({k: v[:len(chunk) - pad] for k, v in result.items()})
+        labels = outputs[0] if len(outputs) == 1 else {
+            k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+        work.copies += n * len(labels) if len(outputs) > 1 else 0
         if size != (h, w):
-            labels = resize_labels(labels, (h, w))
-            work.copies += n
+            labels = {k: resize_labels(v, (h, w)) for k, v in labels.items()}
+            work.copies += n * len(labels)
         return labels
 
-    def _run(self, chunk: Sequence[np.ndarray], work: _Work) -> np.ndarray:
-        batch = self._input(chunk, work)
+    def _run(self, chunk: Sequence[np.ndarray], extras: Extras,
+             work: _Work) -> dict[str, np.ndarray]:
+        feed = {}
+        for spec in self._specs:
+            if spec.modality == "rgb":
+                feed[spec.name], copies = rgb_input(chunk, self.meta, self.color)
+                work.copies += copies
+            else:  # encoded straight into the batch: one copy per frame
+                feed[spec.name] = encode_batch(spec.modality, extras[spec.modality],
+                                               self.meta.mean, self.meta.std)
+                work.copies += len(chunk)
         backend = self.backend
         start = time.perf_counter()
         if self._infer_lock is None:
-            output = backend.infer(batch)
+            outputs = backend.run(feed)
         else:
             with self._infer_lock:
-                output = backend.infer(batch)
+                outputs = backend.run(feed)
         work.infer_seconds += time.perf_counter() - start
         work.inferences += 1
-        return self._labels(output, len(chunk), chunk[0].shape[:2], work)
+        size = chunk[0].shape[:2]
+        return {h.output: self._labels(outputs, h, len(chunk), size, work) for h in self._heads}
 
-    def _input(self, chunk: Sequence[np.ndarray], work: _Work) -> np.ndarray:
-        """The artifact's input for equal-size frames; copies only where it must."""
-        n = len(chunk)
-        meta = self.meta
-        if not meta.raw_io:
-            if isinstance(chunk, np.ndarray):
-                batch = frames_to_input(chunk, meta.mean, meta.std, meta.color_order, self.color)
-            else:
-                h, w = chunk[0].shape[:2]
-                batch = np.empty((n, 3, h, w), np.float32)
-                for i, frame in enumerate(chunk):  # straight into the batch: no stacking
-                    frames_to_input(frame, meta.mean, meta.std, meta.color_order, self.color,
-                                    out=batch[i:i + 1])
-            work.copies += n
-            return batch
-        flip = self.color != "bgr"  # raw-IO graphs take BGR, as OpenCV delivers
-        if isinstance(chunk, np.ndarray) or n == 1:
-            frames = chunk if isinstance(chunk, np.ndarray) else chunk[0][None]
-            frames = frames[..., ::-1] if flip else frames
-            if frames.flags.c_contiguous:
-                return frames
-            work.copies += n
-            return np.ascontiguousarray(frames)
-        work.copies += n
-        return np.stack([f[..., ::-1] if flip else f for f in chunk])
-
-    def _labels(self, output: np.ndarray, n: int, size: tuple[int, int],
-                work: _Work) -> np.ndarray:
-        output = np.asarray(output)
+    def _labels(self, outputs: dict[str, np.ndarray], head: Head, n: int,
+                size: tuple[int, int], work: _Work) -> np.ndarray:
+        """One head's N×H×W labels from the backend's outputs."""
+        if head.output not in outputs:
+            raise ModelFormatError(f"{self.backend.name} returned {', '.join(outputs)} but no "
+                                   f"'{head.output}'")
+        output = np.asarray(outputs[head.output])
         if self.meta.argmax:
             labels = output
-            if labels.dtype != self._labels_dtype:
+            if labels.dtype != head.dtype:
                 work.copies += n
-                labels = labels.astype(self._labels_dtype)
+                labels = labels.astype(head.dtype)
         else:
-            if output.ndim != 4 or output.shape[1] != self.meta.num_classes:
+            classes = len(head.classes)
+            if output.ndim != 4 or output.shape[1] != classes:
                 raise ModelFormatError(f"{self.backend.name} returned logits of shape "
-                                       f"{output.shape}; {self.meta.num_classes} classes expected")
+                                       f"{output.shape}; {classes} classes expected")
             labels = labels_from_logits(output)
             work.copies += n
         if labels.shape != (n, *size):

@@ -28,10 +28,11 @@ from ...export.engine_file import is_engine_file, read_engine_header
 from . import onnxruntime as _ort
 from . import tensorrt as _trt
 from . import torch as _torch
-from .base import Backend, BackendBase, InputSpec
+from .base import Backend, BackendBase, InputSpec, check_feed, input_specs
 
 __all__ = ["BACKENDS", "KINDS", "AUTO_ORDER", "Backend", "BackendBase", "BackendEntry",
-           "InputSpec", "artifact_kind", "available_backends", "backend_names", "open_backend"]
+           "InputSpec", "artifact_kind", "available_backends", "backend_names", "check_feed",
+           "input_specs", "open_backend"]
 
 Probe = Callable[[Path], "tuple[bool, str]"]
 

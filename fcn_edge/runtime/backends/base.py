@@ -1,23 +1,27 @@
 """The ``Backend`` protocol: one small interface in front of every inference engine.
 
 Modelled on Polygraphy's runners: a backend is opened on an artifact, is a context manager,
-says what it takes (:class:`InputSpec`) and what it is (``name``, ``meta``, ``describe()``),
-and ``infer(batch)`` returns the artifact's one output — N×C×H×W float32 logits, or N×H×W
-labels for argmax artifacts — for a batch laid out as ``input_spec`` says. Pre- and
-post-processing (frames → input, logits → labels, resizing) are not a backend's business:
-:class:`~fcn_edge.runtime.segmenter.Segmenter` does them once, for every backend alike.
+says what it takes (:class:`InputSpec`, one per input tensor) and what it is (``name``,
+``meta``, ``describe()``), and ``run(feed)`` maps input tensor names to batches and returns
+every output by name — N×C×H×W float32 logits, or N×H×W labels for argmax artifacts, one per
+head (paper §5: several inputs such as RGB + depth, several heads such as semantic +
+geometric). ``infer(batch)`` is the one-input, one-output shorthand most artifacts need; it
+refuses an artifact with more inputs or outputs (naming them) rather than guess which one is
+meant. Pre- and post-processing (frames → input, logits → labels, resizing, encoding depth)
+are not a backend's business: :class:`~fcn_edge.runtime.segmenter.Segmenter` does them once,
+for every backend alike.
 
-Threads: a backend with ``thread_safe = True`` may have ``infer`` called from several threads at
-once (ONNX Runtime sessions allow concurrent ``run``). One with ``thread_safe = False`` keeps
-one inference's state between calls (a TensorRT execution context and its bound buffers, a
-captured CUDA graph's static tensors): its callers must serialise ``infer``, as the Segmenter
-does with one lock.
+Threads: a backend with ``thread_safe = True`` may have ``run``/``infer`` called from several
+threads at once (ONNX Runtime sessions allow concurrent ``run``). One with
+``thread_safe = False`` keeps one inference's state between calls (a TensorRT execution context
+and its bound buffers, a captured CUDA graph's static tensors): its callers must serialise
+calls, as the Segmenter does with one lock.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,27 +34,29 @@ NCHW, NHWC = "NCHW", "NHWC"
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What ``infer`` takes.
+    """What one input tensor takes.
 
     Attributes:
-        name: the input tensor's name (``images`` or ``frames``).
-        layout: ``NCHW`` (normalised float32 images) or ``NHWC`` (uint8 BGR frames).
+        name: the tensor's name (``images`` or ``frames`` for RGB; ``depth``, ``hha``).
+        layout: ``NCHW`` (normalised or encoded float32) or ``NHWC`` (uint8 BGR frames).
         dtype: float32 or uint8.
         profile: hard (batch, height, width) bounds, as a TensorRT optimisation profile sets
             them; None when any size runs.
+        channels: 3 for images and HHA, 1 for depth (paper §5).
+        modality: ``rgb``, ``depth`` or ``hha``: what the tensor carries.
     """
 
     name: str
     layout: str
     dtype: np.dtype
     profile: Shapes | None = None
+    channels: int = 3
+    modality: str = "rgb"
 
     @classmethod
     def for_meta(cls, meta: ArtifactMeta, profile: Shapes | None = None) -> "InputSpec":
-        """The spec an artifact's metadata implies."""
-        if meta.raw_io:
-            return cls(meta.input_name, NHWC, np.dtype(np.uint8), profile)
-        return cls(meta.input_name, NCHW, np.dtype(np.float32), profile)
+        """The spec of the artifact's first input (its RGB input, where it has one)."""
+        return next(iter(input_specs(meta, profile).values()))
 
     def dims(self, batch_shape: tuple[int, ...]) -> tuple[int, int, int]:
         """(batch, height, width) of a batch of this layout."""
@@ -59,7 +65,8 @@ class InputSpec:
         return batch_shape[0], batch_shape[2], batch_shape[3]
 
     def tensor_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
-        return (n, h, w, 3) if self.layout == NHWC else (n, 3, h, w)
+        c = self.channels
+        return (n, h, w, c) if self.layout == NHWC else (n, c, h, w)
 
     def check(self, batch: np.ndarray) -> None:
         """Refuse a batch of the wrong dtype, rank, channel count or size with an InputError."""
@@ -68,13 +75,45 @@ class InputSpec:
             raise InputError(f"'{self.name}' takes a 4-D {self.dtype} {self.layout} batch, "
                              f"got {got}")
         channels = batch.shape[3] if self.layout == NHWC else batch.shape[1]
-        if channels != 3 or batch.size == 0:
-            raise InputError(f"'{self.name}' takes 3 channels ({self.layout}) and a non-empty "
-                             f"batch, got shape {batch.shape}")
+        if channels != self.channels or batch.size == 0:
+            raise InputError(f"'{self.name}' takes {self.channels} channel"
+                             f"{'s' if self.channels != 1 else ''} ({self.layout}) and a "
+                             f"non-empty batch, got shape {batch.shape}")
         if self.profile is not None and not self.profile.covers(*self.dims(batch.shape)):
             n, h, w = self.dims(batch.shape)
             raise InputError(f"batch {n}×{h}×{w} is outside the profile {self.profile} "
                              f"(N×H×W min:opt:max); Segmenter resizes frames into it")
+
+
+def input_specs(meta: ArtifactMeta, profile: Shapes | None = None) -> dict[str, InputSpec]:
+    """Every input tensor's spec, by name, in the model's channel order (paper §5 RGB-D)."""
+    return {name: InputSpec(name, layout, np.dtype(dtype), profile, channels, modality)
+            for (name, layout, channels, dtype), modality in zip(meta.input_tensors(),
+                                                                 meta.modalities)}
+
+
+def check_feed(specs: Mapping[str, InputSpec], feed: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Refuse a feed that lacks an input, names an unknown one, or whose batches differ in
+    batch size, height or width; returns their common (batch, height, width)."""
+    if not isinstance(feed, Mapping):
+        raise InputError(f"run takes a dict of input name → batch ({', '.join(specs)}), got "
+                         f"{type(feed).__name__}")
+    missing = [n for n in specs if n not in feed]
+    unknown = [n for n in feed if n not in specs]
+    if missing or unknown:
+        raise InputError(f"the model's inputs are {', '.join(specs)}; the feed "
+                         + (f"lacks {', '.join(missing)}" if missing else "")
+                         + ("; " if missing and unknown else "")
+                         + (f"has unknown {', '.join(map(str, unknown))}" if unknown else ""))
+    dims = {}
+    for name, spec in specs.items():
+        spec.check(feed[name])
+        dims[name] = spec.dims(feed[name].shape)
+    if len(set(dims.values())) > 1:
+        shown = ", ".join(f"{n} {d[0]}×{d[1]}×{d[2]}" for n, d in dims.items())
+        raise InputError(f"every input must have one batch size, height and width (N×H×W), "
+                         f"got {shown}")
+    return next(iter(dims.values()))
 
 
 @runtime_checkable
@@ -83,9 +122,14 @@ class Backend(Protocol):
 
     name: str                # e.g. "onnxruntime:cpu", "tensorrt", "torch:cuda"
     meta: ArtifactMeta
-    input_spec: InputSpec
+    input_spec: InputSpec    # the first input's (the RGB input, where there is one)
     thread_safe: bool
     reason: str              # why ``open_backend`` chose it ("" when asked for by name)
+
+    @property
+    def input_specs(self) -> dict[str, InputSpec]: ...
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -99,7 +143,9 @@ class Backend(Protocol):
 
 
 class BackendBase:
-    """What every fcn-edge backend shares: context management, closing, a description."""
+    """What every fcn-edge backend shares: context management, closing, a description, and
+    ``run``/``infer`` in terms of each other — a backend implements ``run`` (every artifact),
+    or only ``infer`` (one input, one output; e.g. a test's stand-in)."""
 
     name = "backend"
     thread_safe = True
@@ -109,8 +155,40 @@ class BackendBase:
     input_spec: InputSpec
     _closed = False
 
+    @property
+    def input_specs(self) -> dict[str, InputSpec]:
+        """Every input's spec, by name, in the model's order; all share ``input_spec``'s
+        profile (one optimisation profile bounds every input alike)."""
+        specs = self.__dict__.get("_input_specs")
+        if specs is None or next(iter(specs.values())).profile != self.input_spec.profile:
+            specs = self.__dict__["_input_specs"] = input_specs(self.meta,
+                                                                self.input_spec.profile)
+        return specs
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output, by tensor name, for ``feed`` (input tensor name → batch)."""
+        if type(self).infer is BackendBase.infer:
+            raise NotImplementedError(f"{type(self).__name__} implements neither run nor infer")
+        self._check_single_io("run")
+        check_feed({self.input_spec.name: self.input_spec}, feed)
+        return {self.meta.output_name: self.infer(feed[self.input_spec.name])}
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The one output for a batch of the one input (``run`` for several)."""
+        if type(self).run is BackendBase.run:
+            raise NotImplementedError(f"{type(self).__name__} implements neither run nor infer")
+        self._check_single_io("infer")
+        return self.run({self.input_spec.name: batch})[self.meta.output_name]
+
+    def _check_single_io(self, caller: str) -> None:
+        inputs, outputs = self.meta.input_names, self.meta.output_names
+        if len(inputs) > 1 or len(outputs) > 1:
+            what = "run(feed) with a dict of inputs" if caller == "infer" else \
+                "a backend that implements run"
+            raise InputError(f"{self.path.name} takes {len(inputs)} input(s) "
+                             f"({', '.join(inputs)}) and gives {len(outputs)} output(s) "
+                             f"({', '.join(outputs)}); {caller} handles one of each: use "
+                             f"{what}, or a Segmenter")
 
     def describe(self) -> str:
         return f"{self.name} running {self.path}"

@@ -3,7 +3,8 @@
 One ``InferenceSession`` per backend, with every graph optimisation on and a configurable
 intra-op thread count. The artifact's metadata comes from the session
 (``get_modelmeta().custom_metadata_map``). ``run`` on one session may be called from several
-threads at once (ONNX Runtime documents sessions as thread-safe), so this backend is.
+threads at once (ONNX Runtime documents sessions as thread-safe), so this backend is. Several
+inputs and outputs (paper §5: RGB + depth in, one output per head) are fed and fetched by name.
 
 The TensorRT execution provider builds its engines for an optimisation profile; this backend
 gives it the artifact's own shapes (so ``input_spec.profile`` bounds the sizes, as with a native
@@ -22,7 +23,7 @@ import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
 from ..metadata import ArtifactMeta
-from .base import BackendBase, InputSpec
+from .base import BackendBase, InputSpec, check_feed, input_specs
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
              "cpu": "CPUExecutionProvider"}
@@ -92,16 +93,17 @@ class OnnxRuntimeBackend(BackendBase):
         # With the TensorRT provider, sizes outside the profile it was given would fail.
         profile = self.meta.shapes if active == "tensorrt" else None
         self.input_spec = InputSpec.for_meta(self.meta, profile)
+        self._outputs = list(self.meta.output_names)
         self._version = ort.__version__
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The artifact's output for ``batch``; concurrent calls are allowed."""
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for ``feed`` (input name → batch); concurrent calls allowed."""
         self._check_open()
-        self.input_spec.check(batch)
+        n, h, w = check_feed(self.input_specs, feed)
         try:
-            return self._session.run([self.meta.output_name], {self.input_spec.name: batch})[0]
+            return dict(zip(self._outputs, self._session.run(self._outputs, dict(feed))))
         except Exception as exc:  # onnxruntime's own classes, all plain Exceptions
-            raise FcnEdgeError(f"onnxruntime failed on a {batch.shape} batch of {self.path}: "
+            raise FcnEdgeError(f"onnxruntime failed on a {n}×{h}×{w} batch of {self.path}: "
                                f"{_first_line(exc)}") from None
 
     def describe(self) -> str:
@@ -152,11 +154,11 @@ def _trt_options(meta: ArtifactMeta | None, fp16: bool, device_id: int,
                "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": "True",
                "trt_fp16_enable": str(bool(fp16))}
     if meta is not None:  # an explicit profile: no rebuild each time a new size arrives
-        spec = InputSpec.for_meta(meta)
+        specs = input_specs(meta).values()
         for key, dims in zip(("min", "opt", "max"), (meta.shapes.min, meta.shapes.opt,
                                                      meta.shapes.max)):
-            shape = "x".join(str(d) for d in spec.tensor_shape(*dims))
-            options[f"trt_profile_{key}_shapes"] = f"{spec.name}:{shape}"
+            options[f"trt_profile_{key}_shapes"] = ",".join(
+                f"{s.name}:" + "x".join(str(d) for d in s.tensor_shape(*dims)) for s in specs)
     return options
 
 
@@ -178,10 +180,11 @@ def _session_meta(session: Any, path: Path) -> ArtifactMeta:
     meta = ArtifactMeta.from_props(session.get_modelmeta().custom_metadata_map, source=str(path))
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if inputs != [meta.input_name] or meta.output_name not in outputs:
+    if sorted(inputs) != sorted(meta.input_names) or not set(meta.output_names) <= set(outputs):
         raise ModelFormatError(f"{path} has inputs {inputs} and outputs {outputs}, but its "
-                               f"metadata says '{meta.input_name}' → '{meta.output_name}': "
-                               f"export it again with `fcn-edge export`")
+                               f"metadata says {', '.join(meta.input_names)} → "
+                               f"{', '.join(meta.output_names)}: export it again with "
+                               f"`fcn-edge export`")
     return meta
 
 

@@ -5,30 +5,34 @@ machine's TensorRT release and GPU (:func:`~fcn_edge.export.engine_file.check_en
 *before* the plan goes to ``deserialize_cuda_engine`` — a plan from another release does not
 load, and one tuned for another GPU must not run — so a stale engine fails with one message
 naming both machines and the command that rebuilds it. Then an execution context is created and
-the input's optimisation profile read with ``get_tensor_profile_shape``.
+every input's optimisation profile read with ``get_tensor_profile_shape`` (they must agree:
+the inputs of one model share N×H×W).
 
-Each ``infer``: ``set_input_shape`` (inside the profile), the output shapes from the context,
-pinned host and device buffers per tensor (grown on demand, or sized for the profile maximum
-with ``preallocate=True``), input → pinned buffer, ``cudaMemcpyAsync`` to the device,
-``set_tensor_address``, ``execute_async_v3`` on the backend's stream, the output back into pinned
-memory, ``cudaStreamSynchronize``, and one copy out of the pinned buffer (the next call reuses
-it). Host copies: two (into and out of pinned memory), plus the two DMA transfers.
+Each ``run`` (``infer`` for one input and output): ``set_input_shape`` for every input (inside
+the profile), the output shapes from the context, pinned host and device buffers per tensor
+(grown on demand, or sized for the profile maximum with ``preallocate=True``), each input →
+its pinned buffer, ``cudaMemcpyAsync`` to the device, ``set_tensor_address`` for every input
+and output (paper §5 models: RGB + depth in, one output per head), ``execute_async_v3`` on the
+backend's stream, every output back into pinned memory, ``cudaStreamSynchronize``, and one copy
+out of each pinned output buffer (the next call reuses it). Host copies: two per tensor (into
+or out of pinned memory and out to the caller), plus one DMA transfer per tensor.
+
+Which tensors are inputs and outputs, whether they match the metadata, the profile they share
+and the shapes to reserve are decided by plain functions (:func:`check_io`,
+:func:`common_profile`, :func:`profile_shapes`), testable without TensorRT.
 
 Not thread-safe: an execution context holds one inference's shapes and addresses, so callers
-serialise ``infer`` (Segmenter does); for parallel inference open one backend per thread — each
+serialise ``run`` (Segmenter does); for parallel inference open one backend per thread — each
 has its own context, stream and buffers.
 
-CUDA through cuda-python (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6), else pycuda.
+CUDA through cuda-python (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6), else pycuda
+(``cuda.py``).
 """
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata as md
-from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +40,10 @@ from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatE
 from ...export.engine_file import (TRT_EXTRA, check_engine_compatible, engine_meta, query_gpu,
                                    read_engine, read_engine_header)
 from ..metadata import ArtifactMeta, Shapes
-from .base import BackendBase, InputSpec
+from .base import BackendBase, InputSpec, check_feed, input_specs
+from .cuda import _Buffer, _open_cuda
+from .cuda import _CudaRuntime  # noqa: F401 — here for tests that stand in for cuda-python
+from .cuda import has_module as _has_module
 
 _ALIGN = 1 << 20  # grow buffers in whole MiB: fewer reallocations as sizes creep up
 
@@ -99,28 +106,33 @@ class TensorRTBackend(BackendBase):
             raise ModelFormatError(f"TensorRT {trt.__version__} could not deserialise {self.path} "
                                    f"(see its messages above): rebuild it with `fcn-edge build "
                                    f"MODEL.onnx`")
-        self._dtypes, self._outputs = _io_tensors(trt, self._engine, self.meta, self.path)
+        self._dtypes, self._outputs = check_io(_engine_io(trt, self._engine), self.meta,
+                                               self.path)
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise BackendUnavailable(f"TensorRT could not create an execution context for "
                                      f"{self.path} (out of GPU memory?)")
-        self.input_spec = InputSpec.for_meta(self.meta, _profile(self._engine, self.meta))
+        profiles = {name: _tensor_profile(self._engine, spec)
+                    for name, spec in input_specs(self.meta).items()}
+        self.input_spec = InputSpec.for_meta(self.meta, common_profile(profiles, self.path))
         self._stream = self._cuda.stream()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The engine's output for ``batch``. Not thread-safe: serialise calls."""
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for ``feed`` (input name → batch). Not thread-safe."""
         self._check_open()
-        self.input_spec.check(batch)
-        name = self.meta.input_name
+        check_feed(self.input_specs, feed)
         with self._cuda.active():
-            if not self._context.set_input_shape(name, tuple(batch.shape)):
-                raise InputError(f"TensorRT refused input shape {batch.shape} for {self.path} "
-                                 f"(profile {self.input_spec.profile})")
+            for name in self.input_specs:
+                if not self._context.set_input_shape(name, tuple(feed[name].shape)):
+                    raise InputError(f"TensorRT refused shape {feed[name].shape} for '{name}' "
+                                     f"of {self.path} (profile {self.input_spec.profile})")
             shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in self._outputs}
-            source = self._buffer(name, batch.nbytes)
-            np.copyto(source.view(batch.dtype, batch.shape), batch)  # into pinned memory
-            self._cuda.htod(source, batch.nbytes, self._stream)
-            self._context.set_tensor_address(name, source.device)
+            for name in self.input_specs:
+                batch = feed[name]
+                source = self._buffer(name, batch.nbytes)
+                np.copyto(source.view(batch.dtype, batch.shape), batch)  # into pinned memory
+                self._cuda.htod(source, batch.nbytes, self._stream)
+                self._context.set_tensor_address(name, source.device)
             for out, shape in shapes.items():
                 self._context.set_tensor_address(out, self._buffer(out, self._nbytes(out, shape))
                                                  .device)
@@ -128,8 +140,8 @@ class TensorRTBackend(BackendBase):
             for out, shape in shapes.items():
                 self._cuda.dtoh(self._buffers[out], self._nbytes(out, shape), self._stream)
             self._cuda.sync(self._stream)
-            result = self.meta.output_name
-            return self._buffers[result].view(self._dtypes[result], shapes[result]).copy()
+            return {out: self._buffers[out].view(self._dtypes[out], shapes[out]).copy()
+                    for out in self.meta.output_names}
 
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._cuda.handle(self._stream)):
@@ -150,10 +162,9 @@ class TensorRTBackend(BackendBase):
         return buffer
 
     def _reserve(self, dims: tuple[int, int, int]) -> None:
-        name = self.meta.input_name
-        shape = self.input_spec.tensor_shape(*dims)
-        self._context.set_input_shape(name, shape)
-        self._buffer(name, self._nbytes(name, shape))
+        for name, shape in profile_shapes(self.input_specs, dims).items():
+            self._context.set_input_shape(name, shape)
+            self._buffer(name, self._nbytes(name, shape))
         for out in self._outputs:
             self._buffer(out, self._nbytes(out, tuple(self._context.get_tensor_shape(out))))
 
@@ -183,31 +194,58 @@ class TensorRTBackend(BackendBase):
             pass
 
 
-def _profile(engine: Any, meta: ArtifactMeta) -> Shapes:
-    """The input's optimisation profile 0 as (batch, height, width) triples."""
-    spec = InputSpec.for_meta(meta)
-    lo, opt, hi = engine.get_tensor_profile_shape(meta.input_name, 0)
+def _tensor_profile(engine: Any, spec: InputSpec) -> Shapes:
+    """An input's optimisation profile 0 as (batch, height, width) triples."""
+    lo, opt, hi = engine.get_tensor_profile_shape(spec.name, 0)
     return Shapes(*(spec.dims(tuple(int(d) for d in dims)) for dims in (lo, opt, hi)))
 
 
-def _io_tensors(trt: Any, engine: Any, meta: ArtifactMeta,
-                path: Path) -> tuple[dict[str, np.dtype], list[str]]:
-    """Every I/O tensor's numpy dtype, and the output names; checked against the metadata."""
-    dtypes, inputs, outputs = {}, [], []
+def _engine_io(trt: Any, engine: Any) -> list[tuple[str, bool, np.dtype]]:
+    """``(name, is_input, numpy dtype)`` of every I/O tensor, in the engine's order."""
+    io = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        dtypes[name] = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        (inputs if is_input else outputs).append(name)
-    if inputs != [meta.input_name] or meta.output_name not in outputs:
+        io.append((name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                   np.dtype(trt.nptype(engine.get_tensor_dtype(name)))))
+    return io
+
+
+def check_io(io: Sequence[tuple[str, bool, np.dtype]], meta: ArtifactMeta,
+             path: Path) -> tuple[dict[str, np.dtype], list[str]]:
+    """Every tensor's dtype and the outputs to bind, from the engine's ``(name, is_input,
+    dtype)`` list; a ModelFormatError unless its inputs are the metadata's (names and dtypes)
+    and its outputs include the metadata's (one per head, paper §5)."""
+    dtypes = {name: np.dtype(dtype) for name, _, dtype in io}
+    inputs = [name for name, is_input, _ in io if is_input]
+    outputs = [name for name, is_input, _ in io if not is_input]
+    if sorted(inputs) != sorted(meta.input_names) or not set(meta.output_names) <= set(outputs):
         raise ModelFormatError(f"{path} has inputs {inputs} and outputs {outputs}, but its "
-                               f"header says '{meta.input_name}' → '{meta.output_name}'")
-    expected = InputSpec.for_meta(meta).dtype
-    if dtypes[meta.input_name] != expected:
-        raise ModelFormatError(f"{path} takes {dtypes[meta.input_name]} '{meta.input_name}'; "
-                               f"fcn-edge engines take {expected}: rebuild it with `fcn-edge "
+                               f"header says {', '.join(meta.input_names)} → "
+                               f"{', '.join(meta.output_names)}: rebuild it with `fcn-edge "
                                f"build`")
+    for name, spec in input_specs(meta).items():
+        if dtypes[name] != spec.dtype:
+            raise ModelFormatError(f"{path} takes {dtypes[name]} '{name}'; fcn-edge engines "
+                                   f"take {spec.dtype}: rebuild it with `fcn-edge build`")
     return dtypes, outputs
+
+
+def common_profile(profiles: Mapping[str, Shapes], path: Path) -> Shapes:
+    """The one (batch, height, width) profile every input shares; a ModelFormatError when the
+    inputs' profiles differ (a model's modalities come at one size: fcn-edge builds them so)."""
+    distinct = set(profiles.values())
+    if len(distinct) != 1:
+        shown = "; ".join(f"{name} {shapes}" for name, shapes in profiles.items())
+        raise ModelFormatError(f"{path}: the inputs' optimisation profiles differ ({shown}); "
+                               f"every input must share N×H×W: rebuild it with `fcn-edge build`")
+    return distinct.pop()
+
+
+def profile_shapes(specs: Mapping[str, InputSpec],
+                   dims: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+    """Each input's full tensor shape at (batch, height, width) ``dims``: what
+    ``set_input_shape`` takes (e.g. images 1×3×H×W and depth 1×1×H×W)."""
+    return {name: spec.tensor_shape(*dims) for name, spec in specs.items()}
 
 
 def _import_tensorrt() -> Any:
@@ -219,13 +257,6 @@ def _import_tensorrt() -> Any:
     return tensorrt
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return find_spec(name) is not None
-    except (ImportError, ValueError):  # a parent package that is missing or half-installed
-        return False
-
-
 def _tensorrt_version() -> str:
     for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"):
         try:
@@ -233,147 +264,3 @@ def _tensorrt_version() -> str:
         except md.PackageNotFoundError:
             continue
     return _import_tensorrt().__version__  # installed outside pip (JetPack, tarball)
-
-
-# --- CUDA: pinned and device buffers, a stream ----------------------------------------------
-
-@dataclass
-class _Buffer:
-    host: np.ndarray   # pinned, ``capacity`` bytes
-    device: int        # device address
-    capacity: int
-    token: Any         # what the CUDA binding needs to free it
-
-    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        return self.host[:nbytes].view(dtype).reshape(shape)
-
-
-def _open_cuda(device_id: int) -> Any:
-    try:
-        from cuda.bindings import runtime  # cuda-python ≥ 12.6
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # older cuda-python
-        except ImportError:
-            runtime = None
-    if runtime is not None:
-        return _CudaRuntime(runtime, device_id)
-    if not _has_module("pycuda"):
-        raise BackendUnavailable(f"TensorRT needs CUDA bindings (cuda-python or pycuda): "
-                                 f"{TRT_EXTRA}")
-    return _PyCuda(device_id)
-
-
-class _CudaRuntime:
-    """The CUDA runtime API through cuda-python; every call returns ``(error, *values)``."""
-
-    def __init__(self, runtime: Any, device_id: int) -> None:
-        self._rt, self._device = runtime, device_id
-        try:
-            self._call(runtime.cudaSetDevice(device_id), f"selecting GPU {device_id}")
-        except FcnEdgeError as exc:
-            raise BackendUnavailable(f"no usable CUDA GPU for TensorRT: {exc}") from None
-
-    def _call(self, result: Any, what: str) -> Any:
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self._rt.cudaError_t.cudaSuccess:
-            name = self._rt.cudaGetErrorName(err)[1]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            raise FcnEdgeError(f"CUDA failed {what}: {name}")
-        return values[0] if len(values) == 1 else None
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        # The current device is per host thread: set it on whichever thread calls.
-        self._call(self._rt.cudaSetDevice(self._device), "selecting the GPU")
-        yield
-
-    def alloc(self, nbytes: int, name: str) -> _Buffer:
-        what = f"allocating {nbytes / 2**20:.0f} MiB for '{name}'"
-        host_ptr = self._call(self._rt.cudaMallocHost(nbytes), what + " (pinned)")
-        try:
-            device = self._call(self._rt.cudaMalloc(nbytes), what)
-        except FcnEdgeError:
-            self._rt.cudaFreeHost(host_ptr)
-            raise
-        host = np.ctypeslib.as_array((ctypes.c_ubyte * nbytes).from_address(int(host_ptr)))
-        return _Buffer(host, int(device), nbytes, host_ptr)
-
-    def free(self, buffer: _Buffer) -> None:
-        self._rt.cudaFree(buffer.device)
-        self._rt.cudaFreeHost(buffer.token)
-
-    def stream(self) -> Any:
-        return self._call(self._rt.cudaStreamCreate(), "creating a stream")
-
-    def handle(self, stream: Any) -> int:
-        return int(stream)
-
-    def htod(self, buffer: _Buffer, nbytes: int, stream: Any) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call(self._rt.cudaMemcpyAsync(buffer.device, buffer.token, nbytes, kind, stream),
-                   "copying the input to the GPU")
-
-    def dtoh(self, buffer: _Buffer, nbytes: int, stream: Any) -> None:
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call(self._rt.cudaMemcpyAsync(buffer.token, buffer.device, nbytes, kind, stream),
-                   "copying the output from the GPU")
-
-    def sync(self, stream: Any) -> None:
-        self._call(self._rt.cudaStreamSynchronize(stream), "running the stream")
-
-    def destroy_stream(self, stream: Any) -> None:
-        self._rt.cudaStreamDestroy(stream)
-
-
-class _PyCuda:
-    """pycuda on the device's primary context, which TensorRT's runtime API also uses."""
-
-    def __init__(self, device_id: int) -> None:
-        import pycuda.driver as cuda
-
-        try:
-            cuda.init()
-            self._context = cuda.Device(device_id).retain_primary_context()
-        except cuda.Error as exc:
-            raise BackendUnavailable(f"no usable CUDA GPU for TensorRT: {exc}") from None
-        self._cuda = cuda
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        self._context.push()  # a pycuda context is current per thread: push on the caller's
-        try:
-            yield
-        finally:
-            self._cuda.Context.pop()
-
-    def alloc(self, nbytes: int, name: str) -> _Buffer:
-        try:
-            host = self._cuda.pagelocked_empty(nbytes, np.uint8)
-            device = self._cuda.mem_alloc(nbytes)
-        except self._cuda.Error as exc:
-            raise FcnEdgeError(f"CUDA failed allocating {nbytes / 2**20:.0f} MiB for "
-                               f"'{name}': {exc}") from None
-        return _Buffer(host, int(device), nbytes, device)
-
-    def free(self, buffer: _Buffer) -> None:
-        buffer.token.free()  # the pinned array goes with its last reference
-
-    def stream(self) -> Any:
-        return self._cuda.Stream()
-
-    def handle(self, stream: Any) -> int:
-        return int(stream.handle)
-
-    def htod(self, buffer: _Buffer, nbytes: int, stream: Any) -> None:
-        self._cuda.memcpy_htod_async(buffer.device, buffer.host[:nbytes], stream)
-
-    def dtoh(self, buffer: _Buffer, nbytes: int, stream: Any) -> None:
-        self._cuda.memcpy_dtoh_async(buffer.host[:nbytes], buffer.device, stream)
-
-    def sync(self, stream: Any) -> None:
-        stream.synchronize()
-
-    def destroy_stream(self, stream: Any) -> None:
-        pass  # freed with its last reference

@@ -1,8 +1,11 @@
 """PyTorch backend: an fcn-edge checkpoint run by the model code itself — the reference.
 
-It takes what a plain ONNX takes (normalised N×3×H×W float32 images) and describes itself with
-the metadata the exporter would write for that checkpoint (``artifact_meta``), so a Segmenter
-treats a checkpoint like any other artifact and the ONNX/TensorRT labels can be held to it.
+It takes what a plain ONNX takes (normalised N×3×H×W float32 images; for a model with several
+inputs, paper §5, one encoded N×c×H×W float32 tensor per modality, stacked here along channels
+in the model's order) and gives what it gives (one output per head, named as the exporter
+names them), and describes itself with the metadata the exporter would write for that
+checkpoint (``artifact_meta``), so a Segmenter treats a checkpoint like any other artifact and
+the ONNX/TensorRT labels can be held to it.
 
 * CPU: fp32 (the reference), ``threads`` sets ``torch.set_num_threads`` — process-wide, as torch
   has one intra-op pool.
@@ -21,12 +24,13 @@ import importlib.metadata as md
 from collections import OrderedDict
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ...errors import BackendUnavailable, InputError
-from .base import BackendBase, InputSpec
+from ..processing import labels_dtype
+from .base import BackendBase, InputSpec, check_feed
 
 TORCH_EXTRA = 'pip install "fcn-edge[train]"'
 DEVICES = ("cpu", "cuda")
@@ -91,32 +95,40 @@ class TorchBackend(BackendBase):
         self.thread_safe = not cuda_graphs
         self.name = f"torch:{device}"
         self.input_spec = InputSpec.for_meta(self.meta)
-        self._label_dtype = torch.uint8 if self.meta.labels_dtype == "uint8" else torch.int32
+        self._outputs = output_names(self.meta)
+        self._label_dtypes = {name: torch.uint8 if labels_dtype(n) == np.uint8 else torch.int32
+                              for name, n in output_classes(self.meta).items()}
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (or labels with ``argmax``) for a normalised image batch."""
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Logits (or labels with ``argmax``) by output name, for encoded input batches."""
         self._check_open()
-        self.input_spec.check(batch)
+        check_feed(self.input_specs, feed)
         torch = self._torch
-        if not batch.flags.writeable:  # torch.from_numpy warns on read-only arrays
-            batch = batch.copy()
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self._device)  # shares memory on the CPU
+            parts = [torch.from_numpy(_writeable(feed[name])).to(self._device)  # CPU: shared
+                     for name in self.input_specs]
+            # One input tensor (paper §5 early fusion; late fusion splits it again).
+            x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             if self._channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = self._replay(x) if self._graphs is not None else self._forward(x)
-            return y.cpu().numpy()  # on the CPU: no copy
+            return {name: t.cpu().numpy() for name, t in y.items()}  # on the CPU: no copy
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Any) -> dict[str, Any]:
         torch = self._torch
         # Autocast's weight-cast cache must be off under graph capture (PyTorch's CUDA graphs
         # notes): cached casts would be freed while the graph still points at them.
         with torch.autocast(self._device.type, dtype=torch.float16, enabled=self._fp16,
                             cache_enabled=self._graphs is None):
-            logits = self._model(x)
-        if self.meta.argmax:
-            return logits.argmax(1).to(self._label_dtype)
-        return logits.float().contiguous()
+            scores = self._model(x)
+        if not isinstance(scores, dict):  # one head
+            scores = {None: scores}
+        out = {}
+        for task, logits in scores.items():
+            name = self._outputs[task]
+            out[name] = (logits.argmax(1).to(self._label_dtypes[name]) if self.meta.argmax
+                         else logits.float().contiguous())
+        return out
 
     def _replay(self, x: Any) -> Any:
         key = tuple(x.shape)
@@ -160,6 +172,24 @@ class TorchBackend(BackendBase):
     def close(self) -> None:
         self._model = self._graphs = None
         super().close()
+
+
+def output_names(meta: Any) -> dict[str | None, str]:
+    """Task (None for a one-task model) → the output tensor that carries it."""
+    if not meta.heads:
+        return {None: meta.output_name}
+    return {h["task"]: h["output"] for h in meta.heads}
+
+
+def output_classes(meta: Any) -> dict[str, int]:
+    """Output tensor → its number of classes."""
+    if not meta.heads:
+        return {meta.output_name: meta.num_classes}
+    return {h["output"]: int(h["num_classes"]) for h in meta.heads}
+
+
+def _writeable(batch: np.ndarray) -> np.ndarray:
+    return batch if batch.flags.writeable else batch.copy()  # torch.from_numpy warns otherwise
 
 
 def _import_torch() -> Any:
