@@ -16,6 +16,7 @@ from fcn_edge.runtime.modalities import encode_depth, stack_inputs
 from fcn_edge.train import evaluate_checkpoint, train
 from fcn_edge.train.loader import AugmentedDataset
 from fcn_edge.train.tasks import nyud_modality
+from support import write_gray, write_rgb
 
 RGBD = (("rgb", 3), ("depth", 1))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -102,3 +103,32 @@ def test_cli_trains_late_fusion_on_rgbd(tmp_path, capsys):
     assert load_model(out / "best.pt").config.fusion == "late"
     assert main(["train", "--inputs", "rgb,lidar", "--out", str(out)]) == 1
     assert "--inputs takes modalities from rgb, depth, hha" in capsys.readouterr().err
+
+
+def _write_nyud(root, ids=("5001", "5002", "5003")) -> None:
+    """A tiny NYUDv2 folder in the reference layout: RGB, uint16-mm depth, .mat labels."""
+    savemat = pytest.importorskip("scipy.io").savemat
+    for i, idx in enumerate(ids):
+        rng = np.random.default_rng(i)
+        name = f"img_{idx}"
+        write_rgb(root / "data" / "images" / f"{name}.png",
+                  rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+        depth = np.tile(np.linspace(1500, 3000, 48), (32, 1)).astype(np.uint16)
+        write_gray(root / "data" / "depth" / f"{name}.png", depth + np.uint16(100 * i))
+        (root / "segmentation").mkdir(parents=True, exist_ok=True)
+        labels = np.kron(rng.integers(0, 41, (4, 4)), np.ones((8, 12))).astype(np.uint8)
+        savemat(root / "segmentation" / f"{name}.mat", {"segmentation": labels})
+    (root / "train.txt").write_text("\n".join(ids[:2]) + "\n")
+    (root / "val.txt").write_text(ids[2] + "\n")
+
+
+def test_an_nyudv2_folder_is_read_with_the_hha_the_model_takes(tmp_path):
+    root = tmp_path / "nyud"
+    _write_nyud(root)
+    hha = ModelConfig(name="fcn32s", backbone="resnet18", inputs=(("rgb", 3), ("hha", 3)))
+    result = train(rgbd(tmp_path / "run", model=hha, data=str(root), batch_size=1),
+                   progress=False)
+    model = load_model(result.best_path)
+    assert model.config.num_classes == 40 and model.meta["inputs"] == ["rgb", "hha"]
+    metrics, classes = evaluate_checkpoint(result.best_path, str(root), device="cpu")
+    assert len(classes) == 40 and metrics.mean_iou == pytest.approx(result.best_miou)
