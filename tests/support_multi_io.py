@@ -19,10 +19,12 @@ SIZE = 48  # frames and the export's parity size: small, so every test stays fas
 
 
 def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), heads=TWO_HEADS,
-                          fusion: str = "early", name: str = "fcn32s", seed: int = 0) -> Path:
-    """A ResNet18 FCN taking ``inputs`` with ``heads`` (or 8 classes when ``heads`` is empty),
-    random weights, score layers drawn from N(0, 0.05²) so labels vary over the image; its
-    meta names every task's classes and colours as training writes them."""
+                          fusion: str = "early", name: str = "fcn16s", seed: int = 0) -> Path:
+    """A ResNet18 FCN (16s by default, as the paper's SIFT Flow net; 32s labels barely vary
+    at 48 px) taking ``inputs`` with ``heads`` (or 8 classes when ``heads`` is empty), random
+    weights, score layers drawn from N(0, 0.05²) so labels vary over the image (the upsampling
+    stays bilinear, so they vary smoothly, as a trained net's do); its meta names every task's
+    classes and colours as training writes them."""
     import torch
 
     from fcn_edge.data import PROCEDURAL_CLASSES, voc_palette
@@ -35,7 +37,7 @@ def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), head
                          **options)
     with torch.no_grad():
         for key, param in model.named_parameters():
-            if "score" in key:
+            if key.split(".")[-2].startswith("score"):  # score_fr, score_pool4 …: not upscore
                 param.normal_(0, 0.05) if param.ndim > 1 else param.zero_()
     meta = {"classes": list(PROCEDURAL_CLASSES), "palette": voc_palette(8).tolist(),
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

@@ -26,7 +26,7 @@ SIZES = [(48, 48), (37, 53), (1, 9)]
 
 @pytest.fixture(scope="module")
 def rgbd(tmp_path_factory):
-    """An RGB-D (early fusion) FCN-32s with semantic and geometric heads: its checkpoint,
+    """An RGB-D (early fusion) FCN-16s with semantic and geometric heads: its checkpoint,
     each ONNX kind exported, and its PyTorch reference."""
     tmp = tmp_path_factory.mktemp("rgbd")
     checkpoint = make_multi_checkpoint(tmp / "two.pt")
