@@ -162,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         output=args.output, save_masks=args.save_masks, show=args.show, alpha=args.alpha,
         max_frames=args.max_frames, stats=args.stats, live=args.live, threads=args.threads,
         queue_size=args.queue_size, reconnect_timeout=args.reconnect_timeout,
-        progress_every=args.progress_every)
+        progress_every=args.progress_every, head=args.head, depth=args.depth)
     try:
         stats = run(config, log=print)
     except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
@@ -417,6 +417,12 @@ def _add_run_parser(sub) -> None:
                    help="seconds to keep reopening a dropped live source")
     p.add_argument("--progress-every", type=float, default=5.0,
                    help="seconds between progress lines (0: none)")
+    p.add_argument("--head", metavar="TASK",
+                   help="multi-head models: the task the overlays show (default: the first); "
+                        "--save-masks writes every head's, a subfolder per task")
+    p.add_argument("--depth", metavar="DIR",
+                   help="RGB-D models: a folder of 16-bit depth PNGs (millimetres) named like "
+                        "the source's images")
     p.set_defaults(func=cmd_run)
 
 

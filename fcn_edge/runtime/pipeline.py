@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -106,8 +106,11 @@ def backend_name(segmenter: Any) -> str:
     return name if isinstance(name, str) else type(segmenter).__name__
 
 
-def _segment_timed(segmenter: Any, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    """Labels and the seconds spent in preprocess, infer and postprocess inside the Segmenter.
+def _segment_timed(segmenter: Any, image: np.ndarray,
+                   extras: Mapping[str, np.ndarray] | None = None) -> tuple[Any, dict[str, float]]:
+    """Labels (task → labels for a multi-head artifact) and the seconds spent in preprocess,
+    infer and postprocess inside the Segmenter; ``extras`` are the frame's other modalities
+    (``depth`` …, paper §5), passed to the Segmenter by name.
 
     The split is exact when the Segmenter runs on a backend that records when ``infer`` starts
     and ends (``run`` wraps it in :class:`~fcn_edge.runtime.run.TimedBackend`); otherwise the
@@ -118,7 +121,7 @@ def _segment_timed(segmenter: Any, image: np.ndarray) -> tuple[np.ndarray, dict[
     take_marks = getattr(backend, "take_marks", None)
     stats_before = getattr(segmenter, "stats", None)
     started = time.perf_counter()
-    labels = segmenter(image)
+    labels = segmenter(image, **extras) if extras else segmenter(image)
     ended = time.perf_counter()
     marks = take_marks() if take_marks is not None else []
     if marks:
@@ -135,9 +138,11 @@ class _Pipeline:
     """State shared by the three stage threads of one run."""
 
     def __init__(self, source: Source, segmenter: Any, sinks: Sequence[Sink], alpha: float,
-                 max_frames: int | None, queue_size: int, stop: threading.Event) -> None:
+                 max_frames: int | None, queue_size: int, stop: threading.Event,
+                 task: str | None = None) -> None:
         self.source, self.segmenter, self.sinks = source, segmenter, list(sinks)
         self.alpha, self.max_frames = float(alpha), max_frames
+        self.overlay_options = {"task": task} if task is not None else {}
         self.need_overlay = any(getattr(s, "needs_overlay", True) for s in self.sinks)
         self.stop = stop
         self.enough = threading.Event()      # max_frames reached: stop reading, drain the rest
@@ -205,7 +210,7 @@ class _Pipeline:
                     continue
                 if frame is _END:
                     break
-                labels, seconds = _segment_timed(self.segmenter, frame.image)
+                labels, seconds = _segment_timed(self.segmenter, frame.image, frame.extras)
                 self.results_q.put((frame, labels, seconds), self.stop)
                 inferred += 1
                 if self.max_frames and inferred >= self.max_frames:
@@ -233,11 +238,12 @@ class _Pipeline:
                 except Exception as exc:  # noqa: BLE001 - close the others, then report
                     self.errors.append(exc)
 
-    def _write_one(self, frame: Frame, labels: np.ndarray, seconds: dict[str, float]) -> None:
+    def _write_one(self, frame: Frame, labels: Any, seconds: dict[str, float]) -> None:
         started = time.perf_counter()
         overlay = None
         if self.need_overlay:
-            overlay = self.segmenter.overlay(frame.image, labels, alpha=self.alpha)
+            overlay = self.segmenter.overlay(frame.image, labels, alpha=self.alpha,
+                                             **self.overlay_options)
         written = time.perf_counter()
         # postprocess = the Segmenter's (argmax, resizing back) + colouring the overlay.
         seconds["postprocess"] = seconds.get("postprocess", 0.0) + written - started
@@ -256,7 +262,7 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
                  max_frames: int | None = None, queue_size: int = 4,
                  on_progress: Callable[[RunStats], None] | None = None,
                  progress_every: float = 1.0,
-                 stop: threading.Event | None = None) -> RunStats:
+                 stop: threading.Event | None = None, task: str | None = None) -> RunStats:
     """Segment every frame of ``source`` (the latest ones, for live sources) into ``sinks``.
 
     Args:
@@ -270,6 +276,8 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
         on_progress: called from the calling thread every ``progress_every`` seconds with the
             running statistics; raising KeyboardInterrupt there ends the run like Ctrl-C.
         stop: set it from any thread to end the run as Ctrl-C does.
+        task: the head the overlays show, for a multi-head artifact (paper §5; None: the
+            first). Sinks get every head's labels (``Result.labels`` is then a dict).
 
     Returns:
         The run's :class:`RunStats`; ``interrupted`` is True after Ctrl-C or ``stop``.
@@ -280,7 +288,7 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be ≥ 1 or None, got {max_frames}")
     run = _Pipeline(source, segmenter, sinks, alpha, max_frames, queue_size,
-                    stop or threading.Event())
+                    stop or threading.Event(), task)
     run.stats.rss_start_mb = run.stats.rss_peak_mb = rss_mb()
     done = [threading.Event() for _ in range(3)]
     threads = [threading.Thread(target=run.guarded(fn, event), name=f"fcn-edge-{fn.__name__}",

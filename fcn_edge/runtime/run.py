@@ -3,7 +3,10 @@
 :class:`RunConfig` holds everything the command line sets; :func:`run` wires a source, a
 :class:`~fcn_edge.runtime.Segmenter` and the sinks into the pipeline, prints the end summary
 and writes the ``--stats`` JSON. The model file describes itself (classes, palette,
-preprocessing), so nothing else is needed.
+preprocessing), so nothing else is needed — but an RGB-D artifact (paper §5) needs each frame's
+depth: ``--depth DIR`` (``runtime/depth.py``). For a multi-head artifact the overlays show one
+head (``--head TASK``, default the first) and ``--save-masks`` writes every head's masks, one
+subfolder per task.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from ..io import atomic_path
+from .depth import with_depth
 from .pipeline import RunStats, run_pipeline
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
@@ -45,11 +49,18 @@ class RunConfig:
     queue_size: int = 4
     reconnect_timeout: float = 30.0
     progress_every: float = 5.0         # seconds between progress lines; 0: none
+    head: str | None = None             # the task overlays show (multi-head; None: the first)
+    depth: str | None = None            # folder of 16-bit depth PNGs (mm), for RGB-D artifacts
 
     def check(self) -> None:
         """Refuse contradictory or out-of-range settings before anything is opened."""
         if (self.source is None) == (self.camera is None):
             raise InputError("give exactly one of SOURCE or --camera N")
+        if self.depth and (self.camera is not None or "://" in str(self.source)):
+            raise InputError("--depth is supported only for image sources for now (a folder, "
+                             "glob or image file), not cameras or streams: record frames to a "
+                             "folder and pass their 16-bit depth PNGs (millimetres), named "
+                             "like them, with --depth DIR")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"--alpha must be between 0 and 1, got {self.alpha}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -70,6 +81,8 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
     source = open_source(spec, live=config.live, reconnect_timeout=config.reconnect_timeout,
                          log=log)
     try:
+        if config.depth:
+            source = with_depth(source, config.depth, log)
         if config.output:  # refuse a wrong --output before the (slower) model load
             _output_kind(Path(config.output), source)
         segmenter, backend = _open_segmenter(config)
@@ -77,14 +90,16 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
         source.close()
         raise
     try:
+        task = _check_model_inputs(config, segmenter)
         sinks = _make_sinks(config, source, segmenter, log)
         log(f"fcn-edge run: {Path(config.model).name} on {backend.name}, "
             f"{'live ' if source.live else ''}{source.description}"
-            + (f" ({len(source)} frames)" if len(source) else ""))
+            + (f" ({len(source)} frames)" if len(source) else "")
+            + (f", overlays of head {task}" if task else ""))
         stats = run_pipeline(source, segmenter, sinks, alpha=config.alpha,
                              max_frames=config.max_frames, queue_size=config.queue_size,
                              on_progress=_progress(log) if config.progress_every > 0 else None,
-                             progress_every=config.progress_every or 1.0, stop=stop)
+                             progress_every=config.progress_every or 1.0, stop=stop, task=task)
     finally:
         # The pipeline's reader releases the source itself, in its own thread; here it is
         # only closed when the pipeline never started.
@@ -168,11 +183,40 @@ def _open_segmenter(config: RunConfig) -> tuple[Any, TimedBackend]:
         raise
 
 
+def _check_model_inputs(config: RunConfig, segmenter: Any) -> str | None:
+    """Refuse a model whose inputs the run cannot supply, or a --depth/--head it has no use
+    for; returns the task the overlays show (None for a one-task model)."""
+    name, inputs, tasks = Path(config.model).name, segmenter.inputs, segmenter.tasks
+    if "depth" in inputs and not config.depth:
+        raise InputError(f"{name} takes {' + '.join(inputs)}: pass --depth DIR, a folder of "
+                         f"16-bit depth PNGs (millimetres) named like the images")
+    if config.depth and "depth" not in inputs:
+        raise InputError(f"--depth given but {name} takes only {' + '.join(inputs)}: leave "
+                         f"--depth out")
+    others = [m for m in inputs if m not in ("rgb", "depth")]
+    if others:
+        raise InputError(f"{name} takes {' + '.join(inputs)}; fcn-edge run supplies rgb and "
+                         f"depth only: use the Python API, Segmenter(...)(frame, "
+                         f"{others[0]}=...)")
+    if config.head is None:
+        return tasks[0] if tasks else None
+    if not tasks:
+        raise InputError(f"--head {config.head}: {name} has one task; --head chooses among "
+                         f"the heads of a multi-head model")
+    if config.head not in tasks:
+        raise InputError(f"--head {config.head}: {name} has no such head; its tasks are "
+                         f"{', '.join(tasks)}")
+    return config.head
+
+
 def _make_sinks(config: RunConfig, source: Source, segmenter: Any, log: Log) -> list[Sink]:
     sinks: list[Sink] = []
     if config.output:
         sinks.append(_output_sink(Path(config.output), source, log))
-    if config.save_masks:
+    if config.save_masks and segmenter.tasks:  # every head's masks, a folder per task
+        sinks.extend(MaskDirSink(Path(config.save_masks) / task, segmenter.palette_of(task),
+                                 log=log, task=task) for task in segmenter.tasks)
+    elif config.save_masks:
         sinks.append(MaskDirSink(config.save_masks, segmenter.meta.palette, log=log))
     if config.show:
         sinks.append(WindowSink(f"fcn-edge: {source.description}", log=log))

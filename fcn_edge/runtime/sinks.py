@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +41,9 @@ class Result:
     """One processed frame: the frame, its H×W label map and (when asked for) the overlay."""
 
     frame: Frame
-    labels: np.ndarray | None    # None: a plain frame to write (the demo's input video)
+    #: H×W labels, task → H×W labels for a multi-head artifact (paper §5), or None: a plain
+    #: frame to write (the demo's input video)
+    labels: np.ndarray | Mapping[str, np.ndarray] | None
     overlay: np.ndarray | None = None
 
 
@@ -190,13 +192,19 @@ class ImageFileSink:
 
 
 class MaskDirSink:
-    """Label maps as palette PNGs ``<name>.png`` (VOC's format: pixel values are class ids)."""
+    """Label maps as palette PNGs ``<name>.png`` (VOC's format: pixel values are class ids).
+
+    For a multi-head artifact, one sink per head: ``task`` picks its labels from each result
+    (and ``palette`` should be that task's).
+    """
 
     needs_overlay = False
 
     def __init__(self, directory: str | os.PathLike,
-                 palette: Sequence[Sequence[int]] | np.ndarray, log: Log | None = None) -> None:
+                 palette: Sequence[Sequence[int]] | np.ndarray, log: Log | None = None,
+                 task: str | None = None) -> None:
         self.directory = Path(directory)
+        self.task = task
         self.directory.mkdir(parents=True, exist_ok=True)
         self.palette = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
         self.frames = 0
@@ -206,6 +214,12 @@ class MaskDirSink:
     def write(self, result: Result) -> None:
         path = self.directory / f"{result.frame.name}.png"
         labels = result.labels
+        if isinstance(labels, Mapping):
+            if self.task not in labels:
+                raise InputError(f"{self.directory}: the results hold the tasks "
+                                 f"{', '.join(labels)}; this mask folder was made for "
+                                 f"{self.task!r}")
+            labels = labels[self.task]
         if labels.dtype == np.uint8:
             write_palette_png(path, labels, self.palette)
         else:

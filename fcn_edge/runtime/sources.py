@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -53,6 +53,9 @@ class Frame:
     image: np.ndarray       # H×W×3 uint8 BGR
     timestamp: float        # time.perf_counter() when it was read
     name: str               # image file stem, or the zero-padded index for video
+    #: The frame's other input modalities by name (``depth``: H×W, paper §5 RGB-D), as the
+    #: Segmenter takes them; None for plain RGB frames. See ``runtime/depth.py``.
+    extras: Optional[Mapping[str, np.ndarray]] = None
 
 
 class Source:
