@@ -23,13 +23,15 @@ import numpy as np
 from ..config import TrainConfig
 from ..data import SYNTHETIC_READERS, detect_layout, normalize, open_dataset
 from ..data.classes import voc_palette
+from ..data.nyud import hha_from_depth
 from ..errors import InputError
 from ..runtime.modalities import stack_inputs
 
 #: Where each extra modality can come from, for the error when a data set lacks one.
 MODALITY_SOURCES = {
     "depth": "--data synthetic-rgbd, or an NYUDv2 folder (modality rgbd)",
-    "hha": "an NYUDv2 folder (modality hha or rgb+hha)",
+    "hha": "an NYUDv2 folder (modality hha or rgb+hha), or any data with depth (--data "
+           "synthetic-rgbd): HHA is then computed from the depth",
 }
 
 
@@ -131,7 +133,7 @@ def sample_input(sample, names: Sequence[str], mean: Sequence[float],
     rgb image as ``data.normalize`` makes it, depth and HHA as the runtime encodes them)."""
     if tuple(names) == ("rgb",):
         return normalize(sample.image, mean, std)
-    arrays = {"rgb": sample.image, **(sample.inputs or {})}
+    arrays = {"rgb": sample.image, **(with_hha(sample, names).inputs or {})}
     missing = [n for n in names if n not in arrays]
     if missing:
         raise missing_modality(names, missing, f"sample {sample.name}")
@@ -142,6 +144,7 @@ def keep_used(sample, names: Sequence[str], tasks: Sequence[str] | None, dataset
     """``sample`` with only the inputs and task masks a run uses (so augmentation moves no
     array for nothing); a needed modality it lacks is an error naming where to get it."""
     extra = [n for n in names if n != "rgb"]
+    sample = with_hha(sample, names)
     missing = [n for n in extra if n not in (sample.inputs or {})]
     if missing:
         where = f"sample {sample.name}" + (f" of {_name(dataset)}" if dataset is not None else "")
@@ -151,6 +154,15 @@ def keep_used(sample, names: Sequence[str], tasks: Sequence[str] | None, dataset
         return sample._replace(mask=task_mask(sample, tasks[0]), masks=None,
                                inputs={n: sample.inputs[n] for n in extra} or None)
     return sample._replace(inputs={n: sample.inputs[n] for n in extra} or None, masks=masks)
+
+
+def with_hha(sample, names: Sequence[str]):
+    """``sample`` with HHA computed from its depth (``hha_from_depth``, NYUDv2's intrinsics)
+    when ``names`` take HHA and the data set gives only depth (e.g. ``synthetic-rgbd``)."""
+    inputs = sample.inputs or {}
+    if "hha" not in names or "hha" in inputs or "depth" not in inputs:
+        return sample
+    return sample._replace(inputs={**inputs, "hha": hha_from_depth(inputs["depth"])})
 
 
 def missing_modality(names: Sequence[str], missing: Sequence[str], where: str) -> InputError:

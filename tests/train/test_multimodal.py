@@ -9,6 +9,7 @@ import torch
 from fcn_edge.cli import main
 from fcn_edge.config import ModelConfig, TrainConfig
 from fcn_edge.data import open_dataset
+from fcn_edge.data.nyud import hha_from_depth
 from fcn_edge.errors import InputError
 from fcn_edge.models import build, load_model, read_weights
 from fcn_edge.models.fusion import LateFusionFCN
@@ -81,8 +82,22 @@ def test_a_missing_modality_stops_training_before_it_starts(tmp_path):
         train(rgbd(tmp_path, data="synthetic"), progress=False)
     hha = ModelConfig(name="fcn32s", backbone="resnet18", inputs=(("rgb", 3), ("hha", 3)))
     with pytest.raises(InputError, match="hha comes with an NYUDv2 folder"):
-        train(rgbd(tmp_path, model=hha), progress=False)
+        train(rgbd(tmp_path, model=hha, data="synthetic"), progress=False)
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_hha_is_computed_from_depth_where_the_data_has_only_depth(tmp_path):
+    data = open_dataset("synthetic-rgbd", "train", num_images=2, size=(24, 32), seed=1)
+    names = ("rgb", "hha")
+    x, _ = AugmentedDataset(data, MEAN, STD, None, seed=0, inputs=names)[0]
+    hha = hha_from_depth(data[0].inputs["depth"])
+    assert np.array_equal(x.numpy(), stack_inputs({"rgb": data[0].image, "hha": hha}, names,
+                                                  MEAN, STD)[0])
+    # The paper's NYUDv2 net, RGB + HHA late fusion, then trains on the RGB-D stand-in.
+    late = ModelConfig(name="fcn32s", backbone="resnet18", inputs=(("rgb", 3), ("hha", 3)),
+                       fusion="late")
+    result = train(rgbd(tmp_path, model=late), progress=False)
+    assert load_model(result.best_path).names == ("rgb", "hha")
 
 
 def test_nyudv2_is_read_with_the_modality_the_inputs_need():
