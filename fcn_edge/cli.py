@@ -162,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         output=args.output, save_masks=args.save_masks, show=args.show, alpha=args.alpha,
         max_frames=args.max_frames, stats=args.stats, live=args.live, threads=args.threads,
         queue_size=args.queue_size, reconnect_timeout=args.reconnect_timeout,
-        progress_every=args.progress_every, head=args.head, depth=args.depth)
+        progress_every=args.progress_every, head=args.head, depth=args.depth, hha=args.hha)
     try:
         stats = run(config, log=print)
     except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
@@ -423,6 +423,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--depth", metavar="DIR",
                    help="RGB-D models: a folder of 16-bit depth PNGs (millimetres) named like "
                         "the source's images")
+    p.add_argument("--hha", metavar="DIR",
+                   help="RGB-HHA models: a folder of 8-bit HHA PNGs named like the source's "
+                        "images")
     p.set_defaults(func=cmd_run)
 
 

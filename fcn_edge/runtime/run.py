@@ -3,8 +3,9 @@
 :class:`RunConfig` holds everything the command line sets; :func:`run` wires a source, a
 :class:`~fcn_edge.runtime.Segmenter` and the sinks into the pipeline, prints the end summary
 and writes the ``--stats`` JSON. The model file describes itself (classes, palette,
-preprocessing), so nothing else is needed — but an RGB-D artifact (paper §5) needs each frame's
-depth: ``--depth DIR`` (``runtime/depth.py``). For a multi-head artifact the overlays show one
+preprocessing), so nothing else is needed — but an RGB-D or RGB-HHA artifact (paper §5) needs
+each frame's depth or HHA: ``--depth DIR``, ``--hha DIR`` (``runtime/paired.py``). For a
+multi-head artifact the overlays show one
 head (``--head TASK``, default the first) and ``--save-masks`` writes every head's masks, one
 subfolder per task.
 """
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from ..io import atomic_path
-from .depth import with_depth
+from .paired import KINDS, with_extras
 from .pipeline import RunStats, run_pipeline
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
@@ -51,16 +52,23 @@ class RunConfig:
     progress_every: float = 5.0         # seconds between progress lines; 0: none
     head: str | None = None             # the task overlays show (multi-head; None: the first)
     depth: str | None = None            # folder of 16-bit depth PNGs (mm), for RGB-D artifacts
+    hha: str | None = None              # folder of 8-bit HHA PNGs, for RGB-HHA artifacts
+
+    @property
+    def extras(self) -> dict[str, str]:
+        """Modality → folder, for the modalities given (``--depth``, ``--hha``)."""
+        return {m: folder for m, folder in (("depth", self.depth), ("hha", self.hha)) if folder}
 
     def check(self) -> None:
         """Refuse contradictory or out-of-range settings before anything is opened."""
         if (self.source is None) == (self.camera is None):
             raise InputError("give exactly one of SOURCE or --camera N")
-        if self.depth and (self.camera is not None or "://" in str(self.source)):
-            raise InputError("--depth is supported only for image sources for now (a folder, "
-                             "glob or image file), not cameras or streams: record frames to a "
-                             "folder and pass their 16-bit depth PNGs (millimetres), named "
-                             "like them, with --depth DIR")
+        if self.extras and (self.camera is not None or "://" in str(self.source)):
+            flags = " and ".join(f"--{m}" for m in self.extras)
+            raise InputError(f"{flags} work{'s' if len(self.extras) == 1 else ''} only with "
+                             f"image sources for now (a folder, glob or image file), not "
+                             f"cameras or streams: record frames to a folder "
+                             f"and pass {flags} folders of files named like them")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"--alpha must be between 0 and 1, got {self.alpha}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -81,8 +89,7 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
     source = open_source(spec, live=config.live, reconnect_timeout=config.reconnect_timeout,
                          log=log)
     try:
-        if config.depth:
-            source = with_depth(source, config.depth, log)
+        source = with_extras(source, config.extras, log)
         if config.output:  # refuse a wrong --output before the (slower) model load
             _output_kind(Path(config.output), source)
         segmenter, backend = _open_segmenter(config)
@@ -184,20 +191,18 @@ def _open_segmenter(config: RunConfig) -> tuple[Any, TimedBackend]:
 
 
 def _check_model_inputs(config: RunConfig, segmenter: Any) -> str | None:
-    """Refuse a model whose inputs the run cannot supply, or a --depth/--head it has no use
-    for; returns the task the overlays show (None for a one-task model)."""
+    """Refuse a model whose inputs the run cannot supply, or a --depth/--hha/--head it has no
+    use for; returns the task the overlays show (None for a one-task model)."""
     name, inputs, tasks = Path(config.model).name, segmenter.inputs, segmenter.tasks
-    if "depth" in inputs and not config.depth:
-        raise InputError(f"{name} takes {' + '.join(inputs)}: pass --depth DIR, a folder of "
-                         f"16-bit depth PNGs (millimetres) named like the images")
-    if config.depth and "depth" not in inputs:
-        raise InputError(f"--depth given but {name} takes only {' + '.join(inputs)}: leave "
-                         f"--depth out")
-    others = [m for m in inputs if m not in ("rgb", "depth")]
-    if others:
-        raise InputError(f"{name} takes {' + '.join(inputs)}; fcn-edge run supplies rgb and "
-                         f"depth only: use the Python API, Segmenter(...)(frame, "
-                         f"{others[0]}=...)")
+    takes = " + ".join(inputs)
+    for modality in (m for m in inputs if m != "rgb"):
+        if modality not in config.extras:
+            raise InputError(f"{name} takes {takes}: pass --{modality} DIR, a folder of "
+                             f"{KINDS[modality]} named like the images")
+    for modality in config.extras:
+        if modality not in inputs:
+            raise InputError(f"--{modality} given but {name} takes only {takes}: leave "
+                             f"--{modality} out")
     if config.head is None:
         return tasks[0] if tasks else None
     if not tasks:

@@ -1,6 +1,6 @@
-"""`fcn-edge run` with an RGB-D, two-headed model (paper §5): depth PNGs matched to images by
-file stem, overlays of the head chosen with --head, masks for every head, and one clear line for
-every input the run cannot use."""
+"""`fcn-edge run` with the §5 models: an RGB-D two-headed one (depth PNGs matched to images by
+file stem, overlays of the head chosen with --head, masks for every head), an RGB-HHA late
+fusion one (--hha), and one clear line for every input the run cannot use."""
 from __future__ import annotations
 
 import re
@@ -16,7 +16,7 @@ from fcn_edge.cli import main
 from fcn_edge.data import read_palette_png
 from fcn_edge.errors import InputError
 from fcn_edge.runtime import Segmenter
-from fcn_edge.runtime.depth import match_depth, read_depth, with_depth
+from fcn_edge.runtime.paired import match_files, read_depth, read_hha, with_extras
 from fcn_edge.runtime.sources import open_source
 
 from support import write_video
@@ -111,7 +111,7 @@ def test_depth_for_videos_cameras_and_plain_models_is_refused(model, images, tmp
     rgb, depth, _ = images
     video = write_video(tmp_path / "in.mp4", [np.zeros((40, 56, 3), np.uint8)] * 3)
     assert _run(model, video, "--depth", str(depth)) == 1
-    assert "--depth is supported only for image sources" in capsys.readouterr().err
+    assert "--depth works only with image sources" in capsys.readouterr().err
     assert main(["run", "--camera", "0", "--model", str(model), "--depth", str(depth)]) == 1
     assert "not cameras or streams" in capsys.readouterr().err
     plain = onnx_artifact("rawio_argmax")
@@ -124,12 +124,12 @@ def test_depth_for_videos_cameras_and_plain_models_is_refused(model, images, tmp
 def test_depth_files_are_matched_by_stem_and_checked(images, tmp_path):
     rgb, depth, arrays = images
     paths = sorted(rgb.iterdir())
-    assert {p.stem: q.name for p, q in match_depth(paths, depth).items()} == {
+    assert {p.stem: q.name for p, q in match_files(paths, depth, "depth").items()} == {
         s: f"{s}.png" for s in STEMS}
     partial = tmp_path / "partial"
     write_depth_png(partial / "a.png", arrays["a"][1])
     with pytest.raises(InputError, match=r"no depth for b10.png, b2.png .*b10.png\)"):
-        match_depth(paths, partial)
+        match_files(paths, partial, "depth")
     assert np.array_equal(read_depth(depth / "a.png"), arrays["a"][1])
     cv2.imwrite(str(tmp_path / "eight.png"), np.zeros((4, 4), np.uint8))
     with pytest.raises(InputError, match="16-bit single-channel.*uint8"):
@@ -137,16 +137,40 @@ def test_depth_files_are_matched_by_stem_and_checked(images, tmp_path):
     small = tmp_path / "small"
     for stem in STEMS:
         write_depth_png(small / f"{stem}.png", np.ones((20, 28), np.uint16))
-    source = with_depth(open_source(rgb), small)
+    source = with_extras(open_source(rgb), {"depth": small})
     with pytest.raises(InputError, match="depth is 20×28 but a.png is 40×56"):
         next(iter(source))
-    frame = next(iter(with_depth(open_source(rgb), depth)))
+    frame = next(iter(with_extras(open_source(rgb), {"depth": depth})))
     assert frame.name == "a" and np.array_equal(frame.extras["depth"], arrays["a"][1])
+
+
+def test_an_rgb_hha_model_runs_with_hha_pngs_in_file_channel_order(images, tmp_path, capsys):
+    rgb, _, arrays = images
+    checkpoint = make_multi_checkpoint(tmp_path / "hha.pt", inputs=(("rgb", 3), ("hha", 3)),
+                                       heads=(), fusion="late")
+    model = export_artifact(checkpoint, tmp_path, argmax=True)
+    hha = {stem: np.ascontiguousarray(frame[:, ::-1]) for stem, (frame, _) in arrays.items()}
+    (tmp_path / "hha").mkdir()
+    for stem, image in hha.items():  # channels in file order: OpenCV writes BGR reversed
+        assert cv2.imwrite(str(tmp_path / "hha" / f"{stem}.png"), image[..., ::-1])
+    assert np.array_equal(read_hha(tmp_path / "hha" / "a.png"), hha["a"])
+    masks = tmp_path / "masks"
+    assert _run(model, rgb, "--hha", str(tmp_path / "hha"), "--save-masks", str(masks)) == 0
+    with Segmenter(model) as seg:
+        for stem, (frame, _) in arrays.items():
+            expected = seg(frame, hha=hha[stem])
+            assert np.array_equal(read_palette_png(masks / f"{stem}.png")[0], expected)
+            swapped = seg(frame, hha=np.ascontiguousarray(hha[stem][..., ::-1]))
+            assert not np.array_equal(swapped, expected)  # the channel order is checked
+    capsys.readouterr()
+    assert _run(model, rgb) == 1
+    assert r"takes rgb + hha: pass --hha DIR, a folder of 8-bit HHA PNGs" in \
+        capsys.readouterr().err
 
 
 def test_the_run_modules_do_not_import_torch():
     root = Path(__file__).resolve().parents[2]
-    code = ("import sys, fcn_edge.runtime.depth, fcn_edge.runtime.run, "
+    code = ("import sys, fcn_edge.runtime.paired, fcn_edge.runtime.run, "
             "fcn_edge.runtime.pipeline; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, check=True).stdout.strip()
