@@ -26,6 +26,8 @@ from fcn_edge.config import ModelConfig, TrainConfig
 from fcn_edge.models import load_model
 from fcn_edge.train import train
 
+from bench_multitask import size_arg, training_parser  # the same options and size parsing
+
 FOUR = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 RGB, RGBD = (("rgb", 3),), (("rgb", 3), ("depth", 1))
 #: label → (inputs, fusion)
@@ -34,22 +36,9 @@ CONTENDERS = {"RGB": (RGB, "early"), "RGB-D early fusion": (RGBD, "early"),
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", default="fcn32s", help="Table 4's fusion rows are FCN-32s")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--num-images", type=int, default=64)
-    parser.add_argument("--val-images", type=int, default=32)
-    parser.add_argument("--image-size", default="64x64")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
-    parser.add_argument("--lr", type=float, help="default: the optimizer's (adamw 1e-3)")
+    parser = training_parser(__doc__.splitlines()[0], "fcn32s",
+                             "Table 4's fusion rows are FCN-32s", "runs/bench_fusion")
     parser.add_argument("--difficulty", default="standard", choices=("standard", "hard"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--latency-size", default="256x256")
-    parser.add_argument("--runs", type=int, default=10, help="interleaved latency rounds")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/bench_fusion")
     return parser.parse_args()
 
 
@@ -58,7 +47,7 @@ def train_one(args, label: str, inputs, fusion: str) -> tuple[dict, str, float]:
     config = TrainConfig(
         model=ModelConfig(name=args.name, backbone=args.backbone, inputs=inputs, fusion=fusion),
         data="synthetic-rgbd", num_images=args.num_images, val_images=args.val_images,
-        image_size=_size(args.image_size), difficulty=args.difficulty, epochs=args.epochs,
+        image_size=size_arg(args.image_size), difficulty=args.difficulty, epochs=args.epochs,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, schedule="poly",
         threads=args.threads, seed=args.seed, device="cpu",
         out_dir=f"{args.out}/{label.split()[0].lower()}_{fusion}")
@@ -74,7 +63,7 @@ def main() -> None:
         rows[label], paths[label], minutes[label] = train_one(args, label, inputs, fusion)
         print(f"trained {label}: {minutes[label]:.1f} min", flush=True)
     torch.set_num_threads(args.threads)
-    h, w = _size(args.latency_size)
+    h, w = size_arg(args.latency_size)
     models = {label: load_model(path).eval() for label, path in paths.items()}
     x = {label: torch.rand(1, m.config.in_channels, h, w) for label, m in models.items()}
     with torch.inference_mode():
@@ -95,11 +84,6 @@ def main() -> None:
     print("\nmean IU against RGB only: " + ", ".join(
         f"{label} {100 * (row['mean_iou'] - base):+.1f} points"
         for label, row in rows.items() if label != "RGB"))
-
-
-def _size(text: str) -> tuple[int, int]:
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ TASKS = ("semantic", "geometric")
 FOUR = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", default="fcn16s", help="the paper's SIFT Flow net: fcn16s")
+def training_parser(description: str, name: str, name_help: str,
+                    out: str) -> argparse.ArgumentParser:
+    """The options every §5 comparison shares (also used by bench_fusion.py): the variant, the
+    training budget, the latency measurement and where runs go."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--name", default=name, help=name_help)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--num-images", type=int, default=64)
@@ -44,8 +47,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-size", default="256x256")
     parser.add_argument("--runs", type=int, default=10, help="interleaved latency rounds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/bench_multitask")
-    return parser.parse_args()
+    parser.add_argument("--out", default=out)
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return training_parser(__doc__.splitlines()[0], "fcn16s", "the paper's SIFT Flow net: fcn16s",
+                           "runs/bench_multitask").parse_args()
 
 
 def train_one(args, label: str, tasks: tuple[str, ...]) -> tuple[dict, str, float]:
@@ -53,7 +61,7 @@ def train_one(args, label: str, tasks: tuple[str, ...]) -> tuple[dict, str, floa
     config = TrainConfig(
         model=ModelConfig(name=args.name, backbone=args.backbone), data="synthetic-twotask",
         tasks=tasks, num_images=args.num_images, val_images=args.val_images,
-        image_size=_size(args.image_size), epochs=args.epochs, batch_size=args.batch_size,
+        image_size=size_arg(args.image_size), epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule="poly", threads=args.threads,
         seed=args.seed, device="cpu", out_dir=f"{args.out}/{label}")
     start = time.perf_counter()
@@ -100,7 +108,7 @@ def main() -> None:
         rows[label], paths[label], minutes = train_one(args, label.replace(" ", "_"), tasks)
         print(f"trained {label}: {minutes:.1f} min", flush=True)
     torch.set_num_threads(args.threads)
-    size = _size(args.latency_size)
+    size = size_arg(args.latency_size)
     print(f"\n{platform.machine()}, {os.cpu_count()} CPUs ({args.threads} threads), torch "
           f"{torch.__version__}, {date.today()}: {args.name} {args.backbone}, synthetic-twotask, "
           f"{args.epochs} epochs of {args.num_images} {args.image_size} images, batch "
@@ -112,7 +120,7 @@ def main() -> None:
     print("\n".join(latency_table(paths, size, args.runs)))
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> tuple[int, int]:
     h, w = (int(v) for v in text.lower().split("x"))
     return h, w
 
