@@ -44,7 +44,7 @@ from .classes import IGNORE_INDEX, voc_palette
 from .files import check_mask, read_file_bytes, read_image
 
 __all__ = ["NYUDv2Segmentation", "NYUD_CLASSES", "NYUD_MODALITIES", "NYUD_PALETTE",
-           "NYU_FX", "NYU_FY", "NYU_CX", "NYU_CY", "hha_from_depth", "locate_nyud",
+           "NYU_FX", "NYU_FY", "NYU_CX", "NYU_CY", "hha_from_depth", "locate_nyud", "with_hha",
            "read_nyud_depth", "read_nyud_mat"]
 
 #: Gupta et al.'s 40 classes in model output order (label k in the .mat files is class k-1):
@@ -307,3 +307,13 @@ def _check_size(path: Path, shape: tuple[int, ...], what: str, image_path: Path,
     if tuple(shape[:2]) != tuple(image_shape[:2]):
         raise InputError(f"{path}: {what} is {shape[0]}×{shape[1]} but its image {image_path} "
                          f"is {image_shape[0]}×{image_shape[1]}; they must match exactly")
+
+
+def with_hha(sample: Sample, modalities) -> Sample:
+    """``sample`` with HHA computed from its depth (``hha_from_depth``, NYUDv2's intrinsics)
+    when ``modalities`` take HHA and the data set gives only depth (e.g. ``synthetic-rgbd``);
+    otherwise ``sample`` itself. Training and the export's checks both use it."""
+    inputs = sample.inputs or {}
+    if "hha" not in modalities or "hha" in inputs or "depth" not in inputs:
+        return sample
+    return sample._replace(inputs={**inputs, "hha": hha_from_depth(inputs["depth"])})

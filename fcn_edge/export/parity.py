@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.nyud import hha_from_depth
+from ..data.nyud import hha_from_depth, with_hha
 from ..data.procedural import render_scene
 from ..data.procedural_multi import depth_for_scene
 from ..errors import ModelFormatError
@@ -82,10 +82,7 @@ def scene_arrays(meta: ArtifactMeta, sizes: Iterable[tuple[int, int]], seed: int
 def sample_arrays(sample, modalities: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """A data set ``Sample``'s modalities by name (``rgb`` is its image); HHA is computed from
     the sample's depth when ``modalities`` asks for it and the data set has only depth."""
-    arrays = {"rgb": sample.image, **(sample.inputs or {})}
-    if "hha" in modalities and "hha" not in arrays and "depth" in arrays:
-        arrays["hha"] = hha_from_depth(arrays["depth"])
-    return arrays
+    return {"rgb": sample.image, **(with_hha(sample, tuple(modalities)).inputs or {})}
 
 
 def artifact_feed(meta: ArtifactMeta, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data import SYNTHETIC_READERS, detect_layout, normalize, open_dataset
 from ..data.classes import voc_palette
-from ..data.nyud import hha_from_depth
+from ..data.nyud import with_hha
 from ..errors import InputError
 from ..runtime.modalities import stack_inputs
 
@@ -154,15 +154,6 @@ def keep_used(sample, names: Sequence[str], tasks: Sequence[str] | None, dataset
         return sample._replace(mask=task_mask(sample, tasks[0]), masks=None,
                                inputs={n: sample.inputs[n] for n in extra} or None)
     return sample._replace(inputs={n: sample.inputs[n] for n in extra} or None, masks=masks)
-
-
-def with_hha(sample, names: Sequence[str]):
-    """``sample`` with HHA computed from its depth (``hha_from_depth``, NYUDv2's intrinsics)
-    when ``names`` take HHA and the data set gives only depth (e.g. ``synthetic-rgbd``)."""
-    inputs = sample.inputs or {}
-    if "hha" not in names or "hha" in inputs or "depth" not in inputs:
-        return sample
-    return sample._replace(inputs={**inputs, "hha": hha_from_depth(inputs["depth"])})
 
 
 def missing_modality(names: Sequence[str], missing: Sequence[str], where: str) -> InputError:
