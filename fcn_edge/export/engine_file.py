@@ -11,8 +11,8 @@ TensorRT version that built it, and a plan is tuned for one GPU model. So fcn-ed
 
 The header is read without touching the plan, so a runtime can refuse a stale engine with a
 clear message before handing megabytes to TensorRT: ``check_engine_compatible(header,
-trt.__version__, *query_gpu())``. Plain Python: no tensorrt import here, and the CUDA
-bindings that :func:`query_gpu` needs are imported only when it is called.
+trt.__version__, *query_gpu(device_id))``. Plain Python: no tensorrt import here, and the
+CUDA bindings that :func:`query_gpu` needs are imported only when it is called.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import BackendUnavailable, ModelFormatError
+from ..errors import ModelFormatError
 from ..io import atomic_path
 from ..runtime.metadata import ArtifactMeta
 
@@ -32,7 +32,10 @@ FORMAT_VERSION = 1
 _LENGTH = struct.Struct("<I")
 _MAX_HEADER = 16 << 20  # a sane header is a few kB; more means the length field is garbage
 _REQUIRED = ("meta", "tensorrt_version", "gpu", "plan_bytes")
-TRT_EXTRA = 'pip install "fcn-edge[trt]"'
+#: The TensorRT extras: CUDA 12 (JetPack 6, any driver ≥ 525) or CUDA 13 (driver ≥ 580.65,
+#: JetPack 7); docs/edge-workflow.md "Which TensorRT and CUDA packages" says which fits.
+TRT_EXTRA = ('pip install "fcn-edge[trt]" (CUDA 12: JetPack 6, drivers ≥ 525) or '
+             '"fcn-edge[trt-cu13]" (CUDA 13: driver ≥ 580.65, JetPack 7)')
 
 
 def write_engine(path: str | Path, plan: bytes, header: Mapping[str, Any]) -> Path:
@@ -104,41 +107,16 @@ def check_engine_compatible(header: Mapping[str, Any], tensorrt_version: str, gp
         f"with `fcn-edge build {onnx}`")
 
 
-def query_gpu() -> tuple[str, str]:
-    """``(name, "major.minor")`` of the current CUDA device, via cuda-python or pycuda."""
-    try:
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6
-        except ImportError:
-            from cuda import cudart  # older cuda-python
-    except ImportError:
-        return _query_gpu_pycuda()
-    err, device = cudart.cudaGetDevice()
-    if err == cudart.cudaError_t.cudaSuccess:
-        err, prop = cudart.cudaGetDeviceProperties(device)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendUnavailable(f"no usable CUDA GPU for TensorRT ({err}); check the driver "
-                                 f"with nvidia-smi")
-    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-    return name.split("\0")[0].strip(), f"{prop.major}.{prop.minor}"
+def query_gpu(device_id: int | None = None) -> tuple[str, str]:
+    """``(name, "major.minor")`` of CUDA device ``device_id`` (None: the current device).
 
+    Through cuda-python, falling back to pycuda when cuda-python is missing *or* imports but
+    cannot reach the GPU (cuda-python 13 on a driver older than 580); one BackendUnavailable
+    naming both bindings' errors when neither works (``runtime/backends/cuda.py``).
+    """
+    from ..runtime.backends.cuda import gpu_identity  # lazy: the bindings load only when asked
 
-def _query_gpu_pycuda() -> tuple[str, str]:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise BackendUnavailable(f"identifying the GPU for TensorRT needs cuda-python (or "
-                                 f"pycuda): {TRT_EXTRA}") from None
-    try:
-        cuda.init()
-        try:  # the device of the current context (the runtime's device_id), else device 0
-            device = cuda.Context.get_device()
-        except cuda.LogicError:
-            device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        return device.name().strip(), f"{major}.{minor}"
-    except cuda.Error as exc:
-        raise BackendUnavailable(f"no usable CUDA GPU for TensorRT ({exc})") from None
+    return gpu_identity(device_id)
 
 
 def _open(path: str | Path):

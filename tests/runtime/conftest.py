@@ -317,9 +317,9 @@ def fake_tensorrt(monkeypatch, tmp_path):
     monkeypatch.setattr(trt_backend, "_import_tensorrt", lambda: trt)
     monkeypatch.setattr(trt_backend, "_open_cuda",
                         lambda device_id: trt_backend._CudaRuntime(cudart, device_id))
-    monkeypatch.setattr(trt_backend, "query_gpu", lambda: GPU)
-    monkeypatch.setattr(trt_backend, "probe",
-                        lambda path=None: (True, f"TensorRT {trt.__version__} (stand-in)"))
+    monkeypatch.setattr(trt_backend, "query_gpu", lambda device_id=None: GPU)
+    monkeypatch.setattr(trt_backend, "probe", lambda path=None, device_id=0:
+                        (True, f"TensorRT {trt.__version__} (stand-in)"))
 
     def engine(onnx_path: Path, name: str = "model.engine", gpu=GPU,
                tensorrt_version: str = FakeTensorRT.__version__) -> Path:

@@ -34,7 +34,7 @@ __all__ = ["BACKENDS", "KINDS", "AUTO_ORDER", "Backend", "BackendBase", "Backend
            "InputSpec", "artifact_kind", "available_backends", "backend_names", "check_feed",
            "input_specs", "open_backend"]
 
-Probe = Callable[[Path], "tuple[bool, str]"]
+Probe = Callable[..., "tuple[bool, str]"]  # ``probe(path, **options)`` → (available, reason)
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,15 @@ class BackendEntry:
     name: str                        # what ``backend=`` takes
     kind: str                        # the artifact kind it runs
     opener: Callable[..., Backend]   # ``opener(path, **options)``
-    probe: Probe                     # ``(available, reason)``; cheap; ModelFormatError when
-    #                                  the file itself cannot run here (engine for another GPU)
-    options: frozenset[str]          # keyword options the opener takes
+    probe: Probe                     # ``probe(path, **options)`` → ``(available, reason)``;
+    #                                  cheap; given the opener's options, so it checks what the
+    #                                  opener will use (the TensorRT probe: GPU ``device_id``);
+    #                                  ModelFormatError when the file itself cannot run here
+    options: frozenset[str]          # keyword options the opener (and probe) take
+
+    def accepted(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The part of ``options`` this backend takes."""
+        return {k: v for k, v in options.items() if k in self.options}
 
 
 #: File suffix → artifact kind. An fcn-edge engine is recognised by its header whatever its name.
@@ -60,15 +66,15 @@ _TORCH_OPTIONS = frozenset({"threads", "fp16", "cuda_graphs", "channels_last", "
 BACKENDS: dict[str, tuple[BackendEntry, ...]] = {
     # Lambdas look the probes up when called, so a test can stand in for a missing engine.
     "engine": (BackendEntry("tensorrt", "engine", _trt.TensorRTBackend,
-                            lambda path: _trt.probe(path),
+                            lambda path, device_id=0, **_: _trt.probe(path, device_id=device_id),
                             frozenset({"device_id", "preallocate"})),),
     "onnx": tuple(BackendEntry(f"onnxruntime:{p}", "onnx",
                                partial(_ort.OnnxRuntimeBackend, provider=p),
-                               lambda path, p=p: _ort.probe(p), _ORT_OPTIONS)
+                               lambda path, p=p, **_: _ort.probe(p), _ORT_OPTIONS)
                   for p in ("tensorrt", "cuda", "cpu")),
     "checkpoint": tuple(BackendEntry(f"torch:{d}", "checkpoint",
                                      partial(_torch.TorchBackend, device=d),
-                                     lambda path, d=d: _torch.probe(d), _TORCH_OPTIONS)
+                                     lambda path, d=d, **_: _torch.probe(d), _TORCH_OPTIONS)
                         for d in ("cuda", "cpu")),
 }
 AUTO_ORDER = tuple(e.name for entries in BACKENDS.values() for e in entries)
@@ -98,8 +104,9 @@ def artifact_kind(path: str | Path) -> str:
     return kind
 
 
-def available_backends(path: str | Path) -> list[tuple[str, bool, str]]:
-    """``(name, available, reason)`` for every backend, in ``auto`` order, for ``path``."""
+def available_backends(path: str | Path, **options: Any) -> list[tuple[str, bool, str]]:
+    """``(name, available, reason)`` for every backend, in ``auto`` order, for ``path``;
+    ``options`` as :func:`open_backend` takes them (``device_id`` picks the GPU probed)."""
     path = Path(path)
     kind = artifact_kind(path)
     rows = []
@@ -107,7 +114,7 @@ def available_backends(path: str | Path) -> list[tuple[str, bool, str]]:
         for entry in entries:
             if entry_kind == kind:
                 try:
-                    rows.append((entry.name, *entry.probe(path)))
+                    rows.append((entry.name, *entry.probe(path, **entry.accepted(options))))
                 except ModelFormatError as exc:
                     rows.append((entry.name, False, str(exc)))
             else:
@@ -129,13 +136,12 @@ def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Bac
     _check_options(options, entries, kind)
     passed: list[str] = []
     for entry in entries:
-        ok, why = entry.probe(path)
+        ok, why = entry.probe(path, **entry.accepted(options))
         if not ok:
             passed.append(f"{entry.name}: {why}")
             continue
         try:
-            opened = entry.opener(path, **{k: v for k, v in options.items()
-                                           if k in entry.options})
+            opened = entry.opener(path, **entry.accepted(options))
         except BackendUnavailable as exc:
             passed.append(f"{entry.name}: {exc}")
             continue

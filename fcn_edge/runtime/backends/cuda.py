@@ -1,21 +1,39 @@
 """CUDA for the native TensorRT backend: pinned host + device buffers, a stream, copies.
 
 Two bindings behind one small interface: cuda-python's runtime API (``cuda.bindings.runtime``;
-``cuda.cudart`` before 12.6), else pycuda on the device's primary context, which TensorRT's
-runtime API also uses. Imported only when a TensorRT backend opens.
+``cuda.cudart`` before 12.6, removed in 13.0), else pycuda on the device's primary context, which
+TensorRT's runtime API also uses. Imported only when a TensorRT backend opens.
+
+cuda-python importing is not cuda-python working: cuda-bindings 13.x needs driver ≥ 580 and
+answers ``cudaErrorInsufficientDriver`` to its first call on older drivers (JetPack 6, x86 boxes
+on 525–579; checked with cuda-bindings 12.9.4 and 13.5.0 wheels on a machine without a driver:
+both return error 35 rather than raise). So every use tries cuda-python, then pycuda, and only
+when both fail says so, once, naming both errors (:func:`with_cuda_bindings`). Driver floors:
+https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html
+(CUDA 12.x ≥ 525, CUDA 13.x ≥ 580).
 """
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.metadata as md
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError
 from ...export.engine_file import TRT_EXTRA
+
+T = TypeVar("T")
+#: What to do when no binding reaches the GPU: the driver first, then the CUDA 12 pins.
+#: (JetPack 6 has no nvidia-smi: it came to Jetson with Thor and CUDA 13.)
+CUDA_FIX = ("check the driver and the GPU index with `nvidia-smi` (JetPack 6: cat "
+            "/etc/nv_tegra_release); cuda-python 13 needs driver ≥ 580.65, so on older drivers "
+            "and on JetPack 6 install the CUDA 12 stack: pip install \"fcn-edge[trt]\" "
+            "(cuda-python<13) or pip install pycuda")
 
 
 def has_module(name: str) -> bool:
@@ -38,20 +56,134 @@ class _Buffer:
         return self.host[:nbytes].view(dtype).reshape(shape)
 
 
-def _open_cuda(device_id: int) -> Any:
+def runtime_api() -> Any | None:
+    """cuda-python's runtime API module, or None when cuda-python is not installed."""
     try:
         from cuda.bindings import runtime  # cuda-python ≥ 12.6
     except ImportError:
         try:
             from cuda import cudart as runtime  # older cuda-python
         except ImportError:
-            runtime = None
+            return None
+    return runtime
+
+
+def with_cuda_bindings(what: str, using_runtime: Callable[[Any], T],
+                       using_pycuda: Callable[[], T]) -> T:
+    """``using_runtime(cuda-python's runtime module)``, else ``using_pycuda()``: the first that
+    works. Each raises BackendUnavailable when its binding cannot reach the GPU; when none
+    works, one BackendUnavailable names every binding's error and the fix."""
+    failures: dict[str, str] = {}
+    runtime = runtime_api()
     if runtime is not None:
-        return _CudaRuntime(runtime, device_id)
-    if not has_module("pycuda"):
-        raise BackendUnavailable(f"TensorRT needs CUDA bindings (cuda-python or pycuda): "
-                                 f"{TRT_EXTRA}")
-    return _PyCuda(device_id)
+        try:
+            return using_runtime(runtime)
+        except BackendUnavailable as exc:
+            failures[_cuda_python_name()] = str(exc)
+    if has_module("pycuda"):
+        try:
+            return using_pycuda()
+        except BackendUnavailable as exc:
+            failures["pycuda"] = str(exc)
+    elif failures:
+        failures["pycuda"] = "not installed"
+    raise BackendUnavailable(no_cuda_message(what, failures))
+
+
+def no_cuda_message(what: str, failures: dict[str, str]) -> str:
+    """One line: why no CUDA binding could do ``what``, and what to do."""
+    if not failures:
+        return f"{what} needs CUDA bindings (cuda-python or pycuda): {TRT_EXTRA}"
+    tried = "; ".join(f"{name}: {error}" for name, error in failures.items())
+    return f"no usable CUDA GPU for {what} ({tried}): {CUDA_FIX}"
+
+
+def _cuda_python_name() -> str:
+    for dist in ("cuda-bindings", "cuda-python"):  # cuda-python ≥ 12.8 is a metapackage
+        try:
+            return f"{dist} {md.version(dist)}"
+        except md.PackageNotFoundError:
+            continue
+    return "cuda-python"
+
+
+def _runtime_error(runtime: Any, result: Any, what: str) -> Any:
+    """The value of a cuda-python call returning ``(error, value)``; BackendUnavailable naming
+    the error (e.g. ``cudaErrorInsufficientDriver selecting GPU 1``) when it failed."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != runtime.cudaError_t.cudaSuccess:
+        raise BackendUnavailable(f"{_error_name(runtime, err)} {what}")
+    return values[0] if values else None
+
+
+def _error_name(runtime: Any, err: Any) -> str:
+    try:
+        name = runtime.cudaGetErrorName(err)[1]
+    except Exception:  # noqa: BLE001 — the name is a courtesy; the code itself still tells
+        return str(err)
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _open_cuda(device_id: int) -> Any:
+    """CUDA on GPU ``device_id`` through cuda-python, else pycuda."""
+    return with_cuda_bindings(f"TensorRT on GPU {device_id}",
+                              lambda runtime: _CudaRuntime(runtime, device_id),
+                              lambda: _PyCuda(device_id))
+
+
+def gpu_identity(device_id: int | None = None) -> tuple[str, str]:
+    """``(name, "major.minor")`` of CUDA device ``device_id`` (None: the calling thread's
+    current device), through cuda-python, else pycuda."""
+    where = "the current GPU" if device_id is None else f"GPU {device_id}"
+    return with_cuda_bindings(f"TensorRT on {where}",
+                              lambda runtime: _runtime_identity(runtime, device_id),
+                              lambda: _pycuda_identity(device_id))
+
+
+def _runtime_identity(runtime: Any, device_id: int | None) -> tuple[str, str]:
+    device = device_id
+    if device is None:
+        device = _runtime_error(runtime, runtime.cudaGetDevice(), "finding the current GPU")
+    prop = _runtime_error(runtime, runtime.cudaGetDeviceProperties(device),
+                          f"reading GPU {device}")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return name.split("\0")[0].strip(), f"{prop.major}.{prop.minor}"
+
+
+def _pycuda_identity(device_id: int | None) -> tuple[str, str]:
+    cuda = _import_pycuda()
+    try:
+        cuda.init()
+        if device_id is not None:
+            device = cuda.Device(device_id)
+        else:
+            try:  # the device of the current context (the runtime's device_id), else device 0
+                device = cuda.Context.get_device()
+            except cuda.LogicError:
+                device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        return device.name().strip(), f"{major}.{minor}"
+    except cuda.Error as exc:
+        where = "the current GPU" if device_id is None else f"GPU {device_id}"
+        raise BackendUnavailable(f"{exc} reading {where}") from None
+
+
+def _native_handle_getter(runtime: Any) -> Callable[[Any], int]:
+    """How to turn the binding's stream into the address TensorRT takes.
+
+    ``int(stream)`` is deprecated since cuda-bindings 12.9.1/13.0.0 in favour of
+    ``cuda.bindings.utils.get_cuda_native_handle`` (release notes:
+    https://nvidia.github.io/cuda-python/cuda-bindings/latest/release/13.0.0-notes.html); older
+    bindings have only ``int()`` (the fallback NVIDIA suggests in NVIDIA/numba-cuda#563).
+    ``stream.getPtr()`` is *not* it: that is the address of the handle, not the handle.
+    """
+    package = getattr(runtime, "__package__", None)  # "cuda.bindings" for the real module
+    if package:
+        try:
+            return importlib.import_module(f"{package}.utils").get_cuda_native_handle
+        except (ImportError, AttributeError):
+            pass
+    return int
 
 
 class _CudaRuntime:
@@ -59,17 +191,14 @@ class _CudaRuntime:
 
     def __init__(self, runtime: Any, device_id: int) -> None:
         self._rt, self._device = runtime, device_id
-        try:
-            self._call(runtime.cudaSetDevice(device_id), f"selecting GPU {device_id}")
-        except FcnEdgeError as exc:
-            raise BackendUnavailable(f"no usable CUDA GPU for TensorRT: {exc}") from None
+        # The first call: where a driver too old for these bindings, or a missing device, shows.
+        _runtime_error(runtime, runtime.cudaSetDevice(device_id), f"selecting GPU {device_id}")
+        self._native_handle = _native_handle_getter(runtime)
 
     def _call(self, result: Any, what: str) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
         if err != self._rt.cudaError_t.cudaSuccess:
-            name = self._rt.cudaGetErrorName(err)[1]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            raise FcnEdgeError(f"CUDA failed {what}: {name}")
+            raise FcnEdgeError(f"CUDA failed {what}: {_error_name(self._rt, err)}")
         return values[0] if len(values) == 1 else None
 
     @contextmanager
@@ -97,7 +226,8 @@ class _CudaRuntime:
         return self._call(self._rt.cudaStreamCreate(), "creating a stream")
 
     def handle(self, stream: Any) -> int:
-        return int(stream)
+        """The stream's address, what ``execute_async_v3`` takes."""
+        return int(self._native_handle(stream))
 
     def htod(self, buffer: _Buffer, nbytes: int, stream: Any) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -120,13 +250,12 @@ class _PyCuda:
     """pycuda on the device's primary context, which TensorRT's runtime API also uses."""
 
     def __init__(self, device_id: int) -> None:
-        import pycuda.driver as cuda
-
+        cuda = _import_pycuda()
         try:
             cuda.init()
             self._context = cuda.Device(device_id).retain_primary_context()
         except cuda.Error as exc:
-            raise BackendUnavailable(f"no usable CUDA GPU for TensorRT: {exc}") from None
+            raise BackendUnavailable(f"{exc} selecting GPU {device_id}") from None
         self._cuda = cuda
 
     @contextmanager
@@ -166,3 +295,13 @@ class _PyCuda:
 
     def destroy_stream(self, stream: Any) -> None:
         pass  # freed with its last reference
+
+
+def _import_pycuda() -> Any:
+    """``pycuda.driver``; BackendUnavailable when it is installed but cannot load (its
+    extension links libcuda, so a machine without the driver fails here)."""
+    try:
+        import pycuda.driver as cuda
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailable(f"cannot load ({exc})") from None
+    return cuda

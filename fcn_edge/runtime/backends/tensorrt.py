@@ -48,16 +48,17 @@ from .cuda import has_module as _has_module
 _ALIGN = 1 << 20  # grow buffers in whole MiB: fewer reallocations as sizes creep up
 
 
-def probe(path: str | Path | None = None) -> tuple[bool, str]:
-    """Whether TensorRT, CUDA bindings and a GPU are here; given an engine, a ModelFormatError
-    when it was built for another TensorRT release or GPU (no backend can run that file)."""
+def probe(path: str | Path | None = None, device_id: int = 0) -> tuple[bool, str]:
+    """Whether TensorRT, CUDA bindings and GPU ``device_id`` (the one the backend will open)
+    are here; given an engine, a ModelFormatError when it was built for another TensorRT
+    release or GPU (no backend can run that file)."""
     if not _has_module("tensorrt"):
         return False, f"TensorRT is not installed: {TRT_EXTRA}"
     if not any(_has_module(m) for m in ("cuda.bindings", "cuda.cudart", "pycuda")):
         return False, f"TensorRT needs CUDA bindings (cuda-python or pycuda): {TRT_EXTRA}"
     version = _tensorrt_version()
     try:
-        gpu = query_gpu()
+        gpu = query_gpu(device_id)
     except BackendUnavailable as exc:
         return False, str(exc)
     if path is not None:
@@ -90,7 +91,7 @@ class TensorRTBackend(BackendBase):
         self._version = trt.__version__
         try:
             with self._cuda.active():
-                check_engine_compatible(header, trt.__version__, *query_gpu())
+                check_engine_compatible(header, trt.__version__, *query_gpu(device_id))
                 _, plan = read_engine(self.path)  # the plan, its length checked too
                 self._open(trt, plan)
                 if preallocate:
