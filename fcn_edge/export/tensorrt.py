@@ -30,6 +30,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BackendUnavailable, InputError, ModelFormatError
 from ..io import atomic_path
+from ..runtime.backends.tensorrt import tensorrt_logger
 from ..runtime.metadata import ArtifactMeta, Shapes
 from .engine_file import TRT_EXTRA, check_engine_compatible, query_gpu, read_engine, write_engine
 
@@ -318,7 +319,7 @@ def _import_tensorrt() -> Any:
 def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, precision: str,
                 strategy: str, workspace_gb: float, timing_path: Path) -> tuple[bytes, dict]:
     """Parse, configure and build; returns the serialised plan and how it was built."""
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger(trt)  # the process's one logger, shared with the runtime
     builder = trt.Builder(logger)
     net_flags = network_flags(trt.__version__, strategy)
     network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, net_flags))
@@ -334,8 +335,8 @@ def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, pr
     for name in flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
     trt_profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile.items():
-        trt_profile.set_shape(name, lo, opt, hi)
+    for name, shapes in profile.items():
+        _set_profile_shape(trt_profile, name, shapes, onnx_path)
     if config.add_optimization_profile(trt_profile) < 0:
         raise InputError(f"TensorRT refused the profile {profile} for {onnx_path} (see its "
                          f"messages above): does the ONNX have fixed height/width?")
@@ -349,6 +350,25 @@ def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, pr
     build = {"strategy": strategy, "network_flags": list(net_flags),
              "builder_flags": list(flags), "workspace_gb": workspace_gb}
     return bytes(serialized), build
+
+
+def _set_profile_shape(trt_profile: Any, name: str, shapes: tuple, onnx_path: Path) -> None:
+    """``set_shape`` for one input; an InputError naming it when TensorRT refuses the shapes.
+
+    The Python bindings raise a bare RuntimeError where ``setDimensions`` returns false ("Shape
+    provided for min is inconsistent with other shapes.": NVIDIA/TensorRT
+    python/src/infer/pyCore.cpp, ``opt_profile_set_shape``), e.g. for min > opt or a rank that
+    is not the input's.
+    """
+    lo, opt, hi = shapes
+    try:
+        trt_profile.set_shape(name, lo, opt, hi)
+    except RuntimeError as exc:
+        raise InputError(f"TensorRT refused the optimisation profile of input '{name}' in "
+                         f"{onnx_path.name} (min {tuple(lo)}, opt {tuple(opt)}, max "
+                         f"{tuple(hi)}): {exc} Give --shapes MIN:OPT:MAX with min ≤ opt ≤ max "
+                         f"on every axis, or export the ONNX again with `fcn-edge export` so "
+                         f"its input has dynamic batch, height and width") from None
 
 
 def _flag_bits(enum: Any, names: tuple[str, ...]) -> int:

@@ -273,10 +273,12 @@ class FakeTensorRT:
     DataType = _DataType
 
     class Logger:
-        ERROR = 1
+        ERROR, WARNING = 1, 2
+        made = 0  # constructions: TensorRT keeps one logger per process, so must fcn-edge
 
         def __init__(self, level):
             self.level = level
+            type(self).made += 1
 
     class TensorIOMode(enum.Enum):
         INPUT = 1
@@ -285,6 +287,7 @@ class FakeTensorRT:
     def __init__(self) -> None:
         self.deserialized = 0
         self.engines: list[FakeEngine] = []
+        self.Logger = type("Logger", (FakeTensorRT.Logger,), {"made": 0})  # counted per stand-in
 
     @staticmethod
     def nptype(dtype):

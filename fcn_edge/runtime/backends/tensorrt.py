@@ -26,11 +26,13 @@ serialise ``run`` (Segmenter does); for parallel inference open one backend per 
 has its own context, stream and buffers.
 
 CUDA through cuda-python (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6), else pycuda
-(``cuda.py``).
+(``cuda.py``). TensorRT logs through one process-wide logger (:func:`tensorrt_logger`), shared
+with the engine builder.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,6 +48,29 @@ from .cuda import _CudaRuntime  # noqa: F401 — here for tests that stand in fo
 from .cuda import has_module as _has_module
 
 _ALIGN = 1 << 20  # grow buffers in whole MiB: fewer reallocations as sizes creep up
+_LOGGER_LOCK = threading.Lock()
+_LOGGER: tuple[Any, Any] | None = None  # (the tensorrt module, its one Logger)
+
+
+def tensorrt_logger(trt: Any) -> Any:
+    """The process's one ``trt.Logger``, created on first use; every Builder and Runtime,
+    here and in ``fcn-edge build``, takes this one.
+
+    TensorRT "maintains only a single logger pointer at any given time": a second logger is
+    ignored, with a warning, while any Builder or Runtime made with the first lives
+    (NVIDIA/TensorRT#1475; the ``tensorrt.Logger`` docs call it a singleton). So this is the one
+    piece of global state here, made under a lock so two threads opening backends at once
+    cannot make two, and its first severity is the one that counts. WARNING: a build's warnings
+    (fallbacks, precision) are worth seeing and a runtime prints few; whoever wants another
+    level sets ``tensorrt_logger(trt).min_severity`` (a read/write property, as Polygraphy's
+    ``get_trt_logger().min_severity`` does), for the whole process. Keyed by the module object,
+    so a test's stand-in module gets its own logger; a real process has one ``tensorrt``.
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None or _LOGGER[0] is not trt:
+            _LOGGER = (trt, trt.Logger(trt.Logger.WARNING))
+        return _LOGGER[1]
 
 
 def probe(path: str | Path | None = None, device_id: int = 0) -> tuple[bool, str]:
@@ -101,7 +126,7 @@ class TensorRTBackend(BackendBase):
             raise
 
     def _open(self, trt: Any, plan: bytes) -> None:
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        self._runtime = trt.Runtime(tensorrt_logger(trt))
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ModelFormatError(f"TensorRT {trt.__version__} could not deserialise {self.path} "
