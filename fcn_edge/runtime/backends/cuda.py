@@ -29,8 +29,8 @@ from ...export.engine_file import TRT_EXTRA
 
 T = TypeVar("T")
 #: What to do when no binding reaches the GPU: the driver first, then the CUDA 12 pins.
-#: (JetPack 6 has no nvidia-smi: it came to Jetson with Thor and CUDA 13.)
-CUDA_FIX = ("check the driver and the GPU index with `nvidia-smi` (JetPack 6: cat "
+#: (A Jetson's driver is its Jetson Linux release: R36 is JetPack 6, CUDA 12.)
+CUDA_FIX = ("check the driver and the GPU index with `nvidia-smi` (on a Jetson: cat "
             "/etc/nv_tegra_release); cuda-python 13 needs driver ≥ 580.65, so on older drivers "
             "and on JetPack 6 install the CUDA 12 stack: pip install \"fcn-edge[trt]\" "
             "(cuda-python<13) or pip install pycuda")
