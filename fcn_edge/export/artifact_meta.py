@@ -12,7 +12,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.metadata import (ArtifactMeta, Shapes, default_shapes, input_tensor_name,
                                 output_tensor_name)
 from ..runtime.modalities import depth_encoding
-from ..runtime.processing import labels_dtype
+from .graph import head_labels_dtype
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -24,11 +24,13 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: bool,
-                  shapes: Shapes | None, options: dict) -> ArtifactMeta:
+                  shapes: Shapes | None, options: dict,
+                  labels_dtype: str = "auto") -> ArtifactMeta:
     """Describe the fp32 artifact of ``model`` (loaded from ``checkpoint`` by ``load_model``).
 
     A bare state dict has no ``meta``: classes are then named ``class_0`` …, coloured with the
     VOC palette, and normalised with ImageNet statistics (what its backbone was trained with).
+    ``labels_dtype`` (``auto``, ``uint8``, ``int32``) is what an argmax graph's labels leave in.
     """
     config, meta = model.config, dict(getattr(model, "meta", {}) or {})
     n = config.num_classes
@@ -40,13 +42,13 @@ def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: b
         palette=tuple(tuple(int(c) for c in rgb) for rgb in palette[:n]),
         mean=tuple(meta.get("mean") or IMAGENET_MEAN), std=tuple(meta.get("std") or IMAGENET_STD),
         color_order=meta.get("color_order", "rgb"), output_stride=config.output_stride,
-        raw_io=raw_io, argmax=argmax, labels_dtype=labels_dtype(n).name,
+        raw_io=raw_io, argmax=argmax, labels_dtype=head_labels_dtype(n, labels_dtype).name,
         shapes=shapes or default_shapes(train, 32),
         ignore_index=int(meta.get("ignore_index", 255)), model_options=config.to_dict(),
         source_sha256=file_sha256(checkpoint), fcn_edge_version=__version__,
         export_options=options, dataset=meta.get("dataset") or {},
         metrics=_summary(meta.get("metrics")), inputs=_inputs(config, raw_io),
-        heads=_heads(config, meta, argmax))
+        heads=_heads(config, meta, argmax, labels_dtype))
 
 
 def _inputs(config, raw_io: bool) -> tuple[dict, ...]:
@@ -66,7 +68,7 @@ def _inputs(config, raw_io: bool) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _heads(config, meta: dict, argmax: bool) -> tuple[dict, ...]:
+def _heads(config, meta: dict, argmax: bool, labels_dtype: str) -> tuple[dict, ...]:
     """One entry per head for multi-task models (paper §5); none for one task. Class names,
     colours and validation metrics per task come from the checkpoint's ``tasks`` meta."""
     described = meta.get("tasks") or {}
@@ -77,7 +79,7 @@ def _heads(config, meta: dict, argmax: bool) -> tuple[dict, ...]:
         out.append({"task": task, "output": output_tensor_name(task, argmax), "num_classes": n,
                     "classes": list(info.get("classes") or [f"{task}_{i}" for i in range(n)]),
                     "palette": [[int(c) for c in rgb] for rgb in palette[:n]],
-                    "labels_dtype": labels_dtype(n).name,
+                    "labels_dtype": head_labels_dtype(n, labels_dtype).name,
                     "metrics": _summary(info.get("metrics"))})
     return tuple(out)
 

@@ -50,6 +50,7 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     shapes: str | None = None           # MIN:OPT:MAX, see runtime.metadata.parse_shapes
     argmax: bool = False
+    labels_dtype: str = "auto"          # argmax labels: uint8 up to 256 classes, else int32
     raw_io: bool = False
     simplify: bool = True
     parity_sizes: tuple[tuple[int, int], ...] | None = None
@@ -74,7 +75,7 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
     model = load_model(checkpoint).eval()
     options = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "out_dir")}
     meta = artifact_meta(model, checkpoint, raw_io=config.raw_io, argmax=config.argmax,
-                         shapes=shapes, options=options)
+                         shapes=shapes, options=options, labels_dtype=config.labels_dtype)
     def named(precision: str, suffix: str = ".onnx") -> Path:
         return artifact_path(out_dir, checkpoint, precision, config.raw_io, config.argmax, suffix)
 
@@ -112,7 +113,8 @@ def artifact_path(out_dir: Path, checkpoint: Path, precision: str = "fp32",
 def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
                 log: Log) -> tuple[onnx.ModelProto, ArtifactMeta]:
     """Trace, check, simplify, verify parity at ≥ 3 sizes, then write."""
-    graph = build_graph(model, meta, raw_io=config.raw_io, argmax=config.argmax)
+    graph = build_graph(model, meta, raw_io=config.raw_io, argmax=config.argmax,
+                        labels_dtype=config.labels_dtype)
     onnx_model = trace_to_onnx(graph, opset=config.opset)
     set_metadata(onnx_model, meta.to_props())
     if config.simplify:

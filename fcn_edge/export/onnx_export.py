@@ -109,7 +109,9 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def build_graph(model: nn.Module, meta, *, raw_io: bool, argmax: bool) -> DeployGraph:
+def build_graph(model: nn.Module, meta, *, raw_io: bool, argmax: bool,
+                labels_dtype: str = "auto") -> DeployGraph:
     """``DeployGraph`` with the artifact's normalisation (see ``graph.py``)."""
     return DeployGraph(model, raw_io=raw_io, argmax=argmax, mean=meta.mean, std=meta.std,
+                       labels_dtype=labels_dtype,
                        color_order=meta.color_order)

@@ -34,7 +34,8 @@ from support import make_checkpoint
 
 #: Export options of each ONNX kind the tests use.
 KINDS = {"plain": {}, "rawio": {"raw_io": True}, "argmax": {"argmax": True},
-         "rawio_argmax": {"raw_io": True, "argmax": True}}
+         "rawio_argmax": {"raw_io": True, "argmax": True},
+         "rawio_argmax_int32": {"raw_io": True, "argmax": True, "labels_dtype": "int32"}}
 SMALL_PROFILE = "32x32:64x64:256x256"
 
 

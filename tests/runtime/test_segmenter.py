@@ -99,6 +99,21 @@ def test_raw_io_frames_go_in_without_a_copy(onnx_artifact, scene, monkeypatch):
     assert np.shares_memory(seen[0], frame) and seen[0].shape == (1, 20, 30, 3)
 
 
+def test_int32_labels_are_read_like_uint8_ones(onnx_artifact, scene):
+    """An argmax artifact exported with int32 labels (``--labels-dtype int32``, e.g. for a
+    TensorRT consumer that takes no uint8) gives the same labels; the Segmenter returns them
+    as always (uint8 up to 256 classes)."""
+    with Segmenter(onnx_artifact("rawio_argmax_int32")) as wide, \
+            Segmenter(onnx_artifact("rawio_argmax")) as narrow:
+        assert (wide.meta.labels_dtype, narrow.meta.labels_dtype) == ("int32", "uint8")
+        frame = scene(48, 72)
+        raw = wide.backend.run({"frames": frame[None]})["labels"]
+        assert raw.dtype == np.int32
+        labels = wide(frame)
+        assert labels.dtype == np.uint8 and np.array_equal(labels, raw[0])
+        assert np.array_equal(labels, narrow(frame)) and len(np.unique(labels)) > 1
+
+
 # --- frames in every accepted form --------------------------------------------------------------
 
 def test_buffer_protocol_objects_with_a_shape(segmenters, scene):
