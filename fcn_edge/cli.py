@@ -131,9 +131,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib=args.calib, calib_images=args.calib_images, int8_target=args.int8_target,
         eval_data=args.eval_data,
         eval_images=args.eval_images, opset=args.opset, shapes=args.shapes, argmax=args.argmax,
-        raw_io=args.raw_io, simplify=not args.no_simplify, parity_sizes=sizes,
-        triton_repo=args.triton_repo, build_engine=not args.no_engine,
-        workspace_gb=args.workspace)
+        labels_dtype=args.labels_dtype, raw_io=args.raw_io, simplify=not args.no_simplify,
+        parity_sizes=sizes, triton_repo=args.triton_repo, build_engine=not args.no_engine,
+        workspace_gb=args.workspace, target=args.target,
+        **({"trt_versions": tuple(args.trt_version.split(","))} if args.trt_version else {}))
     result = export(config, log=print)
     print(f"export done in {result.report['seconds']:.1f} s: "
           + ", ".join(f"{k} {v}" for k, v in result.artifacts.items()))
@@ -141,6 +142,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.check_only:
+        return _check_only(args)
+    if args.trt_version:
+        raise InputError("--trt-version goes with --check-only: a build is checked against the "
+                         "TensorRT it runs with")
     from .export.tensorrt import BuildOptions, build_engine
     from .runtime.metadata import parse_shapes
 
@@ -148,9 +154,28 @@ def cmd_build(args: argparse.Namespace) -> int:
         precision="fp16" if args.fp16 else "fp32",
         shapes=parse_shapes(args.shapes) if args.shapes else None,
         workspace_gb=args.workspace, output=Path(args.output) if args.output else None,
-        force=args.force, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
+        force=args.force, check=not args.no_check,
+        **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
     print(f"wrote {build_engine(Path(args.model), options)}")
     return 0
+
+
+def _check_only(args: argparse.Namespace) -> int:
+    """``fcn-edge build MODEL.onnx --check-only``: will it build? Exit 0 when every release
+    asked passes every rule, 1 when one fails; no TensorRT or GPU needed."""
+    try:
+        from .export.trt_compat import (check_onnx_file, default_versions, format_reports,
+                                        reports_to_json)
+    except ImportError as exc:
+        raise BackendUnavailable(f"the TensorRT check reads ONNX with the onnx package "
+                                 f"({exc.name} is missing): pip install onnx") from None
+    reports = check_onnx_file(args.model, args.trt_version or default_versions(),
+                              precision="fp16" if args.fp16 else None)
+    if args.json:
+        print(json.dumps(reports_to_json(reports, args.model), indent=2))
+    else:
+        print(format_reports(reports, args.model))
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -353,9 +378,10 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
                                    "(default: the checkpoint's data when synthetic)")
     p.add_argument("--calib-images", type=int, default=32)
-    p.add_argument("--int8-target", default="cpu", choices=("cpu", "tensorrt"),
+    p.add_argument("--int8-target", choices=("cpu", "tensorrt"),
                    help="cpu: ONNX Runtime's fast uint8 activations; tensorrt: symmetric int8 "
-                        "activations (what TensorRT accepts)")
+                        "activations and float biases (what TensorRT accepts). Default: "
+                        "tensorrt with --target tensorrt, else cpu")
     p.add_argument("--eval-data", help="labelled data for the FP16/INT8 ΔmIoU (default: as "
                                        "--calib)")
     p.add_argument("--eval-images", type=int, default=8)
@@ -363,6 +389,16 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
                                     "(default 32x32:<training size>:2048x2048)")
     p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
+    p.add_argument("--labels-dtype", default="auto", choices=("auto", "uint8", "int32"),
+                   help="with --argmax: auto is uint8 up to 256 classes (cast through float, "
+                        "as TensorRT needs), else int32")
+    p.add_argument("--target", default="any", choices=("any", "tensorrt"),
+                   help="tensorrt: every artifact, fp32 too, must pass the TensorRT "
+                        "compatibility check (FP16 and --int8-target tensorrt artifacts "
+                        "always do)")
+    p.add_argument("--trt-version", metavar="V[,V]",
+                   help="the TensorRT releases TensorRT-bound artifacts are checked for: 8.6, "
+                        "10, 11 (default: all three)")
     p.add_argument("--raw-io", action="store_true",
                    help="uint8 BGR NHWC frames in; normalisation inside the graph")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
@@ -377,7 +413,19 @@ def _add_export_parser(sub) -> None:
 def _add_build_parser(sub) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (on the "
                                      "target GPU)")
-    p.add_argument("model", help="an ONNX written by fcn-edge export")
+    p.add_argument("model", help="an ONNX written by fcn-edge export (any ONNX with "
+                                 "--check-only)")
+    p.add_argument("--check-only", action="store_true",
+                   help="only check whether TensorRT can build it (opset, operators, types, "
+                        "uint8, dynamic dims, INT8): a verdict per rule, exit 0 or 1; needs "
+                        "no TensorRT or GPU")
+    p.add_argument("--trt-version", metavar="V[,V]",
+                   help="with --check-only: the releases to check, 8.6, 10 and/or 11 "
+                        "(default: the installed TensorRT's, else all three)")
+    p.add_argument("--json", action="store_true", help="with --check-only: print JSON")
+    p.add_argument("--no-check", action="store_true",
+                   help="build without the compatibility check (its tables may lag a newer "
+                        "TensorRT)")
     p.add_argument("--fp16", action="store_true", help="FP16 engine (give the .fp16.onnx on "
                                                        "TensorRT ≥ 11)")
     p.add_argument("--shapes", help="profile MIN:OPT:MAX, each HxW or NxHxW (default: the "

@@ -1,10 +1,13 @@
 """``fcn-edge export``: checkpoint → verified, self-describing ONNX artifacts (fp32, fp16, int8).
 
 One function per format, called in order by ``export``. Every artifact is verified against the
-PyTorch fp32 reference *before* it is written (fp32: parity at three sizes, failing the export
-when out of tolerance; fp16 / int8: NaN/Inf fail it, label agreement and ΔmIoU are measured and
-reported), and written atomically, so a failed or interrupted export leaves no artifact behind.
-The figures go into each artifact's metadata and into ``<name>.export.json``.
+PyTorch fp32 reference *before* anything is written (fp32: parity at three sizes, failing the
+export when out of tolerance; fp16 / int8: NaN/Inf fail it, label agreement and ΔmIoU are
+measured and reported). Every artifact meant for TensorRT (fp16; int8 for ``--int8-target
+tensorrt``; all of them with ``--target tensorrt``) must also pass the TensorRT compatibility
+check of ``trt_compat`` for each release in ``trt_versions``. Only when every artifact has
+passed are they written, each atomically, so a failed or interrupted export leaves no artifact
+behind. The figures go into each artifact's metadata and into ``<name>.export.json``.
 """
 from __future__ import annotations
 
@@ -29,8 +32,11 @@ from .artifact_meta import artifact_meta
 from .onnx_export import (DEFAULT_OPSET, build_graph, save_onnx, set_metadata, simplify,
                           trace_to_onnx)
 from .runners import ort_latency, ort_run
+from .trt_compat import parse_versions, require_tensorrt_compat
+from .trt_support import TRT_VERSIONS
 
 Log = Callable[[str], None]
+TARGETS = ("any", "tensorrt")  # who runs the artifacts: "tensorrt" checks every one for it
 FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
 
 
@@ -44,7 +50,8 @@ class ExportConfig:
     int8: bool = False
     calib: str | None = None            # INT8 calibration data (default: the checkpoint's)
     calib_images: int = 32
-    int8_target: str = "cpu"            # "cpu" (ORT: uint8 activations) or "tensorrt"
+    int8_target: str | None = None      # "cpu" (ORT: uint8 activations) or "tensorrt";
+    #                                     None: "tensorrt" with target="tensorrt", else "cpu"
     eval_data: str | None = None        # labelled data for ΔmIoU (default: as calib)
     eval_images: int = 8                # fp16 runs in onnx.reference here (~1 s per image)
     opset: int = DEFAULT_OPSET
@@ -57,6 +64,25 @@ class ExportConfig:
     triton_repo: str | None = None
     build_engine: bool = True           # with --fp16, build a TensorRT engine when TRT is here
     workspace_gb: float = 4.0
+    target: str = "any"                 # "tensorrt": every artifact must build with TensorRT
+    trt_versions: tuple[str, ...] = TRT_VERSIONS   # the releases TensorRT-bound artifacts pass
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise InputError(f"target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        object.__setattr__(self, "trt_versions", parse_versions(self.trt_versions))
+        if self.int8_target is None:  # follow the target: int8 for TensorRT is symmetric Q/DQ
+            object.__setattr__(self, "int8_target",
+                               "tensorrt" if self.target == "tensorrt" else "cpu")
+        if self.target == "tensorrt" and self.int8_target != "tensorrt":
+            raise InputError("--int8-target cpu writes ONNX Runtime's CPU quantization (uint8, "
+                             "asymmetric), which TensorRT cannot build, but --target tensorrt "
+                             "was asked: drop --int8-target or pass --int8-target tensorrt")
+
+    def tensorrt_bound(self, precision: str) -> bool:
+        """Whether the ``precision`` artifact is meant for TensorRT (and checked for it)."""
+        return self.target == "tensorrt" or precision == "fp16" or \
+            (precision == "int8" and self.int8_target == "tensorrt")
 
 
 @dataclass
@@ -80,19 +106,22 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
         return artifact_path(out_dir, checkpoint, precision, config.raw_io, config.argmax, suffix)
 
     result = ExportResult(meta=meta)
-    fp32_model, meta = export_fp32(model, meta, config, named("fp32"), log)
-    result.artifacts["fp32"] = named("fp32")
-    result.report["fp32"] = {"parity": meta.parity, "bytes": _size(result.artifacts["fp32"])}
+    fp32_model, meta = export_fp32(model, meta, config, log)
+    models = {"fp32": fp32_model}
+    result.report["fp32"] = {"parity": meta.parity,
+                             "tensorrt": check_tensorrt(fp32_model, "fp32", config, log)}
     samples = _eval_samples(config, meta, log)
     if config.fp16:
-        path = named("fp16")
-        result.report["fp16"] = export_fp16(model, fp32_model, meta, config, path, samples, log)
-        result.artifacts["fp16"] = path
+        models["fp16"], result.report["fp16"] = export_fp16(model, fp32_model, meta, config,
+                                                            samples, log)
     if config.int8:
-        path = named("int8")
-        result.report["int8"] = export_int8(model, fp32_model, result.artifacts["fp32"], meta,
-                                            config, path, samples, log)
-        result.artifacts["int8"] = path
+        models["int8"], result.report["int8"] = export_int8(model, fp32_model, meta, config,
+                                                            samples, log)
+    for precision, onnx_model in models.items():  # all checked: now write them
+        path = result.artifacts[precision] = named(precision)
+        save_onnx(onnx_model, path)
+        result.report[precision]["bytes"] = _size(path)
+        log(f"wrote {path} ({_size(path) / 1e6:.1f} MB)")
     _engine_and_triton(config, result, meta, log)
     result.meta = meta
     result.report["seconds"] = round(time.perf_counter() - started, 2)
@@ -110,9 +139,9 @@ def artifact_path(out_dir: Path, checkpoint: Path, precision: str = "fp32",
     return out_dir / (stem + ("" if precision == "fp32" else f".{precision}") + suffix)
 
 
-def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
+def export_fp32(model, meta: ArtifactMeta, config: ExportConfig,
                 log: Log) -> tuple[onnx.ModelProto, ArtifactMeta]:
-    """Trace, check, simplify, verify parity at ≥ 3 sizes, then write."""
+    """Trace, check, simplify, verify parity at ≥ 3 sizes; the caller writes it."""
     graph = build_graph(model, meta, raw_io=config.raw_io, argmax=config.argmax,
                         labels_dtype=config.labels_dtype)
     onnx_model = trace_to_onnx(graph, opset=config.opset)
@@ -123,17 +152,16 @@ def export_fp32(model, meta: ArtifactMeta, config: ExportConfig, path: Path,
     results = parity.check_parity(model, ort_run(onnx_model), meta, sizes)
     meta = meta.with_(parity={"reference": "pytorch fp32", "sizes": parity.as_dicts(results)})
     set_metadata(onnx_model, meta.to_props())
-    save_onnx(onnx_model, path)
     for r in results:
         rel = "" if r.rel_max_abs is None else f"rel max|Δ| {r.rel_max_abs:.1e}, "
         log(f"fp32 parity {r.height}×{r.width}: {rel}labels agree {r.agreement:.4%}")
-    log(f"wrote {path} ({_size(path) / 1e6:.1f} MB)")
     return onnx_model, meta
 
 
 def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
-                path: Path, samples: list, log: Log) -> dict:
-    """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export."""
+                samples: list, log: Log) -> tuple[onnx.ModelProto, dict]:
+    """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export, and
+    so does any TensorRT rule it breaks (FP16 artifacts are what TensorRT builds)."""
     from .execute import check_finite, run_fp16
     from .fp16 import convert_with_report
 
@@ -156,24 +184,26 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta16, samples)
     set_metadata(fp16_model, meta16.with_(parity=figures).to_props())
-    save_onnx(fp16_model, path)
-    figures["bytes"] = _size(path)
     log(f"fp16 ({figures['executor']}): labels agree "
         f"{min(r.agreement for r in results):.4%} (worst size)"
         + _delta_text(figures.get("dataset")))
-    log(f"wrote {path} ({figures['bytes'] / 1e6:.1f} MB)")
-    return figures
+    figures["tensorrt"] = check_tensorrt(fp16_model, "fp16", config, log)
+    return fp16_model, figures
 
 
-def export_int8(model, fp32_model: onnx.ModelProto, fp32_path: Path, meta: ArtifactMeta,
-                config: ExportConfig, path: Path, samples: list, log: Log) -> dict:
-    """ONNX Runtime static quantization (QDQ), calibrated on dataset images."""
+def export_int8(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
+                samples: list, log: Log) -> tuple[onnx.ModelProto, dict]:
+    """ONNX Runtime static quantization (QDQ), calibrated on dataset images; checked against
+    TensorRT's rules for ``--int8-target tensorrt``."""
     from .int8 import quantize_int8
 
     calib = _calibration_inputs(config, meta)
-    quantize_int8(fp32_path, path, calib, target=config.int8_target)
+    with tempfile.TemporaryDirectory(prefix="fcn-edge-int8-") as work:  # ORT reads files
+        source, quantized_path = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
+        save_onnx(fp32_model, source)
+        quantize_int8(source, quantized_path, calib, target=config.int8_target)
+        quantized = onnx.load(str(quantized_path))
     meta8 = meta.with_(precision="int8")
-    quantized = onnx.load(str(path))
     infer = ort_run(quantized)
     figures: dict = {"calibration_images": len(calib), "target": config.int8_target}
     if samples:
@@ -183,13 +213,31 @@ def export_int8(model, fp32_model: onnx.ModelProto, fp32_path: Path, meta: Artif
     figures["latency_ms"] = {"size": [h, w], "fp32": ort_latency(fp32_model, probe),
                              "int8": ort_latency(quantized, probe)}
     set_metadata(quantized, meta8.with_(parity=figures).to_props())
-    save_onnx(quantized, path)
-    figures["bytes"] = _size(path)
     lat = figures["latency_ms"]
     log(f"int8: ORT CPU {lat['int8']:.1f} ms vs fp32 {lat['fp32']:.1f} ms at {h}×{w}"
         + _delta_text(figures.get("dataset")))
-    log(f"wrote {path} ({figures['bytes'] / 1e6:.1f} MB)")
-    return figures
+    figures["tensorrt"] = check_tensorrt(quantized, "int8", config, log)
+    return quantized, figures
+
+
+def check_tensorrt(onnx_model: onnx.ModelProto, precision: str, config: ExportConfig,
+                   log: Log) -> dict | None:
+    """For a TensorRT-bound artifact: every rule of every release in ``config.trt_versions``
+    (a ModelFormatError naming node, rule and fix when one fails; nothing is written then).
+    Returns the verdicts for the report; None for artifacts not meant for TensorRT."""
+    if not config.tensorrt_bound(precision):
+        return None
+    reports = require_tensorrt_compat(
+        onnx_model, config.trt_versions, f"the {precision} artifact", precision=precision,
+        hint="nothing was written; export again with this fcn-edge, or check only the "
+             "releases you deploy to with --trt-version")
+    warnings = [f"TensorRT {r.tensorrt}: {f.text()}" for r in reports for f in r.findings]
+    for line in warnings:
+        log(f"{precision} warning: {line}")
+    log(f"{precision}: passes the TensorRT {', '.join(r.tensorrt for r in reports)} "
+        f"compatibility check")
+    return {r.tensorrt: {"builds": r.ok, "warnings": [f.text() for f in r.findings]}
+            for r in reports}
 
 
 def _engine_and_triton(config: ExportConfig, result: ExportResult, meta: ArtifactMeta,

@@ -64,6 +64,8 @@ class BuildOptions:
         cache_dir: where built engines are kept, named by their cache key.
         output: where the engine goes; None: beside the ONNX, e.g. ``model.fp16.engine``.
         force: rebuild even when a cached engine fits.
+        check: run the TensorRT compatibility check (``trt_compat``) for this TensorRT before
+            parsing; False builds anyway (the tables may lag a newer parser).
     """
 
     precision: str | None = None
@@ -73,6 +75,7 @@ class BuildOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     output: Path | None = None
     force: bool = False
+    check: bool = True
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in BUILD_PRECISIONS:
@@ -266,6 +269,8 @@ def build_engine(onnx_path: str | Path, options: BuildOptions | None = None) -> 
     trt = _import_tensorrt()
     version = trt.__version__
     strategy = precision_strategy(version, precision, meta.precision)
+    if options.check:
+        check_before_build(onnx_path, version, precision)
     gpu_name, cc = query_gpu()
     onnx_sha = file_sha256(onnx_path)
     key, fields = engine_cache_key(onnx_sha, version, gpu_name, cc, precision, shapes)
@@ -289,6 +294,23 @@ def build_engine(onnx_path: str | Path, options: BuildOptions | None = None) -> 
         with atomic_path(output) as tmp:
             shutil.copyfile(cached, tmp)
     return output
+
+
+def check_before_build(onnx_path: Path, trt_version: str, precision: str) -> None:
+    """The compatibility check for the TensorRT that will parse ``onnx_path``: a failure names
+    node, rule and fix before TensorRT spends minutes failing (or builds no outputs)."""
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable(f"checking {onnx_path.name} before the build needs onnx "
+                                 f"(pip install onnx, which {TRT_EXTRA} brings), or pass "
+                                 f"--no-check") from None
+    from .trt_compat import require_tensorrt_compat
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    require_tensorrt_compat(model, [trt_version], str(onnx_path), precision=precision,
+                            hint="export it again with this fcn-edge, or pass --no-check to "
+                                 "let TensorRT's own parser judge")
 
 
 def _usable_cached_engine(cache_dir: Path, key: str, trt_version: str, gpu_name: str,
