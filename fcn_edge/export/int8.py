@@ -5,7 +5,8 @@ ORT 1.31 on an AVX2 CPU without VNNI):
 
 * QDQ format, per-channel symmetric int8 weights (axis 0 for Conv, 1 for ConvTranspose).
 * ``target="tensorrt"`` (default): symmetric int8 activations, zero point 0, the only scheme
-  TensorRT accepts. ORT CPU runs it correctly but cannot fuse Conv→Relu→Q (a symmetric range
+  TensorRT accepts, and float biases: TensorRT's DequantizeLinear takes 8-bit tensors only, so
+  ONNX Runtime's int32-quantized biases would not parse (TensorRT fuses the bias itself). ORT CPU runs it correctly but cannot fuse Conv→Relu→Q (a symmetric range
   keeps the Relu), so it is no faster than fp32 there (256×256, 1 thread: 63 vs 62 ms).
 * ``target="cpu"``: asymmetric uint8 activations, so ORT drops the Relus and fuses every conv
   into QLinearConv: 1.6× faster than fp32 (38 vs 62 ms), and slightly more accurate (a ReLU
@@ -19,6 +20,9 @@ ORT 1.31 on an AVX2 CPU without VNNI):
   inference cannot follow the dynamic crop arithmetic): torch's exporter feeds identical conv
   biases through Identity nodes, which ORT cannot quantise as int32 biases and then cannot fuse;
   pre-processing removes them (``target="cpu"``: fused convolutions went from 4 of 20 to 20).
+  For ``target="tensorrt"`` only the shape inference runs: biases stay float there anyway, and
+  the optimiser would fold the labels' int64 → float → uint8 casts into one that TensorRT
+  refuses.
 * Kept fp32: the input normalisation before the first convolution (a raw-IO model's 0..255
   pixels would keep 7 bits) and the classifier head, from the score layers on (FCN §4.2:
   score_fr, score_pool4/3, the upscore deconvolutions and fuse adds). The head computes C
@@ -155,18 +159,23 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     # Every file ORT writes on the way (pre-processed model, "-inferred" copy, augmented
     # calibration model) goes to this directory, which is removed whatever happens.
     with tempfile.TemporaryDirectory(prefix="fcn-edge-int8-") as work:
-        prepared = _prepare(source, Path(work))
+        prepared = _prepare(source, Path(work), optimize=target == "cpu")
         with atomic_path(out_path) as tmp:
             _quantize(prepared, tmp, reader, method, target)
             _restore_metadata(tmp, props)
     return Path(out_path)
 
 
-def _prepare(source: Path, work: Path) -> Path:
-    """Pre-process into ``work`` and name every node (ORT excludes nodes by name)."""
+def _prepare(source: Path, work: Path, optimize: bool) -> Path:
+    """Pre-process into ``work`` and name every node (ORT excludes nodes by name).
+
+    ``optimize`` runs ONNX Runtime's basic optimiser, which helps ORT's own CPU kernels; for
+    TensorRT it is skipped: it folds the labels' Cast(int64 → float) → Cast(float → uint8)
+    into one Cast(int64 → uint8), which TensorRT refuses (TensorRT does its own fusing)."""
     prepared = work / "prepared.onnx"
     try:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True,
+                          skip_optimization=not optimize)
     except Exception as error:   # onnx and ORT raise many kinds; all mean "cannot read it"
         raise ModelFormatError(f"{source}: int8 pre-processing failed: {error}") from error
     model = onnx.load(prepared)
@@ -189,7 +198,10 @@ def _quantize(prepared: Path, out: Path, reader: CalibrationReader, method: str,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         calibrate_method=METHODS[method],
                         extra_options={"ActivationSymmetric": symmetric,
-                                       "WeightSymmetric": True})
+                                       "WeightSymmetric": True,
+                                       # TensorRT dequantizes 8-bit tensors only: an int32
+                                       # bias's DequantizeLinear does not parse (trt_compat).
+                                       "QuantizeBias": not symmetric})
     log.debug("%s", chatter.getvalue())
 
 
