@@ -382,3 +382,24 @@ def test_check_only_json_and_bad_input(tmp_path, capsys):
     assert "older than 8.6" in capsys.readouterr().err
     assert main(["build", str(bad), "--trt-version", "10"]) == 1  # without --check-only
     assert "--trt-version goes with --check-only" in capsys.readouterr().err
+
+
+def test_the_tables_ship_in_the_wheel(tmp_path):
+    """The check reads its tables at run time: a wheel (not only an editable install) has them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root, source = Path(__file__).resolve().parents[2], tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "fcn_edge", source / "fcn_edge",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", str(source), "-w", str(tmp_path / "wheel")], check=True)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert all(f"fcn_edge/export/trt_support/tensorrt-{v}.json" in names for v in TRT_VERSIONS)
