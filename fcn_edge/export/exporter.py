@@ -229,8 +229,8 @@ def check_tensorrt(onnx_model: onnx.ModelProto, precision: str, config: ExportCo
         return None
     reports = require_tensorrt_compat(
         onnx_model, config.trt_versions, f"the {precision} artifact", precision=precision,
-        hint="nothing was written; export again with this fcn-edge, or check only the "
-             "releases you deploy to with --trt-version")
+        hint="nothing was written; check only the releases you deploy to with "
+             "--trt-version, or leave the artifact out (--fp16, --int8-target, --target)")
     warnings = [f"TensorRT {r.tensorrt}: {f.text()}" for r in reports for f in r.findings]
     for line in warnings:
         log(f"{precision} warning: {line}")

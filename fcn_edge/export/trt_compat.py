@@ -198,7 +198,7 @@ def format_reports(reports: Sequence[CompatReport], name: str, limit: int = 8) -
     lines = [f"TensorRT compatibility of {name}"]
     for report in reports:
         lines.append(f"  TensorRT {report.tensorrt} (operator table {report.source}): "
-                     + ("builds" if report.ok else f"FAILS {len(report.errors)} check(s)"))
+                     + ("builds" if report.ok else _failed_rules(report)))
         for rule in RULES:
             lines.append(f"    {rule:<13} {report.verdict(rule):<5} {report.checked.get(rule, '')}")
             found = [f for f in report.findings if f.rule == rule]
@@ -206,6 +206,12 @@ def format_reports(reports: Sequence[CompatReport], name: str, limit: int = 8) -
             if len(found) > limit:
                 lines.append(f"      … and {len(found) - limit} more")
     return "\n".join(lines)
+
+
+def _failed_rules(report: CompatReport) -> str:
+    rules = [rule for rule in RULES if report.verdict(rule) == "FAIL"]
+    return (f"FAILS {len(rules)} of {len(RULES)} rules ({', '.join(rules)}; "
+            f"{len(report.errors)} error(s))")
 
 
 # --- the graph as the rules read it -------------------------------------------------------
