@@ -1,10 +1,10 @@
-"""benchmarks/gpu_check.py on a CPU: its statistics, the section runner (failures, budgets, skips,
-the JSON rewritten atomically), section parsing, the torchvision comparison against a stand-in
-reference (our own classifiers, which carry torchvision's key names, since torchvision does not
-import here), and one run of the whole CPU flow as a subprocess."""
+"""benchmarks/gpu_check.py and its gpu_check_* modules on a CPU: the statistics, the section
+runner (failures, budgets, skips, the JSON rewritten atomically), section parsing, the torchvision
+comparison against a stand-in reference (our own classifiers, which carry torchvision's key
+names, since torchvision does not import here), and one run of the whole CPU flow as a
+subprocess."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,18 +19,16 @@ import torch
 from fcn_edge.errors import InputError
 from fcn_edge.models import AlexNet, ResNet18
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPT = BENCHMARKS / "gpu_check.py"
+# The script's modules import each other by name, as Python finds them when it runs the script
+# (its folder first on sys.path).
+sys.path.insert(0, str(BENCHMARKS))
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-gc = _load_script()
+import gpu_check as gc  # noqa: E402  the command: SECTIONS, parse_sections, main
+import gpu_check_machine as machine  # noqa: E402  install, cuda_buffers, pytest_gpu
+import gpu_check_models as models  # noqa: E402  latency, training, torchvision_parity
+import gpu_check_runner as runner  # noqa: E402  the runner and its statistics
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,9 +45,9 @@ def one_thread():
 
 def test_figures_are_median_nearest_rank_p99_and_fps_from_the_median():
     samples = [float(v) for v in range(100, 0, -1)]  # 1 … 100 ms, in reverse
-    assert gc.figures(samples) == {"p50_ms": 50.5, "p99_ms": 99.0, "mean_ms": 50.5,
+    assert runner.figures(samples) == {"p50_ms": 50.5, "p99_ms": 99.0, "mean_ms": 50.5,
                                    "fps": round(1000 / 50.5, 1), "runs": 100}
-    slow_tail = gc.figures([2.0] * 98 + [40.0, 50.0])
+    slow_tail = runner.figures([2.0] * 98 + [40.0, 50.0])
     assert (slow_tail["p50_ms"], slow_tail["p99_ms"], slow_tail["fps"]) == (2.0, 40.0, 500.0)
 
 
@@ -58,28 +56,28 @@ def test_the_goal_takes_the_fastest_fp16_figure_at_512x256():
                "512x256 fp16": {"fps": 900.0},
                "512x256 fp16+graph": {"fps": 1500.0},
                "1024x512 fp16+graph": {"fps": 2000.0}}  # another size: never counts
-    goal = gc.goal_check(results)
+    goal = runner.goal_check(results)
     assert (goal["best"], goal["fps"], goal["meets_goal"]) == ("512x256 fp16+graph", 1500.0, True)
     results["512x256 fp16+graph"] = {"error": "RuntimeError: capture failed"}
-    assert gc.goal_check(results)["meets_goal"] is False
-    assert gc.goal_check({})["meets_goal"] is None
+    assert runner.goal_check(results)["meets_goal"] is False
+    assert runner.goal_check({})["meets_goal"] is None
 
 
 def test_label_agreement_counts_equal_labels_and_refuses_a_one_class_reference():
     reference = torch.tensor([[0, 1], [2, 3]])
-    assert gc.label_agreement(reference.clone(), reference) == 1.0
-    assert gc.label_agreement(torch.tensor([[0, 1], [0, 0]]), reference) == 0.5
+    assert runner.label_agreement(reference.clone(), reference) == 1.0
+    assert runner.label_agreement(torch.tensor([[0, 1], [0, 0]]), reference) == 0.5
     with pytest.raises(RuntimeError, match="one class everywhere"):
-        gc.label_agreement(torch.zeros(2, 2), torch.zeros(2, 2))
+        runner.label_agreement(torch.zeros(2, 2), torch.zeros(2, 2))
 
 
 def test_time_calls_stops_at_the_deadline_but_times_at_least_one_call():
     calls = []
-    ctx = gc.Context("cpu", cuda=False)
-    assert len(gc.time_calls(calls.append, ctx, iters=7, warmup=2)) == 7
+    ctx = runner.Context("cpu", cuda=False)
+    assert len(runner.time_calls(calls.append, ctx, iters=7, warmup=2)) == 7
     assert calls == [0, 1, 0, 1, 2, 3, 4, 5, 6]  # warm-up, then the timed calls
     late = replace(ctx, deadline=time.monotonic() - 1)
-    assert len(gc.time_calls(lambda i: None, late, iters=7, warmup=0)) == 1
+    assert len(runner.time_calls(lambda i: None, late, iters=7, warmup=0)) == 1
 
 
 def test_pytest_summary_reads_counts_failures_and_skips():
@@ -90,7 +88,7 @@ def test_pytest_summary_reads_counts_failures_and_skips():
         "FAILED tests/train/test_train_cli.py::test_cuda_training - AssertionError: nan",
         "ERROR tests/regression/test_latency.py::test_x - RuntimeError: CUDA out of memory",
         "1 failed, 1 passed, 1 skipped, 900 deselected, 2 warnings, 1 error in 41.02s"])
-    summary = gc.pytest_summary(text)
+    summary = machine.pytest_summary(text)
     assert summary["counts"] == {"failed": 1, "passed": 1, "skipped": 1, "deselected": 900,
                                  "warnings": 2, "errors": 1}
     assert [line.split()[0] for line in summary["failures"]] == ["FAILED", "ERROR"]
@@ -114,7 +112,7 @@ def _sleeps(ctx, record):
 
 
 def _skips(ctx, record):
-    raise gc.SkipSection("nothing to do here")
+    raise runner.SkipSection("nothing to do here")
 
 
 def test_one_failure_never_stops_the_others_and_the_json_is_rewritten_each_time(tmp_path):
@@ -123,14 +121,14 @@ def test_one_failure_never_stops_the_others_and_the_json_is_rewritten_each_time(
     seen = []
 
     def save():
-        gc.write_report(out, report)
+        runner.write_report(out, report)
         seen.append({k: r["status"] for k, r in json.loads(out.read_text())["sections"].items()})
 
-    sections = [gc.Section("a", _fails_after_a_figure, 10), gc.Section("b", _ok, 10),
-                gc.Section("c", _skips, 10), gc.Section("d", _ok, 10, needs="cuda"),
-                gc.Section("e", _ok, 10, needs="device")]
-    ctx = gc.Context("cuda", cuda=False, save=save)
-    gc.run_sections(sections, ctx, gc.DEFAULT_BUDGET_S, report["sections"])
+    sections = [runner.Section("a", _fails_after_a_figure, 10), runner.Section("b", _ok, 10),
+                runner.Section("c", _skips, 10), runner.Section("d", _ok, 10, needs="cuda"),
+                runner.Section("e", _ok, 10, needs="device")]
+    ctx = runner.Context("cuda", cuda=False, save=save)
+    runner.run_sections(sections, ctx, runner.DEFAULT_BUDGET_S, report["sections"])
     records = json.loads(out.read_text())["sections"]
     assert records["a"]["status"] == "failed"
     assert records["a"]["error"] == "ValueError: boom"  # one line
@@ -149,10 +147,11 @@ def test_one_failure_never_stops_the_others_and_the_json_is_rewritten_each_time(
 
 def test_a_section_over_its_budget_is_stopped_and_reported_and_the_next_still_runs():
     records = {}
-    scale = 3.0 / gc.DEFAULT_BUDGET_S  # caps scale with the total budget, here 3 s
-    sections = [gc.Section("slow", _sleeps, 0.3 / scale), gc.Section("next", _ok, 0.3 / scale)]
+    scale = 3.0 / runner.DEFAULT_BUDGET_S  # caps scale with the total budget, here 3 s
+    sections = [runner.Section("slow", _sleeps, 0.3 / scale),
+                runner.Section("next", _ok, 0.3 / scale)]
     start = time.monotonic()
-    gc.run_sections(sections, gc.Context("cpu", cuda=False), 3.0, records)
+    runner.run_sections(sections, runner.Context("cpu", cuda=False), 3.0, records)
     assert time.monotonic() - start < 2.0  # the sleep of 5 s was cut short
     slow = records["slow"]
     assert slow["status"] == "failed" and slow["error"] == "stopped: over its budget of 0.3 s"
@@ -162,29 +161,29 @@ def test_a_section_over_its_budget_is_stopped_and_reported_and_the_next_still_ru
 
 def test_sections_past_the_total_budget_are_skipped_with_the_reason():
     records = {}
-    sections = [gc.Section("first", lambda ctx, record: time.sleep(0.3), 480),
-                gc.Section("late", _ok, 480)]
-    gc.run_sections(sections, gc.Context("cpu", cuda=False), 1.2, records)
+    sections = [runner.Section("first", lambda ctx, record: time.sleep(0.3), 480),
+                runner.Section("late", _ok, 480)]
+    runner.run_sections(sections, runner.Context("cpu", cuda=False), 1.2, records)
     assert records["first"]["status"] == "ok"  # under a second is left: too little to start
     assert records["late"] == {"status": "skipped", "reason": "the total budget of 1 s is spent"}
 
 
 def test_attempt_keeps_every_measurement_and_the_section_fails_on_any_error():
-    results, ctx = {}, gc.Context("cpu", cuda=False)
-    gc.attempt(ctx, results, "one", lambda: {"fps": 10.0})
-    gc.attempt(ctx, results, "two", lambda: 1 / 0)
+    results, ctx = {}, runner.Context("cpu", cuda=False)
+    runner.attempt(ctx, results, "one", lambda: {"fps": 10.0})
+    runner.attempt(ctx, results, "two", lambda: 1 / 0)
     assert results == {"one": {"fps": 10.0},
                        "two": {"error": "ZeroDivisionError: division by zero"}}
     with pytest.raises(RuntimeError, match="1 of 2 failed; first two: ZeroDivisionError"):
-        gc.raise_failures(results)
-    gc.attempt(replace(ctx, deadline=time.monotonic() - 1), results, "three", lambda: {"x": 1})
+        runner.raise_failures(results)
+    runner.attempt(replace(ctx, deadline=time.monotonic() - 1), results, "three", lambda: {"x": 1})
     assert results["three"]["status"] == "skipped"
 
 
 def test_cuda_buffers_is_skipped_without_cuda():
     records = {}
-    gc.run_sections([gc.SECTIONS["cuda_buffers"], gc.SECTIONS["pytest_gpu"]],
-                    gc.Context("cpu", cuda=False), gc.DEFAULT_BUDGET_S, records)
+    runner.run_sections([gc.SECTIONS["cuda_buffers"], gc.SECTIONS["pytest_gpu"]],
+                    runner.Context("cpu", cuda=False), runner.DEFAULT_BUDGET_S, records)
     assert {k: (r["status"], r["reason"]) for k, r in records.items()} == {
         "cuda_buffers": ("skipped", "no CUDA device"), "pytest_gpu": ("skipped", "no CUDA device")}
 
@@ -206,18 +205,18 @@ def test_sections_are_parsed_into_run_order_and_bad_names_refused(capsys):
 
 def test_parity_passes_for_the_same_weights_and_finds_the_first_tap_that_differs(tmp_path):
     torch.manual_seed(0)
-    whole = gc._parity_one(ResNet18(), "resnet18", tmp_path, "cpu")  # the section's own step
+    whole = models._parity_one(ResNet18(), "resnet18", tmp_path, "cpu")  # the section's own step
     assert "error" not in whole and len(whole["taps"]) == 3
     assert all(t["rel"] < 1e-5 for t in whole["taps"].values())
     reference = ResNet18()  # torchvision's key names: the stand-in for torchvision.models
-    ours = gc.load_ours(reference, "resnet18", tmp_path)
+    ours = models.load_ours(reference, "resnet18", tmp_path)
     assert len(ours.load_report.loaded) == len(reference.state_dict()) - 2  # fc is dropped
     x = torch.randn(1, 3, 64, 64)
-    taps = gc.compare_taps(ours, reference, "resnet18", x)
+    taps = models.compare_taps(ours, reference, "resnet18", x)
     assert all(t["ok"] and t["rel"] < 1e-5 and t["reference_scale"] > 0 for t in taps.values())
     with torch.no_grad():
         reference.layer3[0].conv1.weight.mul_(1.01)  # a 1 % change after stride 8
-    taps = gc.compare_taps(ours, reference, "resnet18", x)
+    taps = models.compare_taps(ours, reference, "resnet18", x)
     assert {k: t["ok"] for k, t in taps.items()} == {
         "layer2 (stride 8)": True, "layer3 (stride 16)": False, "layer4 (stride 32)": False}
     assert taps["layer3 (stride 16)"]["rel"] > 1e-3
@@ -226,13 +225,13 @@ def test_parity_passes_for_the_same_weights_and_finds_the_first_tap_that_differs
 def test_parity_compares_fc6_with_the_classifier_linear_layer(tmp_path):
     torch.manual_seed(0)
     reference = AlexNet()
-    ours = gc.load_ours(reference, "alexnet", tmp_path)
+    ours = models.load_ours(reference, "alexnet", tmp_path)
     x = torch.randn(1, 3, 224, 224)
-    taps = gc.compare_taps(ours, reference, "alexnet", x)
+    taps = models.compare_taps(ours, reference, "alexnet", x)
     assert all(t["ok"] for t in taps.values()) and taps["fc6"]["shape"] == [1, 4096]
     with torch.no_grad():
         reference.classifier[1].bias.add_(0.5)  # fc6 only: the pools still agree
-    taps = gc.compare_taps(ours, reference, "alexnet", x)
+    taps = models.compare_taps(ours, reference, "alexnet", x)
     assert {k: t["ok"] for k, t in taps.items()} == {
         "pool1": True, "pool2": True, "pool5": True, "fc6": False}
 
@@ -267,7 +266,7 @@ def test_the_cpu_flow_runs_end_to_end_and_leaves_one_json(tmp_path):
     assert (sections["cuda_buffers"]["status"], sections["cuda_buffers"]["reason"]) == (
         "skipped", "no CUDA device")
     parity = sections["torchvision_parity"]
-    if gc._torchvision()[0] is None:  # as on the project's CPU machine
+    if models.torchvision_models()[0] is None:  # as on the project's CPU machine
         assert parity["status"] == "skipped" and "torchvision" in parity["reason"]
     else:
         assert parity["status"] == "ok" and list(parity["results"]) == ["resnet18"]
