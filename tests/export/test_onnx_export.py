@@ -108,3 +108,14 @@ def test_checker_failure_is_a_clear_error():
     onnx_model.graph.node[0].input[0] = "no_such_tensor"
     with pytest.raises(ModelFormatError, match="checker"):
         check_model(onnx_model)
+
+
+def test_labels_dtype_choices():
+    from fcn_edge.export.graph import head_labels_dtype
+
+    assert head_labels_dtype(8) == np.uint8 and head_labels_dtype(256, "uint8") == np.uint8
+    assert head_labels_dtype(257) == np.int32 and head_labels_dtype(8, "int32") == np.int32
+    with pytest.raises(InputError, match="at most 256 classes.*--labels-dtype int32"):
+        head_labels_dtype(300, "uint8")
+    with pytest.raises(InputError, match="choose one of auto, uint8, int32"):
+        head_labels_dtype(8, "int64")
