@@ -28,7 +28,6 @@ the commit they were read at (``trt_support``).
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -140,15 +139,12 @@ def parse_versions(versions: Iterable[str] | str) -> tuple[str, ...]:
 
 def default_versions() -> tuple[str, ...]:
     """The installed TensorRT's family (pip's or JetPack's), else every family we know."""
-    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"):
-        try:
-            return (trt_family(md.version(dist)),)
-        except (md.PackageNotFoundError, InputError):
-            continue
-    try:  # JetPack installs TensorRT's Python module with apt: no pip metadata
-        import tensorrt
-        return (trt_family(tensorrt.__version__),)
-    except (ImportError, OSError, AttributeError, InputError):
+    from ..runtime.backends.tensorrt import installed_tensorrt_version
+
+    version = installed_tensorrt_version()
+    try:
+        return (trt_family(version),) if version else TRT_VERSIONS
+    except InputError:  # older than 8.6: judge it by every table, the build will refuse it
         return TRT_VERSIONS
 
 

@@ -403,3 +403,14 @@ def test_the_tables_ship_in_the_wheel(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert all(f"fcn_edge/export/trt_support/tensorrt-{v}.json" in names for v in TRT_VERSIONS)
+
+
+def test_check_only_defaults_to_the_installed_tensorrt(monkeypatch):
+    """No TensorRT can be installed here: the version it would report is stood in for."""
+    from fcn_edge.export.trt_compat import default_versions
+    from fcn_edge.runtime.backends import tensorrt as trt_backend
+
+    for installed, expected in (("10.3.0.26", ("10",)), ("8.6.2", ("8.6",)),
+                                (None, TRT_VERSIONS), ("8.5.1", TRT_VERSIONS)):
+        monkeypatch.setattr(trt_backend, "installed_tensorrt_version", lambda v=installed: v)
+        assert default_versions() == expected

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import date
 from pathlib import Path
 
+from ...errors import InputError
 from . import _HERE, SupportTable, parse_operators_md, table_to_json
 
 #: Network I/O types per family: 8.6 binds INT64 as INT32 (its parser casts INT64 down) and
@@ -36,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", action="append", default=[], help="why, where it matters")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    opset, operators = parse_operators_md(args.operators_md.read_text(encoding="utf-8"))
+    try:
+        opset, operators = parse_operators_md(args.operators_md.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, InputError) as exc:
+        print(f"trt_support: {args.operators_md}: {exc}", file=sys.stderr)
+        return 1
     if args.opset:
         low, high = (int(v) for v in args.opset.split("-"))
         opset = (low, high)

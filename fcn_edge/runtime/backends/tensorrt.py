@@ -283,10 +283,20 @@ def _import_tensorrt() -> Any:
     return tensorrt
 
 
-def _tensorrt_version() -> str:
-    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"):
+def installed_tensorrt_version() -> str | None:
+    """The installed TensorRT's version: pip's metadata (any of its wheels), else the module's
+    own (JetPack installs it with apt, a tarball by hand); None when there is none."""
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"):
         try:
             return md.version(dist)
         except md.PackageNotFoundError:
             continue
-    return _import_tensorrt().__version__  # installed outside pip (JetPack, tarball)
+    try:
+        import tensorrt
+        return str(tensorrt.__version__)
+    except (ImportError, OSError, AttributeError):  # OSError: the module is there, libnvinfer not
+        return None
+
+
+def _tensorrt_version() -> str:
+    return installed_tensorrt_version() or _import_tensorrt().__version__
