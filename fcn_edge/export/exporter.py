@@ -120,8 +120,8 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
     for precision, onnx_model in models.items():  # all checked: now write them
         path = result.artifacts[precision] = named(precision)
         save_onnx(onnx_model, path)
-        result.report[precision]["bytes"] = _size(path)
-        log(f"wrote {path} ({_size(path) / 1e6:.1f} MB)")
+        size = result.report[precision]["bytes"] = _size(path)
+        log(f"wrote {path} ({size / 1e6:.1f} MB)")
     _engine_and_triton(config, result, meta, log)
     result.meta = meta
     result.report["seconds"] = round(time.perf_counter() - started, 2)

@@ -15,8 +15,8 @@ from .trt_graph import DEFAULT_DOMAINS, OnnxGraph, type_name, where
 from .trt_support import SupportTable
 
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16}
-#: Operators whose data inputs are not the first one (Where's first is its condition).
-_DATA_INPUTS = {"Where": (1, 2)}
+#: Operators whose data inputs are not just the first (Where's first is its condition).
+_DATA_INPUTS = {"Where": lambda n: (1, 2), "Concat": lambda n: range(len(n.input))}
 #: Operators with rules of their own (uint8-cast, int8) instead of the types table.
 _OWN_RULES = {"Cast", "CastLike", "QuantizeLinear", "DequantizeLinear"}
 _MUST_BE_CONSTANT = re.compile(r"`(\w+)`(?: input)? must be (?:an initializer|a constant tensor)")
@@ -128,8 +128,7 @@ def _check_types(g: OnnxGraph, table: SupportTable, precision) -> tuple[list[Fin
         if node.domain not in DEFAULT_DOMAINS or row is None or not row.supported or \
                 not row.types or node.op_type in _OWN_RULES:
             continue
-        for index in _DATA_INPUTS.get(node.op_type, range(len(node.input))
-                                      if node.op_type == "Concat" else (0,)):
+        for index in _DATA_INPUTS.get(node.op_type, lambda n: (0,))(node):
             if index >= len(node.input) or not node.input[index]:
                 continue
             name = type_name(g.types.get(node.input[index]))
