@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from ...errors import InputError
+from ...io import atomic_path
 from . import _HERE, SupportTable, parse_operators_md, table_to_json
 
 #: Network I/O types per family: 8.6 binds INT64 as INT32 (its parser casts INT64 down) and
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     table = SupportTable(args.tensorrt, opset, operators, IO_TYPES[args.tensorrt], source,
                          tuple(args.note))
     out = args.out or _HERE / f"tensorrt-{args.tensorrt}.json"
-    out.write_text(_dumps(table_to_json(table)), encoding="utf-8")
+    with atomic_path(out) as tmp:
+        tmp.write_text(_dumps(table_to_json(table)), encoding="utf-8")
     print(f"wrote {out}: {len(operators)} operators, opset {opset[0]}–{opset[1]}")
     return 0
 
