@@ -29,7 +29,7 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
              "cpu": "CPUExecutionProvider"}
 #: What to try, best first, for each ``provider`` option.
 FALLBACKS = {"tensorrt": ("tensorrt", "cuda", "cpu"), "cuda": ("cuda", "cpu"), "cpu": ("cpu",)}
-GPU_EXTRA = 'pip install "fcn-edge[gpu]" (onnxruntime-gpu; see README "GPU ONNX Runtime")'
+GPU_EXTRA = 'pip install "fcn-edge[gpu]" (onnxruntime-gpu; see docs/install.md "GPU ONNX Runtime")'
 # onnxruntime's error classes for a file it cannot load (all derive from Exception only).
 _LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile", "InvalidArgument",
                 "NotImplemented", "NoModel", "RuntimeException")
