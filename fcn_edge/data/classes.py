@@ -1,12 +1,13 @@
 """Class names, colour maps and label tables of the data sets FCN was evaluated on (§5).
 
-Pure data and numpy: the runtime on an edge box reads these to name and colour its output.
+Pure data and numpy. The VOC colour map is the runtime's (``runtime/palette.py``: an edge box
+colours its output and writes its masks with it without the data package) and is re-exported here.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..runtime.palette import voc_palette
 
 __all__ = ["IGNORE_INDEX", "VOC_CLASSES", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE",
            "CITYSCAPES_TRAIN_IDS", "cityscapes_label_map", "voc_palette"]
@@ -46,21 +47,3 @@ def cityscapes_label_map() -> np.ndarray:
     table = np.full(256, IGNORE_INDEX, np.uint8)
     table[list(CITYSCAPES_TRAIN_IDS)] = np.arange(len(CITYSCAPES_TRAIN_IDS), dtype=np.uint8)
     return table
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: n×3 uint8 RGB, the devkit's ``VOClabelcolormap.m``.
-
-    Bits 0, 1, 2 of the label go to the most significant free bit of R, G, B, then the next
-    three bits to the next one, and so on; so 1 is dark red, 15 (person) is (192, 128, 128)
-    and 255 (the ignored border) is (224, 224, 192). The map is one-to-one on 0..255.
-    """
-    if not 0 <= n <= 256:
-        raise InputError(f"voc_palette: n must be in 0..256 (uint8 labels), got {n}")
-    label = np.arange(n, dtype=np.int64)
-    palette = np.zeros((n, 3), np.int64)
-    for bit in range(8):
-        code = label >> (3 * bit)
-        for channel in range(3):
-            palette[:, channel] |= ((code >> channel) & 1) << (7 - bit)
-    return palette.astype(np.uint8)

@@ -2,7 +2,8 @@
 
 Every reader goes through bytes in memory (``np.fromfile``-like) and ``cv2.imdecode`` rather
 than ``cv2.imread``: imread answers a missing file, a directory and a corrupt file alike with
-``None``, and here each gets its own message.
+``None``, and here each gets its own message. Palette PNGs, whose indices OpenCV would turn
+into colours, are read and written by the runtime's Pillow codec (``runtime/palette.py``).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from .classes import IGNORE_INDEX, voc_palette
-from .png import PNG_SIGNATURE, decode_palette_png, encode_palette_png, read_png_header
+from ..runtime.palette import (PNG_SIGNATURE, decode_palette_png, full_palette, png_kind,
+                               write_palette_png)
+from .classes import IGNORE_INDEX
 
 __all__ = ["read_file_bytes", "read_image", "read_mask", "read_palette_png", "write_image",
            "write_palette_png", "read_split_file", "read_classes_file", "check_mask",
@@ -76,38 +78,17 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """
     data = read_file_bytes(path, "mask")
     if data.startswith(PNG_SIGNATURE):
-        header = read_png_header(data, path)
-        if header.colour_type == 3:
+        kind = png_kind(data, path)
+        if kind == "palette":
             return decode_palette_png(data, path)[0]
-        if header.colour_type != 0:
-            raise InputError(f"{path}: palette PNG expected but {header.kind} found; a mask "
+        if kind != "grayscale":
+            raise InputError(f"{path}: palette PNG expected but {kind} found; a mask "
                              "holds class ids, one channel (palette or grayscale PNG)")
-        return _single_channel(data, path, header.kind)
+        return _single_channel(data, path, kind)
     if data.startswith(b"\xff\xd8"):
         raise InputError(f"{path}: JPEG mask; JPEG is lossy and alters class ids at every "
                          "edge: store masks as PNG")
     return _single_channel(data, path, "a colour image")
-
-
-def full_palette(palette: np.ndarray | None) -> np.ndarray:
-    """256×3 uint8: ``palette`` then the VOC colour map for the indices it does not cover, so
-    that any uint8 label (255 = ignore included) has a colour in the PNG."""
-    full = voc_palette(256)
-    if palette is not None:
-        palette = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
-        full[:len(palette)] = palette
-    return full
-
-
-def write_palette_png(path: str | os.PathLike, mask: np.ndarray,
-                      palette: np.ndarray | None = None) -> Path:
-    """Write an H×W uint8 label map as a palette PNG (VOC's format); the palette defaults
-    to VOC's. Parent directories are created. Returns the path."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise InputError(f"{path}: a mask to write must be H×W uint8 class ids, got "
-                         f"{mask.dtype} array of shape {mask.shape}")
-    return _write_bytes(path, encode_palette_png(mask, full_palette(palette)))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
@@ -130,8 +111,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
 
 
 def _write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """A plain write, not an fsynced atomic one: exports write thousands of files (fsync
-    each is slow on SD cards), and a truncated PNG fails its CRC/IEND check on reading."""
+    """A plain write, not an fsynced atomic one: exports write thousands of images and fsync
+    each is slow on SD cards. Masks, where damage would mean wrong labels, are written
+    atomically (``write_palette_png``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,8 +1,9 @@
-"""The palette-PNG codec and the file readers, checked against OpenCV's own PNG decoder.
+"""The palette-PNG reader and writer (Pillow, runtime/palette.py) and the file readers,
+checked against OpenCV's own PNG decoder.
 
 OpenCV decodes a palette PNG to colours: for any PNG we decode, its BGR output must equal
-``palette[indices]``. That oracle checks our decoder (all filters, bit depths, interlacing,
-through an independent reference encoder written here) and our encoder.
+``palette[indices]``. That oracle checks the decoding (all filters, bit depths, interlacing,
+through an independent reference encoder written here) and the encoding.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from fcn_edge.data import read_image, read_mask, read_palette_png, voc_palette, write_palette_png
-from fcn_edge.data.png import encode_palette_png
+from fcn_edge.runtime.palette import decode_palette_png, encode_palette_png
 from fcn_edge.errors import InputError
 
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
@@ -111,7 +112,6 @@ def test_written_palette_png_is_read_back_exactly_and_agrees_with_opencv(tmp_pat
 
 def test_single_row_png_decodes_to_a_writable_copy():
     data = encode_palette_png(np.arange(5, dtype=np.uint8)[None], voc_palette(5))
-    from fcn_edge.data.png import decode_palette_png
     indices, _ = decode_palette_png(data, "x.png")
     indices[0, 0] = 9  # would raise on a read-only view of the zlib output
     assert indices.tolist() == [[9, 1, 2, 3, 4]]
@@ -128,6 +128,29 @@ def test_corrupt_and_truncated_pngs_name_the_file(tmp_path):
     truncated.write_bytes(encode_palette_png(np.zeros((8, 8), np.uint8), voc_palette(2))[:-12])
     with pytest.raises(InputError, match=r"truncated\.png: truncated PNG"):
         read_mask(truncated)
+
+
+def test_a_mask_cut_inside_its_image_data_or_not_a_png_is_refused(tmp_path):
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    data = encode_palette_png(noise, voc_palette(256))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[:len(data) - 1000])  # ends inside the image data
+    with pytest.raises(InputError, match=r"cut\.png: truncated PNG"):
+        read_mask(cut)
+    cut.write_bytes(data[:40])  # ends inside the palette
+    with pytest.raises(InputError, match=r"cut\.png: corrupt or truncated PNG"):
+        read_mask(cut)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(InputError, match=r"photo\.jpg: not a PNG file"):
+        read_palette_png(tmp_path / "photo.jpg")
+
+
+def test_an_index_without_a_colour_is_refused_not_packed_into_fewer_bits():
+    with pytest.raises(InputError, match="index 9 has no colour in a palette of 4"):
+        encode_palette_png(np.array([[0, 9]], np.uint8), voc_palette(4))
+    indices, palette = decode_palette_png(
+        encode_palette_png(np.array([[0, 3]], np.uint8), voc_palette(4)), "x.png")
+    assert indices.tolist() == [[0, 3]] and np.array_equal(palette, voc_palette(4))
 
 
 def test_grayscale_and_16_bit_masks_give_class_ids(tmp_path):
