@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
 from ..config import TrainConfig
 from ..metrics import SegmentationMetrics
 
@@ -16,29 +18,34 @@ _COLUMNS = ("epoch", "train_loss", "lr", "pixel_accuracy", "mean_accuracy", "mea
 
 
 class Progress:
-    """``epoch 3/10 [#######.....] 120/200 loss 0.412 12.3 img/s`` — redrawn in place on a
-    terminal, printed every tenth of the epoch otherwise (logs stay readable)."""
+    """A tqdm bar per epoch, ``epoch 3/10:  60%|######    | 120/200 [00:09<00:06, …,
+    loss 0.4120 12.3 img/s]``: redrawn in place on a terminal; elsewhere (a log file, CI) the
+    same line is printed every tenth of the epoch, since tqdm's in-place redraws would pile up
+    as one endless line there."""
 
     def __init__(self, epoch: int, epochs: int, total: int, stream=None) -> None:
         # sys.stderr is looked up now, not at import: a host (or pytest) may have replaced it.
-        stream = stream if stream is not None else sys.stderr
-        self.epoch, self.epochs, self.total, self.stream = epoch, epochs, total, stream
-        self.start, self.tty = time.perf_counter(), stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        self.desc, self.total = f"epoch {epoch}/{epochs}", total
+        self.start, self.tty = time.perf_counter(), self.stream.isatty()
         self.every = max(1, total // 10)
+        self.bar = tqdm(total=total, desc=self.desc, unit="batch", file=self.stream,
+                        dynamic_ncols=True, disable=not self.tty)
 
     def update(self, done: int, loss: float, images: int) -> None:
-        if not self.tty and done % self.every and done != self.total:
-            return
-        rate = images / max(time.perf_counter() - self.start, 1e-9)
-        filled = int(20 * done / max(self.total, 1))
-        text = (f"epoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (20 - filled)}] "
-                f"{done}/{self.total} loss {loss:.4f} {rate:.1f} img/s")
-        self.stream.write(("\r" + text) if self.tty else text + "\n")
-        self.stream.flush()
+        elapsed = time.perf_counter() - self.start
+        postfix = f"loss {loss:.4f} {images / max(elapsed, 1e-9):.1f} img/s"
+        if self.tty:
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(done - self.bar.n)
+        elif done % self.every == 0 or done == self.total:
+            self.stream.write(tqdm.format_meter(done, self.total, elapsed, prefix=self.desc,
+                                                unit="batch", postfix=postfix, ascii=True)
+                              + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+        self.bar.close()
 
 
 class RunLog:
