@@ -12,7 +12,7 @@ import importlib.metadata as md
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -89,10 +89,11 @@ def _dist_installed(name: str) -> bool:
         return False
 
 
-def smoke(size: tuple[int, int] = (97, 131), backbones=("resnet18", "alexnet", "vgg16"),
+def smoke(size: tuple[int, int] = (97, 131), backbones: Sequence[str] | None = None,
           steps: int = 40) -> list[Check]:
-    """Build each backbone's FCN-8s and run it on an odd-sized image; then fit FCN-8s ResNet18
-    to one procedural scene for ``steps`` SGD steps and score it with the paper's metrics."""
+    """Build each backbone's FCN-8s (None: every registered one) and run it on an odd-sized
+    image; then fit FCN-8s ResNet18 to one procedural scene for ``steps`` SGD steps and score
+    it with the paper's metrics."""
     try:
         import torch
     except ImportError:
@@ -100,6 +101,9 @@ def smoke(size: tuple[int, int] = (97, 131), backbones=("resnet18", "alexnet", "
                       "alone does not need it)")]
     from .config import ModelConfig
     from .models import build, count_parameters
+    from .models.registry import backbone_names
+
+    backbones = backbone_names() if backbones is None else backbones
 
     torch.manual_seed(0)
     image, target = _procedural_scene(*size)

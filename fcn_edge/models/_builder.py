@@ -7,21 +7,15 @@ from typing import Any
 
 from torch import nn
 
-from ..config import BACKBONES, LAYOUTS, MODEL_NAMES, ModelConfig
+from ..config import MODEL_NAMES, ModelConfig
 from ..errors import InputError, ModelFormatError
-from .alexnet import FCNAlexNet
-from .channels import FIRST_CONV
 from .fcn import FCN
 from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
 from .multihead import MultiHeadFCN
-from .resnet import FCNResNet18
-from .vgg import FCNVGG16
+from .registry import MODEL_LAYOUTS, backbones, get_backbone
 from .weights import read_weights
 
-_FCN_CLASSES: dict[str, type[FCN]] = {
-    "vgg16": FCNVGG16, "alexnet": FCNAlexNet, "resnet18": FCNResNet18,
-}
 _OPTIONS = tuple(f.name for f in fields(ModelConfig)
                  if f.name not in ("name", "num_classes", "backbone", "layout"))
 
@@ -34,7 +28,8 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
     Args:
         name: the variant: output stride of the finest skip (32, 16, 8).
         num_classes: class score channels (21 for PASCAL VOC).
-        backbone: ``vgg16`` (the paper's best), ``alexnet`` or ``resnet18`` (the edge pick).
+        backbone: a registered backbone (``registry.py``): ``vgg16`` (the paper's best),
+            ``alexnet`` or ``resnet18`` (the edge pick).
         layout: ``edge`` or ``reference`` (VGG16 only; the released Caffe nets).
         weights: a local file: an fcn-edge checkpoint, an FCN state dict (ours or the released
             nets converted to PyTorch), a torchvision classifier (ImageNet initialisation), or a
@@ -72,7 +67,7 @@ def build(config: ModelConfig) -> FCN:
         streams = [build(replace(config, inputs=(pair,), in_channels=pair[1], fusion="early"))
                    for pair in config.inputs]
         return LateFusionFCN(streams, config.input_names, config=config)
-    return _FCN_CLASSES[config.backbone](config)
+    return get_backbone(config.backbone).build_fcn(config)
 
 
 def load_model(path: str | Path, **overrides: Any) -> FCN:
@@ -96,7 +91,7 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
                   "num_classes": int(weights.state_dict["score_fr.weight"].shape[0])}
         if "fc6.weight" in weights.state_dict:
             config["fc_channels"] = int(weights.state_dict["fc6.weight"].shape[0])
-        first = weights.state_dict.get(FIRST_CONV[weights.backbone])
+        first = weights.state_dict.get(get_backbone(weights.backbone).first_conv)
         if first is not None:
             config["in_channels"] = int(first.shape[1])
     if "in_channels" in overrides and "inputs" not in overrides:
@@ -109,10 +104,11 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
 
 
 def list_models() -> list[dict[str, Any]]:
-    """Every buildable (name, backbone, layout) with its output stride."""
-    return [{"name": n, "backbone": b, "layout": lay, "output_stride": int(n[3:-1])}
-            for b in BACKBONES for n in MODEL_NAMES for lay in LAYOUTS
-            if lay == "edge" or b == "vgg16"]
+    """Every buildable (name, backbone, layout) with its output stride: each registered
+    backbone in each variant and each layout it comes in."""
+    return [{"name": n, "backbone": b.name, "layout": lay, "output_stride": int(n[3:-1])}
+            for b in backbones() for n in MODEL_NAMES for lay in MODEL_LAYOUTS
+            if lay in b.layouts]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

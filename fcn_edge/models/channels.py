@@ -18,10 +18,7 @@ from typing import Mapping
 import torch
 
 from ..errors import WeightsMismatchError
-
-#: The first convolution's weight, per backbone (torchvision and our key names agree there).
-FIRST_CONV = {"vgg16": "conv1_1.weight", "alexnet": "features.0.weight",
-              "resnet18": "conv1.weight"}
+from .registry import get_backbone
 
 
 def extend_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -41,7 +38,7 @@ def adapt_first_conv(state: Mapping[str, torch.Tensor], backbone: str,
                      target: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
     """``state`` with its first convolution widened to ``target``'s input channels when the file
     has fewer; ``(state, adapted)``. Any other difference is left for the loader to report."""
-    key = FIRST_CONV[backbone]
+    key = get_backbone(backbone).first_conv
     out = dict(state)
     source, wanted = state.get(key), target.get(key)
     if source is None or wanted is None or source.ndim != 4 or source.shape == wanted.shape:

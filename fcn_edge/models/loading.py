@@ -18,16 +18,11 @@ from torch import nn
 
 from ..config import MODEL_NAMES
 from ..errors import ModelFormatError, WeightsMismatchError
-from .channels import FIRST_CONV, adapt_first_conv
-from .vgg import torchvision_feature_index
+from .channels import adapt_first_conv
+from .registry import get_backbone
 from .weights import WeightsFile
 
 _HEAD_PREFIXES = ("score_", "upscore")
-_TV_FC = {  # torchvision Linear layers → FCN convolutions, per backbone
-    "vgg16": {"classifier.0": "fc6", "classifier.3": "fc7", "classifier.6": "score_fr"},
-    "alexnet": {"classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "score_fr"},
-    "resnet18": {"fc": "score_fr"},
-}
 
 
 @dataclass(frozen=True)
@@ -104,7 +99,7 @@ def _widened(report: LoadReport, widened: bool, backbone: str) -> LoadReport:
     if not widened:
         return report
     return LoadReport(report.source, report.loaded, report.initialised,
-                      (FIRST_CONV[backbone],))
+                      (get_backbone(backbone).first_conv,))
 
 
 def torchvision_to_fcn(state: Mapping[str, torch.Tensor], backbone: str,
@@ -112,18 +107,19 @@ def torchvision_to_fcn(state: Mapping[str, torch.Tensor], backbone: str,
     """Rename a torchvision classifier's tensors to FCN keys, reshaping Linear to convolution.
 
     The final classifier layer is kept (as ``score_fr``) only when ``target`` expects that
-    shape, i.e. the FCN has the classifier's number of classes.
+    shape, i.e. the FCN has the classifier's number of classes. The key map is the backbone's
+    (``registry.BackboneSpec``).
     """
-    renames = dict(_TV_FC[backbone])
-    if backbone == "vgg16":
-        renames.update({f"features.{i}": name for name, i in torchvision_feature_index().items()})
+    spec = get_backbone(backbone)
+    renames = spec.renames()
+    renamed_groups = {m.split(".")[0] for m in renames if m not in spec.torchvision_fc}
     out = {}
     for key, tensor in state.items():
         module, _, leaf = key.rpartition(".")
         new_key = f"{renames.get(module, module)}.{leaf}"
-        if backbone == "vgg16" and module.startswith("features.") and module not in renames:
-            continue  # not a conv (torchvision has no other tensors there)
-        if module in _TV_FC[backbone] and leaf == "weight":
+        if module.split(".")[0] in renamed_groups and module not in renames:
+            continue  # a renamed group's layer without a new name holds no FCN tensor
+        if module in spec.torchvision_fc and leaf == "weight":
             tensor = _linear_as_conv(tensor, target.get(new_key), key)
         out[new_key] = tensor
     if "score_fr.weight" in out and out["score_fr.weight"].shape != target["score_fr.weight"].shape:

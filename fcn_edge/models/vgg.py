@@ -29,12 +29,13 @@ def _conv_names() -> list[str]:
     return [f"conv{b}_{i}" for b, (_, n) in enumerate(BLOCKS, 1) for i in range(1, n + 1)]
 
 
-def torchvision_feature_index() -> dict[str, int]:
-    """``conv1_1`` → 0, ``conv1_2`` → 2, … : the index of each conv in torchvision's ``features``."""
+def torchvision_renames() -> dict[str, str]:
+    """``features.0`` → ``conv1_1``, ``features.2`` → ``conv1_2``, …: each conv of torchvision's
+    ``features`` under its paper name (the backbone registry's key map for VGG16)."""
     index, mapping = 0, {}
     for b, (_, n) in enumerate(BLOCKS, 1):
         for i in range(1, n + 1):
-            mapping[f"conv{b}_{i}"] = index
+            mapping[f"features.{index}"] = f"conv{b}_{i}"
             index += 2  # conv, ReLU
         index += 1  # pool
     return mapping

@@ -7,7 +7,8 @@ execution: ``torch.load(weights_only=True)`` or safetensors. A file is one of:
   a state dict);
 * an FCN state dict: ours or the released FCN-VGG16 nets converted to PyTorch (``conv1_1`` …
   ``score_fr``, ``upscore*``);
-* a torchvision ImageNet classifier state dict (vgg16, alexnet, resnet18).
+* a torchvision ImageNet classifier state dict of a registered backbone (vgg16, alexnet,
+  resnet18; ``registry.py`` holds the keys that recognise each).
 
 This module only reads and classifies; ``loading.py`` applies a file to a model.
 """
@@ -22,20 +23,12 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ModelFormatError
+from .registry import backbone_names, backbones
 
 CHECKPOINT_FORMAT = "fcn-edge/checkpoint"
 #: Bumped when the checkpoint layout changes incompatibly; readers refuse other versions.
 CHECKPOINT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
-#: Keys that identify a torchvision classifier's state dict.
-_TORCHVISION_SIGNS = {
-    "vgg16": ("features.28.weight", "classifier.6.weight"),
-    "alexnet": ("features.10.weight", "classifier.6.weight"),
-    "resnet18": ("layer4.1.conv2.weight", "fc.weight"),
-}
-#: Keys that identify an FCN trunk.
-_FCN_TRUNK_SIGNS = {"vgg16": "conv5_3.weight", "alexnet": "features.10.weight",
-                    "resnet18": "layer4.1.conv2.weight"}
 
 
 @dataclass(frozen=True)
@@ -142,20 +135,21 @@ def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, 
         return _classify({k[len(stream):]: v for k, v in state.items()
                           if k.startswith(stream)}, path)
     if "score_fr.weight" in state:
-        backbone = next((b for b, k in _FCN_TRUNK_SIGNS.items() if k in state), None)
+        # Each backbone's record names a key that recognises its trunk (registry.py).
+        backbone = next((b.name for b in backbones() if b.fcn_sign in state), None)
         if backbone is None:
             raise ModelFormatError(f"{path} has FCN score layers but no known trunk "
                                    f"(expected keys like conv5_3.weight or layer4.1.conv2.weight)")
         variant = ("fcn8s" if "score_pool3.weight" in state
                    else "fcn16s" if "score_pool4.weight" in state else "fcn32s")
         return "fcn", backbone, variant
-    for backbone, signs in _TORCHVISION_SIGNS.items():
-        if all(k in state for k in signs):
-            return "torchvision", backbone, None
+    for spec in backbones():
+        if all(k in state for k in spec.torchvision_signs):
+            return "torchvision", spec.name, None
     sample = ", ".join(list(state)[:5])
     raise ModelFormatError(
         f"{path} is neither an fcn-edge checkpoint, an FCN state dict, nor a torchvision "
-        f"vgg16/alexnet/resnet18 classifier (first keys: {sample})")
+        f"{'/'.join(backbone_names())} classifier (first keys: {sample})")
 
 
 def _first_line(exc: BaseException) -> str:

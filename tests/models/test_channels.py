@@ -7,7 +7,8 @@ import torch
 
 from fcn_edge.errors import WeightsMismatchError
 from fcn_edge.models import create_model, load_model, save_checkpoint
-from fcn_edge.models.channels import FIRST_CONV, adapt_first_conv, extend_input_conv
+from fcn_edge.models.channels import adapt_first_conv, extend_input_conv
+from fcn_edge.models.registry import get_backbone
 
 
 def _rgb_and_rgbd(extra: int = 1):
@@ -44,7 +45,7 @@ def test_an_rgb_checkpoint_initialises_an_rgbd_fcn(tmp_path, backbone):
     path = save_checkpoint(rgb, tmp_path / "rgb.pt", {})
     rgbd = load_model(path, in_channels=4).eval()
     assert rgbd.config.in_channels == 4
-    assert rgbd.load_report.adapted == (FIRST_CONV[backbone],)
+    assert rgbd.load_report.adapted == (get_backbone(backbone).first_conv,)
     assert "widened to more input channels" in rgbd.load_report.summary()
     x3, x4 = _rgb_and_rgbd()
     with torch.no_grad():

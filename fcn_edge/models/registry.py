@@ -1,0 +1,177 @@
+"""The backbone registry: one :class:`BackboneSpec` per backbone, registered once, here.
+
+Every fact about a backbone that code outside its own module needs lives in its record — the
+FCN class, its skip taps and their strides, its first convolution, how a torchvision ImageNet
+classifier's keys map onto it and which keys recognise such a file or one of its FCNs, the
+layouts it comes in, the paper recipe's learning rate. Config validation, the CLI's choices,
+``create_model``, weight loading and detection, ``fcn-edge checks`` and ``fcn-edge models`` all
+read the records, so adding a backbone is one ``register(BackboneSpec(...))`` below plus the
+module that builds it. This is timm's pretrained-config idea (its ``_registry`` and
+``_builder`` read a variant's first conv and classifier from one record), kept to one file.
+
+Why the records name their classes as ``"module:attribute"`` strings, resolved on first use:
+``fcn_edge.config`` validates backbones and the CLI lists them, and neither may import torch
+(``fcn-edge run`` and ``--help`` run on boxes without it). So this module imports nothing but
+the standard library and ``fcn_edge.errors``, and ``fcn_edge.models`` loads its submodules
+lazily (PEP 562) so that importing this one does not pull in the torch-built models. A record
+may also hold the class itself (a test registers one defined in the test).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
+
+from ..errors import InputError
+
+#: ``"package.module:attribute"``, imported on first use, or the object itself.
+Ref = Union[str, Callable[..., Any]]
+
+#: The model layouts (``ModelConfig.layout``): ``edge`` (no 100-pixel input padding, every
+#: backbone) and ``reference`` (layer for layer the released Caffe nets).
+MODEL_LAYOUTS = ("edge", "reference")
+#: The strides the FCN head fuses (paper §4.2): every trunk reports a map at each of them.
+TAP_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What fcn-edge knows about one backbone.
+
+    Attributes:
+        name: the ``ModelConfig.backbone`` / ``--backbone`` value.
+        fcn: the :class:`~fcn_edge.models.fcn.FCN` subclass that builds it from a ModelConfig.
+        classifier: its ImageNet classifier with torchvision's key names (tests load one's
+            weights into the FCN through the torchvision path), or None.
+        taps: ``(stride, layer)`` of the maps the head reads, strides 8, 16 and 32, e.g.
+            ``((8, "pool3"), (16, "pool4"), (32, "fc7"))``.
+        first_conv: the first convolution's weight in the FCN's keys: widened for extra input
+            channels (``channels.py``) and read to tell a file's channel count.
+        default_lr: the "paper" recipe's SGD learning rate (§4.1).
+        fc_layers: whether the trunk ends in fc6/fc7 convolutions (§3.1), whose width
+            ``fc_channels`` sets; ResNet's trunk is convolutional already.
+        layouts: the model layouts it comes in (``MODEL_LAYOUTS``).
+        torchvision_fc: the classifier's Linear layers → the FCN convolutions they become
+            (§3.1); the one mapped to ``score_fr`` is kept only when the class counts match.
+        torchvision_renames: a function returning ``{torchvision module: FCN module}`` for the
+            trunk's renamed layers (VGG16's ``features.0`` → ``conv1_1``); None when the FCN
+            keeps torchvision's trunk names. Layers of a renamed group without a new name hold
+            no FCN tensor and are dropped.
+        torchvision_signs: keys every torchvision state dict of this classifier holds.
+        fcn_sign: a key every FCN state dict of this trunk holds.
+        summary: one line for listings and docs.
+
+    Detection tries the records in registration order: a record's signs must not be matched
+    by a file of a backbone registered after it (VGG16's classifier also holds AlexNet's
+    ``features.10.weight``, so VGG16 comes first).
+    """
+
+    name: str
+    fcn: Ref
+    taps: tuple[tuple[int, str], ...]
+    first_conv: str
+    default_lr: float
+    torchvision_fc: Mapping[str, str]
+    torchvision_signs: tuple[str, ...]
+    fcn_sign: str
+    classifier: Ref | None = None
+    fc_layers: bool = True
+    layouts: tuple[str, ...] = ("edge",)
+    torchvision_renames: Ref | None = None
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if tuple(s for s, _ in self.taps) != TAP_STRIDES:
+            raise InputError(f"backbone {self.name!r}: taps must give strides "
+                             f"{TAP_STRIDES} in order, got {self.taps!r}")
+        unknown = [lay for lay in self.layouts if lay not in MODEL_LAYOUTS]
+        if unknown or "edge" not in self.layouts:
+            raise InputError(f"backbone {self.name!r}: layouts must include 'edge' and come "
+                             f"from {', '.join(MODEL_LAYOUTS)}, got {self.layouts!r}")
+        if not self.default_lr > 0:
+            raise InputError(f"backbone {self.name!r}: default_lr must be positive")
+
+    def build_fcn(self, config: Any) -> Any:
+        """The randomly initialised FCN of this backbone for ``config`` (a ModelConfig)."""
+        return resolve(self.fcn)(config)
+
+    def renames(self) -> dict[str, str]:
+        """torchvision module → FCN module: the classifier's and the trunk's renamed layers."""
+        trunk = resolve(self.torchvision_renames)() if self.torchvision_renames else {}
+        return {**trunk, **self.torchvision_fc}
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec``; a name registered twice is an error (``unregister`` it first)."""
+    if spec.name in _REGISTRY:
+        raise InputError(f"backbone {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> BackboneSpec:
+    """Remove and return the record of ``name`` (for tests that register their own)."""
+    return _REGISTRY.pop(get_backbone(name).name)
+
+
+def backbone_names() -> tuple[str, ...]:
+    """The registered backbones, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def backbones() -> tuple[BackboneSpec, ...]:
+    """The registered records, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The record of ``name``; an InputError listing the registered ones if there is none."""
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        raise InputError(f"unknown backbone {name!r}; choose one of "
+                         f"{', '.join(_REGISTRY)}")
+    return spec
+
+
+def resolve(ref: Ref) -> Any:
+    """The object ``ref`` names: ``"package.module:attribute"`` imported now, else ``ref``."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# --- the backbones -------------------------------------------------------------------------
+
+register(BackboneSpec(
+    name="vgg16", fcn="fcn_edge.models.vgg:FCNVGG16", classifier="fcn_edge.models.vgg:VGG16",
+    taps=((8, "pool3"), (16, "pool4"), (32, "fc7")), first_conv="conv1_1.weight",
+    default_lr=1e-4,  # §4.1: "fixed learning rates of 10⁻³ and 10⁻⁴ for FCN-AlexNet and -VGG16"
+    layouts=("edge", "reference"),
+    torchvision_fc={"classifier.0": "fc6", "classifier.3": "fc7", "classifier.6": "score_fr"},
+    torchvision_renames="fcn_edge.models.vgg:torchvision_renames",
+    torchvision_signs=("features.28.weight", "classifier.6.weight"), fcn_sign="conv5_3.weight",
+    summary="the paper's best net (Table 1); the only one with the reference layout"))
+
+register(BackboneSpec(
+    name="alexnet", fcn="fcn_edge.models.alexnet:FCNAlexNet",
+    classifier="fcn_edge.models.alexnet:AlexNet",
+    taps=((8, "features.2"), (16, "features.5"), (32, "fc7")), first_conv="features.0.weight",
+    default_lr=1e-3,  # §4.1
+    torchvision_fc={"classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "score_fr"},
+    torchvision_signs=("features.10.weight", "classifier.6.weight"),
+    fcn_sign="features.10.weight",
+    summary="paper Table 1; the fastest of the paper's nets"))
+
+register(BackboneSpec(
+    name="resnet18", fcn="fcn_edge.models.resnet:FCNResNet18",
+    classifier="fcn_edge.models.resnet:ResNet18",
+    taps=((8, "layer2"), (16, "layer3"), (32, "layer4")), first_conv="conv1.weight",
+    # Not in the paper: with batch normalisation it trains well at 10⁻², as torchvision's
+    # segmentation recipes do.
+    default_lr=1e-2, fc_layers=False, torchvision_fc={"fc": "score_fr"},
+    torchvision_signs=("layer4.1.conv2.weight", "fc.weight"), fcn_sign="layer4.1.conv2.weight",
+    summary="the edge default (as jetson-inference's FCN-ResNet18); no fc6/fc7"))
