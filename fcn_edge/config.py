@@ -1,7 +1,9 @@
 """Frozen configuration dataclasses shared by models, training, export and the runtime.
 
 A config is plain data (str/int/float/bool/tuple): it round-trips through JSON, so checkpoints
-and exported artifacts carry it and can rebuild exactly the model they came from.
+and exported artifacts carry it and can rebuild exactly the model they came from. Backbones are
+checked against the registry (``models/registry.py``, importable without torch like this
+module), so a registered backbone is valid everywhere at once.
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from .errors import InputError
+from .models.registry import MODEL_LAYOUTS, backbone_names, get_backbone
+from .runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s")
-BACKBONES = ("vgg16", "alexnet", "resnet18")
-LAYOUTS = ("edge", "reference")
 FUSIONS = ("early", "late")
 #: Channels of the input modalities fcn-edge knows how to encode (paper §5, NYUDv2): the RGB
 #: image, depth in metres, and HHA (horizontal disparity, height above ground, angle with
@@ -31,9 +33,11 @@ class ModelConfig:
     Attributes:
         name: ``fcn32s``, ``fcn16s`` or ``fcn8s`` — the output stride of the finest skip (§4.2).
         num_classes: number of score channels (21 for PASCAL VOC: 20 classes + background).
-        backbone: the classifier made fully convolutional (§3.1, §4.1).
+        backbone: the classifier made fully convolutional (§3.1, §4.1): a registered backbone
+            (``models/registry.py``: vgg16, alexnet, resnet18).
         layout: ``edge`` (no 100-pixel input padding; cheaper, export-friendly) or ``reference``
-            (layer-for-layer the released Caffe FCN-VGG16 nets, VGG16 only).
+            (layer-for-layer the released Caffe FCN-VGG16 nets, VGG16 only): one of
+            ``MODEL_LAYOUTS`` that the backbone comes in.
         learnable_upsampling: train the bilinear deconvolutions (the reference keeps them fixed).
         fc_channels: width of fc6/fc7 (4096 in the paper; VGG16 and AlexNet only).
         dropout: dropout probability after fc6/fc7 in training (0.5 in the paper).
@@ -75,18 +79,19 @@ class ModelConfig:
                              f"task; got inputs {[n for n, _ in inputs]} and heads "
                              f"{[n for n, _ in heads]}")
         _check_choice("model name", self.name, MODEL_NAMES)
-        _check_choice("backbone", self.backbone, BACKBONES)
-        _check_choice("layout", self.layout, LAYOUTS)
-        if self.layout == "reference" and self.backbone != "vgg16":
-            raise InputError(f"layout 'reference' exists only for vgg16 (the released FCN-VGG16 "
-                             f"nets); use layout='edge' with backbone '{self.backbone}'")
+        spec = get_backbone(self.backbone)
+        _check_choice("layout", self.layout, MODEL_LAYOUTS)
+        if self.layout not in spec.layouts:
+            having = [b for b in backbone_names() if self.layout in get_backbone(b).layouts]
+            raise InputError(f"layout '{self.layout}' exists only for {', '.join(having)}; use "
+                             f"layout='edge' with backbone '{self.backbone}'")
         for field, low in (("num_classes", 1), ("fc_channels", 1)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InputError(f"{field} must be an integer ≥ {low}, got {value!r}")
-        if self.backbone == "resnet18" and self.fc_channels != 4096:
-            raise InputError("fc_channels sets the width of fc6/fc7, which resnet18 does not "
-                             "have; leave it at its default for resnet18")
+        if not spec.fc_layers and self.fc_channels != 4096:
+            raise InputError(f"fc_channels sets the width of fc6/fc7, which {self.backbone} does "
+                             f"not have; leave it at its default for {self.backbone}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -170,12 +175,10 @@ RECIPES = ("paper", "heavy")
 OPTIMIZERS = ("sgd", "adamw")
 DIFFICULTIES = ("standard", "hard")
 SCHEDULES = ("fixed", "poly")
-#: Learning rates per backbone for the "paper" recipe (§4.1: "fixed learning rates of 10⁻³ and
-#: 10⁻⁴ for FCN-AlexNet and FCN-VGG16"; per-pixel-averaged loss). ResNet18 is not in the paper:
-#: with batch normalisation it trains well at 10⁻², as torchvision's segmentation recipes do.
-DEFAULT_LR = {"alexnet": 1e-3, "vgg16": 1e-4, "resnet18": 1e-2}
-#: AdamW (not the paper's; an option for short CPU runs from scratch, where it converges in
-#: fewer steps than SGD: see BENCHMARKS.md) at one rate for every backbone.
+#: The "paper" recipe's learning rate is the backbone's (``BackboneSpec.default_lr``, §4.1:
+#: "fixed learning rates of 10⁻³ and 10⁻⁴ for FCN-AlexNet and FCN-VGG16"; per-pixel-averaged
+#: loss). AdamW (not the paper's; an option for short CPU runs from scratch, where it converges
+#: in fewer steps than SGD: see BENCHMARKS.md) runs at one rate for every backbone.
 ADAMW_LR = 1e-3
 #: The reference implementation's "heavy" solver: unnormalised loss, batch 1, momentum 0.99.
 HEAVY_LR = 1e-10
@@ -223,8 +226,8 @@ class TrainConfig:
     translate: int = 32             # §4.3: jitter by translation up to 32 px
     scale: tuple[float, float] | None = None
     crop: tuple[int, int] | None = None
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     weights: str | None = None      # ImageNet classifier initialisation
     init_from: str | None = None    # staged training: a coarser FCN's checkpoint
     resume: str | None = None
@@ -263,7 +266,9 @@ class TrainConfig:
             return self.lr
         if self.optimizer == "adamw":
             return ADAMW_LR
-        return HEAVY_LR if self.recipe == "heavy" else DEFAULT_LR[self.model.backbone]
+        if self.recipe == "heavy":
+            return HEAVY_LR
+        return get_backbone(self.model.backbone).default_lr
 
     @property
     def effective_momentum(self) -> float:

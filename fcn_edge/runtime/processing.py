@@ -14,6 +14,11 @@ import numpy as np
 
 from ..errors import InputError
 
+#: The ImageNet statistics every backbone was pretrained with: the normalisation a model uses
+#: when its checkpoint or artifact names none (the one definition; config and data read it).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def labels_dtype(num_classes: int) -> np.dtype:
     """uint8 while every label fits (≤ 256 classes), else int32."""
