@@ -1,17 +1,22 @@
-"""Pictures for the demo: a rendered video, a training curve and a grid of overlays (OpenCV only).
+"""Pictures for the demo: a rendered video, a training curve and a grid of overlays.
 
 The video pans a camera across wide procedural scenes, so objects move across the frame as in
-footage; the plot is drawn with OpenCV so the demo needs no plotting library.
+footage. The curve is drawn by matplotlib (the ``train`` extra) on its Agg canvas, which needs
+no display; the grid is a plain image montage, put together with numpy and labelled by OpenCV.
+Pictures are written atomically: a report never links to half a PNG.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from ..data import render_scene, write_image
+from ..data import render_scene
+from ..errors import BackendUnavailable, InputError
+from ..io import atomic_path
 from ..runtime.sinks import Result, VideoSink
 from ..runtime.sources import Frame
 
@@ -36,40 +41,48 @@ def write_demo_video(path: Path, frames: int, size: tuple[int, int], fps: float 
     return sink.path
 
 
+_LABELS = {"mean_iou": "mean IU", "pixel_accuracy": "pixel accuracy"}  # the paper's names
+
+
 def plot_curves(path: Path, history: Sequence[dict], keys=("mean_iou", "pixel_accuracy"),
                 size: tuple[int, int] = (360, 640)) -> Path:
-    """Validation metrics per epoch (0–1 scale) and the training loss (scaled to its maximum),
-    as a PNG drawn with OpenCV."""
-    h, w = size
-    image = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 20, 30, 40
-    ox, oy, pw, ph = left, h - bottom, w - left - right, h - top - bottom
-    cv2.rectangle(image, (ox, top), (ox + pw, oy), (0, 0, 0), 1)
-    for tick in range(0, 11, 2):
-        y = oy - int(ph * tick / 10)
-        cv2.line(image, (ox - 4, y), (ox, y), (0, 0, 0), 1)
-        cv2.putText(image, f"{tick / 10:.1f}", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    epochs = len(history)
-    losses = [r.get("train_loss", 0.0) for r in history]
-    peak = max(losses) if losses and max(losses) > 0 else 1.0
-    series = [(k, [r.get(k, 0.0) for r in history]) for k in keys]
-    series.append(("train loss / max", [v / peak for v in losses]))
-    colours = [(200, 80, 0), (0, 160, 0), (0, 0, 200)]
-    for (name, values), colour, row in zip(series, colours, range(len(series))):
-        points = [(ox + int(pw * (i / max(1, epochs - 1))), oy - int(ph * min(1.0, max(0.0, v))))
-                  for i, v in enumerate(values)]
-        for a, b in zip(points, points[1:]):
-            cv2.line(image, a, b, colour, 2, cv2.LINE_AA)
-        for p in points:
-            cv2.circle(image, p, 3, colour, -1, cv2.LINE_AA)
-        # The legend sits right, at 0.3–0.45: between rising metrics and a falling loss.
-        legend_y = oy - int(0.3 * ph) - 18 * (len(series) - 1 - row)
-        cv2.putText(image, name, (ox + pw - 170, legend_y),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
-    cv2.putText(image, f"epoch (1-{epochs})", (ox + pw // 2 - 40, h - 12),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return write_png(path, image)
+    """Validation metrics per epoch (0–1, left axis) and the training loss (right axis), as a
+    ``size`` (H, W) PNG."""
+    figure = _figure(size)
+    metrics = figure.add_subplot()
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    for key, colour in zip(keys, ("tab:blue", "tab:green")):
+        metrics.plot(epochs, [row.get(key, 0.0) for row in history], "o-", color=colour,
+                     label=_LABELS.get(key, key.replace("_", " ")))
+    metrics.set(ylim=(0, 1), xlabel="epoch", ylabel="validation")
+    metrics.set_xticks(epochs[::max(1, len(epochs) // 10)])  # whole epochs, about ten ticks
+    loss = metrics.twinx()
+    loss.plot(epochs, [row.get("train_loss", 0.0) for row in history], "o--", color="tab:red",
+              label="train loss")
+    loss.set(ylabel="train loss", ylim=(0, None))
+    # One legend for both axes, at the right: between rising metrics and a falling loss.
+    lines = metrics.get_lines() + loss.get_lines()
+    metrics.legend(lines, [line.get_label() for line in lines], loc="center right")
+    metrics.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return _write(path, buffer.getvalue())
+
+
+def _figure(size: tuple[int, int]):
+    """A matplotlib figure of exactly ``size`` (H, W) pixels on the Agg canvas (no display,
+    no pyplot state shared with a host program)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise BackendUnavailable(f"the demo's training curve needs matplotlib ({exc.name} is "
+                                 "missing): pip install 'fcn-edge[train]'") from None
+    dpi = 100
+    figure = Figure(figsize=(size[1] / dpi, size[0] / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
@@ -87,9 +100,19 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
         for c, picture in enumerate(pictures):
             y, x = head + r * (h + pad), c * (w + pad)
             grid[y:y + h, x:x + w] = picture
-    return write_png(path, grid)
+    return _write_png(path, grid)
 
 
-def write_png(path: Path, image: np.ndarray) -> Path:
-    """A BGR picture as PNG (``data.write_image`` takes RGB)."""
-    return write_image(path, np.ascontiguousarray(image[..., ::-1]))
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    """A BGR picture as PNG."""
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise InputError(f"{path}: OpenCV cannot encode this {image.dtype} {image.shape} "
+                         "picture as PNG")
+    return _write(path, buffer.tobytes())
+
+
+def _write(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
