@@ -5,7 +5,11 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+#: Where a long operation reports progress, one line at a time (``print`` by default); every
+#: command that logs takes one.
+Log = Callable[[str], None]
 
 
 def _umask() -> int:

@@ -10,14 +10,11 @@ only artifact, and only rows that run it are planned.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from ..errors import FcnEdgeError, InputError
+from ..io import Log
 from .plan import ArtifactKey
-
-Log = Callable[[str], None]
-
 
 class ArtifactStore:
     """Makes and remembers the artifact behind each :class:`ArtifactKey`.

@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, InputError
+from ..io import Log
 from ..runtime import Segmenter
 from ..runtime.backends import artifact_kind, available_backends
 from ..runtime.metadata import ArtifactMeta
@@ -37,7 +37,6 @@ from .plan import (BENCH_BACKENDS, DEFAULT_SIZES, IO_KINDS, PRECISIONS, Artifact
                    combos_for_artifact, plan_combos)
 from .timing import Timing, measure, sgemm_gflops
 
-Log = Callable[[str], None]
 CPU_BACKENDS = ("onnxruntime:cpu", "torch:cpu")
 
 

@@ -17,12 +17,10 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import Log, atomic_path
 
-Log = Callable[[str], None]
 STAGES = ("data", "train", "evaluate", "export", "bench", "run", "report")
 
 

@@ -17,14 +17,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
 
 from ..data import SYNTHETIC_READERS, open_dataset
 from ..errors import BackendUnavailable, InputError
-from ..io import atomic_path
+from ..io import Log, atomic_path
 from ..models import load_model
 from ..runtime.metadata import ArtifactMeta, parse_shapes
 from . import parity
@@ -35,7 +35,6 @@ from .runners import ort_latency, ort_run
 from .trt_compat import parse_versions, require_tensorrt_compat
 from .trt_support import TRT_VERSIONS
 
-Log = Callable[[str], None]
 TARGETS = ("any", "tensorrt")  # who runs the artifacts: "tensorrt" checks every one for it
 FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
 

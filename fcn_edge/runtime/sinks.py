@@ -13,13 +13,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from ..data.files import write_palette_png
 from ..errors import InputError
+from ..io import Log
 from .sources import Frame
 
 __all__ = ["Result", "Sink", "StopRequested", "VideoSink", "ImageDirSink", "ImageFileSink",
@@ -32,7 +33,6 @@ VIDEO_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"
 _FALLBACK = (".avi", "MJPG")   # Motion JPEG in AVI: OpenCV's built-in writer, always there
 DEFAULT_FPS = 30.0
 
-Log = Callable[[str], None]
 _logger = logging.getLogger(__name__)
 
 

@@ -21,12 +21,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..io import Log
 
 __all__ = ["Frame", "Source", "VideoSource", "ImageSource", "open_source", "redact",
            "IMAGE_SUFFIXES"]
@@ -40,8 +41,6 @@ _STREAM_TIMEOUT_MS = 5000
 _MAX_BACKOFF = 10.0
 _KINDS_HELP = ("give a video file, an image, a folder or glob of images, a camera index "
                "(e.g. 0) or an rtsp:// / http:// URL")
-
-Log = Callable[[str], None]
 _logger = logging.getLogger(__name__)
 
 
