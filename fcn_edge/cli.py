@@ -179,15 +179,18 @@ def _check_only(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runtime.run import RunConfig, run
+    from .runtime.modalities import extra_modalities
+    from .runtime.run import RunConfig, input_folders, run
 
     model = args.model or _latest_artifact(Path("runs"))
+    flags = {m.name: getattr(args, f"input_{m.name}", None) for m in extra_modalities()}
     config = RunConfig(
         model=model, source=args.source, camera=args.camera, backend=args.backend,
         output=args.output, save_masks=args.save_masks, show=args.show, alpha=args.alpha,
         max_frames=args.max_frames, stats=args.stats, live=args.live, threads=args.threads,
         queue_size=args.queue_size, reconnect_timeout=args.reconnect_timeout,
-        progress_every=args.progress_every, head=args.head, depth=args.depth, hha=args.hha)
+        progress_every=args.progress_every, head=args.head,
+        inputs=input_folders(args.input, flags))
     try:
         stats = run(config, log=print)
     except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
@@ -440,6 +443,8 @@ def _add_build_parser(sub) -> None:
 
 
 def _add_run_parser(sub) -> None:
+    from .runtime.modalities import extra_modalities
+
     p = sub.add_parser("run", help="segment a camera, video, images or a stream",
                        description="Run an exported model over a source; overlays, masks and "
                                    "statistics out. Ctrl-C ends cleanly.")
@@ -468,12 +473,16 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--head", metavar="TASK",
                    help="multi-head models: the task the overlays show (default: the first); "
                         "--save-masks writes every head's, a subfolder per task")
-    p.add_argument("--depth", metavar="DIR",
-                   help="RGB-D models: a folder of 16-bit depth PNGs (millimetres) named like "
-                        "the source's images")
-    p.add_argument("--hha", metavar="DIR",
-                   help="RGB-HHA models: a folder of 8-bit HHA PNGs named like the source's "
-                        "images")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=DIR",
+                   help="a folder of any registered modality's files named like the source's "
+                        "images, e.g. depth=depth/ (repeatable)")
+    for modality in extra_modalities():  # --depth DIR, --hha DIR, and any registered one
+        try:
+            p.add_argument(f"--{modality.name}", metavar="DIR", dest=f"input_{modality.name}",
+                           help=f"models that take {modality.name}: a folder of "
+                                f"{modality.files} named like the source's images")
+        except argparse.ArgumentError:  # a name another flag has: --input NAME=DIR gives it
+            continue
     p.set_defaults(func=cmd_run)
 
 

@@ -13,17 +13,18 @@ from typing import Any, Mapping
 
 from .errors import InputError
 from .models.registry import MODEL_LAYOUTS, backbone_names, get_backbone
+from .runtime.modalities import MODALITY_CHANNELS as _MODALITY_CHANNELS
 from .runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s")
 FUSIONS = ("early", "late")
-#: Channels of the input modalities fcn-edge knows how to encode (paper §5, NYUDv2): the RGB
-#: image, depth in metres, and HHA (horizontal disparity, height above ground, angle with
-#: gravity) as a 3-channel image. ``fcn_edge.runtime.modalities`` encodes each one.
-MODALITY_CHANNELS = {"rgb": 3, "depth": 1, "hha": 3}
+#: name → channels of the registered input modalities (paper §5, NYUDv2: the RGB image, depth
+#: in metres, HHA as a 3-channel image, and any added with ``register_modality``): a live view
+#: of ``fcn_edge.runtime.modalities.MODALITIES``, which encodes each one.
+MODALITY_CHANNELS = _MODALITY_CHANNELS
 #: ``in_channels`` → inputs, when a config names no inputs (``create_model(in_channels=4)``).
-_DEFAULT_INPUTS = {3: (("rgb", 3),), 4: (("rgb", 3), ("depth", 1)), 6: (("rgb", 3), ("hha", 3)),
-                   1: (("depth", 1),)}
+_DEFAULT_INPUTS = {c: tuple((name, MODALITY_CHANNELS[name]) for name in names) for c, names in
+                   {3: ("rgb",), 4: ("rgb", "depth"), 6: ("rgb", "hha"), 1: ("depth",)}.items()}
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ import io
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError
+from ..runtime.modalities import DEPTH_UNITS_PER_M, MODALITIES
 from .base import FileDataset, Item, Sample, list_stems, missing_error, split_ids
 from .classes import IGNORE_INDEX, voc_palette
 from .files import check_mask, read_file_bytes, read_image
@@ -127,15 +127,10 @@ def read_nyud_mat(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_nyud_depth(path: str | os.PathLike) -> np.ndarray:
-    """A depth PNG (16-bit, millimetres) as H×W float32 metres; 0 (no depth) stays 0."""
-    data = read_file_bytes(path, "depth")
-    depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        raise InputError(f"{path}: unreadable depth image (corrupt or not an image)")
-    if depth.ndim != 2 or depth.dtype != np.uint16:
-        raise InputError(f"{path}: depth must be a single-channel 16-bit PNG in millimetres, "
-                         f"got {depth.dtype} of shape {depth.shape}")
-    return depth.astype(np.float32) / np.float32(1000.0)
+    """A depth PNG (16-bit, millimetres) as H×W float32 metres; 0 (no depth) stays 0. Read
+    by the depth modality's own reader, as ``fcn-edge run --depth`` reads depth files."""
+    depth = MODALITIES["depth"].read(Path(path))
+    return depth.astype(np.float32) / np.float32(DEPTH_UNITS_PER_M[depth.dtype])
 
 
 def _label_map() -> np.ndarray:
@@ -285,7 +280,7 @@ class NYUDv2Segmentation(FileDataset):
                 return {"depth": depth}
             return {"hha": hha_from_depth(depth)}
         path = self.root / HHA_DIR / f"{name}.png"
-        hha = read_image(path)  # RGB order = the file's channel order: disparity, height, angle
+        hha = MODALITIES["hha"].read(path)  # in file channel order: disparity, height, angle
         _check_size(path, hha.shape, "HHA image", image_path, shape)
         return {"hha": hha}
 

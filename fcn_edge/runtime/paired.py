@@ -1,9 +1,10 @@
-"""Image sources paired with their other modalities (paper §5): ``fcn-edge run --depth DIR``
-and ``--hha DIR``.
+"""Image sources paired with their other modalities (paper §5): ``fcn-edge run --depth DIR``,
+``--hha DIR``, or ``--input NAME=DIR`` for any registered modality.
 
 An RGB-D or RGB-HHA artifact takes each frame's depth or HHA with it. For a folder (or glob, or
 one file) of images they come from folders of files matched to the images by file stem
-(``rgb/0042.jpg`` goes with ``depth/0042.png``):
+(``rgb/0042.jpg`` goes with ``depth/0042.png``), each read by its modality's reader
+(``modalities.MODALITIES[name].read``):
 
 * ``depth``: 16-bit single-channel PNGs (or TIFFs) in millimetres — NYUDv2's format and what
   depth cameras record;
@@ -18,21 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
-
-import cv2
-import numpy as np
+from typing import Iterator, Mapping
 
 from ..errors import InputError
-from .sources import Frame, ImageSource, Log, Source
+from ..io import Log
+from .modalities import file_reader, get_modality, read_depth, read_hha
+from .sources import Frame, ImageSource, Source
 
 __all__ = ["FILE_SUFFIXES", "PairedImageSource", "match_files", "read_depth", "read_hha",
            "with_extras"]
 
 #: Lossless formats that hold 16-bit or 3-channel 8-bit images.
 FILE_SUFFIXES = (".png", ".tif", ".tiff")
-#: What each folder holds, for messages.
-KINDS = {"depth": "16-bit depth PNGs (millimetres)", "hha": "8-bit HHA PNGs"}
 _SHOWN = 5  # missing files named in a message
 
 
@@ -41,8 +39,8 @@ def match_files(images: list[Path], folder: Path, modality: str) -> dict[Path, P
     InputError naming the images that have none, or when two images share a stem."""
     flag = f"--{modality} {folder}"
     if not folder.is_dir():
-        raise InputError(f"{flag}: no such folder; give a folder of {KINDS[modality]} named "
-                         f"like the images")
+        raise InputError(f"{flag}: no such folder; give a folder of "
+                         f"{get_modality(modality).files} named like the images")
     stems: dict[str, Path] = {}
     for path in images:
         if stems.setdefault(path.stem, path) != path:
@@ -62,43 +60,6 @@ def match_files(images: list[Path], folder: Path, modality: str) -> dict[Path, P
     return {p: by_stem[p.stem] for p in images}
 
 
-def _decode(path: Path) -> np.ndarray:
-    try:
-        data = np.fromfile(path, np.uint8)  # imdecode: non-ASCII paths work on every OS
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise InputError(f"{path}: not a readable image (damaged, or a format OpenCV cannot "
-                         f"decode)")
-    return image
-
-
-def _kind(image: np.ndarray) -> str:
-    channels = image.shape[2] if image.ndim == 3 else 1
-    return f"{channels} channel{'s' if channels > 1 else ''} of {image.dtype}"
-
-
-def read_depth(path: Path) -> np.ndarray:
-    """An H×W uint16 depth map (millimetres) from a 16-bit single-channel image file."""
-    depth = _decode(path)
-    if depth.ndim != 2 or depth.dtype != np.uint16:
-        raise InputError(f"{path}: depth must be a 16-bit single-channel image in millimetres, "
-                         f"got {_kind(depth)}")
-    return depth
-
-
-def read_hha(path: Path) -> np.ndarray:
-    """An H×W×3 uint8 HHA image, channels in file order (OpenCV decodes them reversed)."""
-    hha = _decode(path)
-    if hha.ndim != 3 or hha.shape[2] != 3 or hha.dtype != np.uint8:
-        raise InputError(f"{path}: HHA must be an 8-bit 3-channel image, got {_kind(hha)}")
-    return np.ascontiguousarray(hha[..., ::-1])
-
-
-READERS: dict[str, Callable[[Path], np.ndarray]] = {"depth": read_depth, "hha": read_hha}
-
-
 class PairedImageSource(ImageSource):
     """Still images whose frames carry their other modalities (``frame.extras``)."""
 
@@ -107,13 +68,14 @@ class PairedImageSource(ImageSource):
         super().__init__(paths, description, live, log)
         self.files = {m: {image.stem: (image, path) for image, path in matched.items()}
                       for m, matched in files.items()}
+        self.readers = {m: file_reader(m) for m in files}
 
     def __iter__(self) -> Iterator[Frame]:
         for frame in super().__iter__():  # named by file stem, unique (see match_files)
             extras = {}
             for modality, by_stem in self.files.items():
                 image, path = by_stem[frame.name]
-                array = READERS[modality](path)
+                array = self.readers[modality](path)
                 if array.shape[:2] != frame.image.shape[:2]:
                     raise InputError(f"{path}: {modality} is {array.shape[0]}×{array.shape[1]} "
                                      f"but {image.name} is {frame.image.shape[0]}×"
@@ -136,6 +98,8 @@ def with_extras(source: Source, folders: Mapping[str, str | Path],
                          f"{source.description}: give the RGB frames as a folder of images "
                          f"(e.g. `ffmpeg -i VIDEO frames/%06d.png`) and {flags} folders of "
                          f"files named like them")
+    for modality in folders:
+        file_reader(modality)  # an unknown or unreadable one fails before files are matched
     files = {m: match_files(source.paths, Path(folder).expanduser(), m)
              for m, folder in folders.items()}
     described = ", ".join(f"{m} {folder}" for m, folder in folders.items())

@@ -134,6 +134,25 @@ def as_frame(frame: Any, shape: Sequence[int] | None = None) -> np.ndarray:
                      f"shape {array.shape}{hint}")
 
 
+def group_by_size(frames: Any) -> tuple[int, dict[tuple[int, int], Any],
+                                        dict[tuple[int, int], list[int]]]:
+    """``(count, groups, order)`` of a batch of frames: each size's frames, and which of the
+    ``count`` frames they are. An N×H×W×3 uint8 array goes in whole, without splitting; a
+    sequence is split by size, each frame taken as :func:`as_frame` takes it."""
+    if isinstance(frames, np.ndarray) and frames.ndim != 4:
+        raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got shape "
+                         f"{frames.shape}; for one frame call seg(frame)")
+    if isinstance(frames, np.ndarray) and frames.shape[3] == 3 and frames.dtype == np.uint8 \
+            and frames.size > 0:
+        size = frames.shape[1:3]
+        return len(frames), {size: frames}, {size: list(range(len(frames)))}
+    views = [as_frame(f) for f in frames]
+    order: dict[tuple[int, int], list[int]] = {}
+    for i, view in enumerate(views):
+        order.setdefault(view.shape[:2], []).append(i)
+    return len(views), {size: [views[i] for i in idx] for size, idx in order.items()}, order
+
+
 def _as_array(frame: Any, shape: Sequence[int] | None) -> np.ndarray:
     if frame is None:
         raise InputError("the frame is None (cv2.imread and VideoCapture.read return None "

@@ -4,10 +4,10 @@
 :class:`~fcn_edge.runtime.Segmenter` and the sinks into the pipeline, prints the end summary
 and writes the ``--stats`` JSON. The model file describes itself (classes, palette,
 preprocessing), so nothing else is needed — but an RGB-D or RGB-HHA artifact (paper §5) needs
-each frame's depth or HHA: ``--depth DIR``, ``--hha DIR`` (``runtime/paired.py``). For a
-multi-head artifact the overlays show one
-head (``--head TASK``, default the first) and ``--save-masks`` writes every head's masks, one
-subfolder per task.
+each frame's depth or HHA: ``--depth DIR``, ``--hha DIR``, or ``--input NAME=DIR`` for any
+registered modality (``runtime/modalities.py``, read by ``runtime/paired.py``). For a
+multi-head artifact the overlays show one head (``--head TASK``, default the first) and
+``--save-masks`` writes every head's masks, one subfolder per task.
 """
 from __future__ import annotations
 
@@ -16,24 +16,24 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import InputError
-from ..io import atomic_path
-from .paired import KINDS, with_extras
+from ..io import Log, atomic_path
+from .modalities import MODALITIES, file_reader
+from .paired import with_extras
 from .pipeline import RunStats, run_pipeline
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
 from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
 
-__all__ = ["RunConfig", "run", "TimedBackend"]
-
-Log = Callable[[str], None]
+__all__ = ["RunConfig", "input_folders", "run", "TimedBackend"]
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What ``fcn-edge run`` does; each field is the CLI flag of the same name."""
+    """What ``fcn-edge run`` does; each field is the CLI flag of the same name (``inputs``:
+    ``--depth``, ``--hha``, ``--input``)."""
 
     model: str                          # an exported artifact (.onnx, .engine, ...)
     source: str | None = None           # video, image, folder, glob, URL or camera index
@@ -51,18 +51,26 @@ class RunConfig:
     reconnect_timeout: float = 30.0
     progress_every: float = 5.0         # seconds between progress lines; 0: none
     head: str | None = None             # the task overlays show (multi-head; None: the first)
-    depth: str | None = None            # folder of 16-bit depth PNGs (mm), for RGB-D artifacts
-    hha: str | None = None              # folder of 8-bit HHA PNGs, for RGB-HHA artifacts
+    #: (modality, folder) pairs: each frame's other inputs, e.g. (("depth", "depth/"),) for an
+    #: RGB-D artifact (--depth DIR, --hha DIR, --input NAME=DIR); see ``input_folders``.
+    inputs: tuple[tuple[str, str], ...] = ()
 
     @property
     def extras(self) -> dict[str, str]:
-        """Modality → folder, for the modalities given (``--depth``, ``--hha``)."""
-        return {m: folder for m, folder in (("depth", self.depth), ("hha", self.hha)) if folder}
+        """Modality → folder, for the modalities given."""
+        return dict(self.inputs)
 
     def check(self) -> None:
         """Refuse contradictory or out-of-range settings before anything is opened."""
         if (self.source is None) == (self.camera is None):
             raise InputError("give exactly one of SOURCE or --camera N")
+        names = [modality for modality, _ in self.inputs]
+        for modality in names:
+            file_reader(modality)  # an unknown name fails before anything opens
+        twice = [m for m in dict.fromkeys(names) if names.count(m) > 1]
+        if twice:
+            raise InputError(f"{twice[0]} is given twice (--{twice[0]} DIR, --input "
+                             f"{twice[0]}=DIR): give each input once")
         if self.extras and (self.camera is not None or "://" in str(self.source)):
             flags = " and ".join(f"--{m}" for m in self.extras)
             raise InputError(f"{flags} work{'s' if len(self.extras) == 1 else ''} only with "
@@ -75,6 +83,20 @@ class RunConfig:
             raise InputError(f"--max-frames must be at least 1, got {self.max_frames}")
         if self.queue_size < 1 or self.reconnect_timeout < 0:
             raise InputError("--queue-size must be ≥ 1 and --reconnect-timeout ≥ 0")
+
+
+def input_folders(pairs: Sequence[str] = (),
+                  flags: Mapping[str, str | None] | None = None) -> tuple[tuple[str, str], ...]:
+    """``RunConfig.inputs`` from the command line: the ``--NAME DIR`` flags (modality →
+    folder or None) and ``--input NAME=DIR`` strings, in that order."""
+    inputs = [(m, folder) for m, folder in (flags or {}).items() if folder]
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--input {pair}: give NAME=DIR, e.g. --input depth=depth/ "
+                             f"(modalities: {', '.join(m for m in MODALITIES if m != 'rgb')})")
+        inputs.append((name.strip(), folder))
+    return tuple(inputs)
 
 
 def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None) -> RunStats:
@@ -198,7 +220,7 @@ def _check_model_inputs(config: RunConfig, segmenter: Any) -> str | None:
     for modality in (m for m in inputs if m != "rgb"):
         if modality not in config.extras:
             raise InputError(f"{name} takes {takes}: pass --{modality} DIR, a folder of "
-                             f"{KINDS[modality]} named like the images")
+                             f"{MODALITIES[modality].files} named like the images")
     for modality in config.extras:
         if modality not in inputs:
             raise InputError(f"--{modality} given but {name} takes only {takes}: leave "

@@ -6,9 +6,10 @@
 
 **Several inputs and heads** (paper §5). An RGB-D artifact (``seg.inputs == ("rgb", "depth")``)
 takes ``seg(frame, depth=d)``: H×W float metres or uint16 millimetres, registered to the frame
-and at its size; an RGB-HHA one ``seg(frame, hha=h)`` (H×W×3 uint8). They are encoded by
-:mod:`~fcn_edge.runtime.modalities` and resized with the frame when it is (depth by nearest
-neighbour, HHA like the frame). A multi-head artifact (``seg.tasks == ("semantic",
+and at its size; an RGB-HHA one ``seg(frame, hha=h)`` (H×W×3 uint8); any registered modality
+(:data:`~fcn_edge.runtime.modalities.MODALITIES`) is a keyword alike. Each is checked, resized
+with the frame when it is (depth by nearest neighbour, HHA like the frame) and encoded by its
+modality's record. A multi-head artifact (``seg.tasks == ("semantic",
 "geometric")``) returns a dict task → H×W labels; ``seg.overlay(frame, labels, task=...)``
 colours one task with that task's palette (``seg.palette_of(task)``).
 
@@ -70,8 +71,8 @@ from .backends import Backend, open_backend
 from .heads import Head, Labels, find_head, heads_of, pick, result_of, tasks_of
 from .metadata import ArtifactMeta, Shapes, parse_shapes
 from .modalities import check_extras, encode_batch, gather_extras, resize_extra
-from .processing import (as_frame, colorize, fit_size, labels_from_logits, overlay, resize_frame,
-                         resize_labels, rgb_input)
+from .processing import (as_frame, colorize, fit_size, group_by_size, labels_from_logits,
+                         overlay, resize_frame, resize_labels, rgb_input)
 
 COLORS = ("bgr", "rgb")
 _ANY = 1 << 30  # "no upper bound" for sizes when only a size multiple applies
@@ -149,41 +150,27 @@ class Segmenter:
         self._heads = heads_of(self.meta)
 
     # --- the API -----------------------------------------------------------------------------
-    def __call__(self, frame: Any, depth: Any = None, hha: Any = None, *,
-                 shape: Sequence[int] | None = None) -> Labels:
+    def __call__(self, frame: Any, *, shape: Sequence[int] | None = None,
+                 **extras: Any) -> Labels:
         """H×W labels (uint8; int32 beyond 256 classes) for one frame, at its size; a dict
-        task → labels for a multi-head artifact. ``depth``/``hha``: the frame's other
-        modalities, for artifacts that take them (``seg.inputs``)."""
+        task → labels for a multi-head artifact. ``extras``: the frame's other modalities by
+        name (``depth=``, ``hha=`` …), for artifacts that take them (``seg.inputs``)."""
         start = time.perf_counter()
         view = as_frame(frame, shape)
-        extras = gather_extras(self.inputs, {"depth": depth, "hha": hha}, 1, lambda a: [a],
-                               self._name())
+        extras = gather_extras(self.inputs, extras, 1, lambda a: [a], self._name())
         work = _Work()
         labels = self._segment([view], check_extras(extras, [0], view.shape[:2]), work)
         self._record(1, work, start)
         return result_of(labels, self._heads, 0)
 
-    def batch(self, frames: np.ndarray | Iterable[Any], depth: Any = None,
-              hha: Any = None) -> list[Labels]:
+    def batch(self, frames: np.ndarray | Iterable[Any], **extras: Any) -> list[Labels]:
         """One result per frame (an N×H×W×C array or a sequence of frames, sizes may
-        differ); equal sizes run together, in batches the profile allows. ``depth``/``hha``:
-        one array per frame (a sequence, or an N×H×W[×C] array), for artifacts that take them."""
+        differ); equal sizes run together, in batches the profile allows. ``extras``: one
+        array per frame (a sequence, or an N×H×W[×C] array) of each other modality by name
+        (``depth=``, ``hha=`` …), for artifacts that take them."""
         start = time.perf_counter()
-        if isinstance(frames, np.ndarray) and frames.ndim != 4:
-            raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got shape "
-                             f"{frames.shape}; for one frame call seg(frame)")
-        if _is_plain_batch(frames):
-            count = len(frames)
-            groups: dict[tuple[int, int], Any] = {frames.shape[1:3]: frames}
-            order = {frames.shape[1:3]: list(range(count))}
-        else:
-            views = [as_frame(f) for f in frames]
-            count, order = len(views), {}
-            for i, view in enumerate(views):
-                order.setdefault(view.shape[:2], []).append(i)
-            groups = {size: [views[i] for i in idx] for size, idx in order.items()}
-        extras = gather_extras(self.inputs, {"depth": depth, "hha": hha}, count, list,
-                               self._name())
+        count, groups, order = group_by_size(frames)
+        extras = gather_extras(self.inputs, extras, count, list, self._name())
         results: list[Any] = [None] * count
         work = _Work()
         for size, group in groups.items():
@@ -384,12 +371,6 @@ class Segmenter:
                 s.frames + frames, s.inferences + work.inferences, s.copies + work.copies,
                 s.resized + work.resized, s.infer_seconds + work.infer_seconds,
                 s.total_seconds + elapsed)
-
-
-def _is_plain_batch(frames: Any) -> bool:
-    """An N×H×W×3 uint8 array can go in whole, without splitting into frames."""
-    return (isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[3] == 3
-            and frames.dtype == np.uint8 and frames.size > 0)
 
 
 def _resolve_profile(profile: Any, backend: Backend) -> Shapes | None:

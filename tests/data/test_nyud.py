@@ -205,8 +205,9 @@ def test_unknown_modality_and_non_nyud_root(nyud, tmp_path):
 
 def test_8bit_depth_is_refused(nyud):
     write_gray(nyud["root"] / "data" / "depth" / "img_5004.png", np.full((H, W), 20, np.uint8))
-    with pytest.raises(InputError, match=r"img_5004\.png: depth must be a single-channel "
-                                         r"16-bit PNG in millimetres, got uint8"):
+    with pytest.raises(InputError, match=r"img_5004\.png: depth must be a 16-bit "
+                                         r"single-channel image in millimetres, got 1 "
+                                         r"channel of uint8"):
         read_nyud_depth(nyud["root"] / "data" / "depth" / "img_5004.png")
 
 
