@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import InputError
+from ..runtime.metadata import PRECISIONS  # an artifact's precisions are the rows' precisions
 
-PRECISIONS = ("fp32", "fp16", "int8")
 IO_KINDS = ("plain", "raw")
 #: Every name ``--backends`` takes, fastest first; ``torch:cuda+graphs`` is torch:cuda
 #: replaying captured CUDA graphs.

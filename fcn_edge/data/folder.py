@@ -1,6 +1,7 @@
 """A generic image–mask folder: the simplest way to bring your own data.
 
-Layout: ``images/<name>.<jpg|png|...>`` and ``masks/<name>.png`` (class ids: grayscale or
+Layout: ``images/<name>.<jpg|png|...>`` (any of the runtime's ``IMAGE_SUFFIXES``: what
+``fcn-edge run`` reads, it trains on) and ``masks/<name>.png`` (class ids: grayscale or
 palette PNG, 255 = ignore), optionally split into ``images/<split>/`` and ``masks/<split>/``.
 Class names come from the ``classes`` option, else ``classes.txt`` (one name per line), else
 they are ``class_0 .. class_<max>`` after scanning every mask once.
@@ -14,13 +15,13 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.sources import IMAGE_SUFFIXES
 from .base import FileDataset, Item, list_stems, missing_error
 from .classes import IGNORE_INDEX, voc_palette
 from .files import read_classes_file, read_mask
 
 __all__ = ["FolderSegmentation", "locate_folder", "IMAGE_SUFFIXES", "MASK_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless only: JPEG would alter labels
 
 
@@ -55,7 +56,7 @@ def _items(images_dir: Path, masks_dir: Path) -> list[Item]:
     images = list_stems(images_dir, IMAGE_SUFFIXES)
     masks = list_stems(masks_dir, MASK_SUFFIXES)
     if not images:
-        raise InputError(f"{images_dir}: no images ({' '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{images_dir}: no images ({' '.join(sorted(IMAGE_SUFFIXES))})")
     no_mask = [masks_dir / f"{name}.png" for name in images if name not in masks]
     if no_mask:
         raise missing_error(no_mask, f"the images of {images_dir} (a mask per image)")

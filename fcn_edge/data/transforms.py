@@ -1,7 +1,7 @@
 """Training augmentation and input normalisation, numpy and OpenCV only.
 
-``normalize`` is the one place an image becomes network input, for training, evaluation and
-the runtime alike, so they cannot drift apart (STYLE.md, convention 2).
+``normalize`` makes an image network input with the runtime's own ``frames_to_input``, so
+training, evaluation and deployment cannot drift apart (STYLE.md, convention 2).
 """
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.processing import IMAGENET_MEAN, IMAGENET_STD, frames_to_input
 from .base import Sample
 from .classes import IGNORE_INDEX
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainAugment", "normalize", "pad_to"]
 
-#: ImageNet statistics in RGB order, those of the torchvision classifiers the FCN trunks start from.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LINEAR, NEAREST = cv2.INTER_LINEAR, cv2.INTER_NEAREST
 
 
@@ -146,18 +144,10 @@ class TrainAugment:
 
 def normalize(image: np.ndarray, mean: tuple[float, float, float] = IMAGENET_MEAN,
               std: tuple[float, float, float] = IMAGENET_STD) -> np.ndarray:
-    """H×W×3 uint8 RGB → contiguous 3×H×W float32 ``(x / 255 - mean) / std``."""
+    """H×W×3 uint8 RGB → contiguous 3×H×W float32 ``(x / 255 - mean) / std``: the runtime's
+    ``frames_to_input`` for one RGB image, the very computation deployment runs."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"normalize: image must be H×W×3 uint8 RGB, got {image.dtype} "
                          f"{image.shape}")
-    mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    if mean64.shape != (3,) or std64.shape != (3,) or (std64 <= 0).any():
-        raise InputError(f"normalize: mean and std need 3 values (std > 0), got {mean}, {std}")
-    # One multiply-add per channel, written straight into the planar output.
-    scale, bias = 1.0 / (255.0 * std64), -mean64 / std64
-    out = np.empty((3,) + image.shape[:2], np.float32)
-    for c in range(3):
-        np.multiply(image[..., c], np.float32(scale[c]), out=out[c], dtype=np.float32)
-        out[c] += np.float32(bias[c])
-    return out
+    return frames_to_input(image, mean, std, color_order="rgb", frame_order="rgb")[0]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fcn_edge.data import IMAGENET_MEAN, IMAGENET_STD, TrainAugment, normalize, pad_to
+from fcn_edge.data import (IMAGENET_MEAN, IMAGENET_STD, TrainAugment, normalize, open_dataset,
+                           pad_to)
 from fcn_edge.errors import InputError
+from fcn_edge.runtime import processing
 
 H, W = 40, 56
 
@@ -112,6 +114,20 @@ def test_normalize_on_a_hand_computed_pixel():
     assert (IMAGENET_MEAN, IMAGENET_STD) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     plain = normalize(image, mean=(0, 0, 0), std=(1, 1, 1))
     assert np.allclose(plain[:, 1, 2], [1.0, 128 / 255, 0.0])
+
+
+def test_training_normalises_a_real_sample_as_the_runtime_does():
+    """Training's input is the runtime's: bit for bit what the runtime makes of the same
+    image arriving as an OpenCV (BGR) frame, and (x / 255 - mean) / std to float32 rounding."""
+    image = open_dataset("synthetic", "train", num_images=1, size=(37, 53))[0].image
+    x = normalize(image)
+    frame = np.ascontiguousarray(image[..., ::-1])
+    runtime = processing.frames_to_input(frame, IMAGENET_MEAN, IMAGENET_STD, "rgb", "bgr")[0]
+    assert np.array_equal(x, runtime)
+    exact = (image / 255.0 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+    np.testing.assert_allclose(x, exact.transpose(2, 0, 1), atol=2e-6)
+    assert len(np.unique(image)) > 50  # a real scene: a constant image would prove little
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (processing.IMAGENET_MEAN, processing.IMAGENET_STD)
 
 
 @pytest.mark.parametrize("kwargs", [dict(translate=-1), dict(scale=(2.0, 1.0)),
