@@ -60,11 +60,11 @@ def plot_curves(path: Path, history: Sequence[dict], keys=("mean_iou", "pixel_ac
     loss.plot(epochs, [row.get("train_loss", 0.0) for row in history], "o--", color="tab:red",
               label="train loss")
     loss.set(ylabel="train loss", ylim=(0, None))
-    # One legend for both axes, at the right: between rising metrics and a falling loss.
+    # One legend for both axes, above them: inside, it would hide a curve wherever it sat.
     lines = metrics.get_lines() + loss.get_lines()
-    metrics.legend(lines, [line.get_label() for line in lines], loc="center right")
+    figure.legend(lines, [line.get_label() for line in lines], loc="outside upper center",
+                  ncols=len(lines), frameon=False)
     metrics.grid(alpha=0.3)
-    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return _write(path, buffer.getvalue())
@@ -80,7 +80,7 @@ def _figure(size: tuple[int, int]):
         raise BackendUnavailable(f"the demo's training curve needs matplotlib ({exc.name} is "
                                  "missing): pip install 'fcn-edge[train]'") from None
     dpi = 100
-    figure = Figure(figsize=(size[1] / dpi, size[0] / dpi), dpi=dpi)
+    figure = Figure(figsize=(size[1] / dpi, size[0] / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
