@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -55,3 +56,23 @@ def test_run_without_model_or_source_says_what_to_do(tmp_path, monkeypatch, caps
     os.makedirs("runs")
     assert main(["run", "--model", "nothing.onnx"]) == 1
     assert "SOURCE or --camera" in capsys.readouterr().err
+
+
+def test_run_inputs_by_flag_and_by_name_are_checked_before_anything_opens(tmp_path, capsys):
+    from fcn_edge.runtime.run import RunConfig, input_folders
+
+    assert input_folders(["hha=h/", "depth= d/"], {"depth": None, "hha": None}) == (
+        ("hha", "h/"), ("depth", " d/"))
+    assert input_folders(["thermal=t/"], {"depth": "d/"}) == (("depth", "d/"), ("thermal", "t/"))
+    model = str(tmp_path / "missing.onnx")  # never opened: each line below fails first
+    for args, message in [
+            (["--depth", "d/", "--input", "depth=e/"],
+             r"depth is given twice \(--depth DIR, --input depth=DIR\)"),
+            (["--input", "rgb=r/"], "rgb is not read from files"),
+            (["--input", "sonar=s/"], "unknown input modality 'sonar'; registered: rgb, depth"),
+            (["--input", "depth"], "--input depth: give NAME=DIR, e.g. --input depth=depth/ "
+                                   r"\(modalities: depth, hha\)")]:
+        assert main(["run", str(tmp_path), "--model", model, *args]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert RunConfig(model, str(tmp_path), inputs=(("hha", "h/"),)).extras == {"hha": "h/"}
