@@ -12,11 +12,12 @@ import importlib.metadata as md
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from . import __version__
+from .io import Log
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ _COLOURS = np.array([[0.1, 0.2, 0.3], [0.9, 0.1, 0.1], [0.1, 0.8, 0.2]], np.floa
 _MEAN, _STD = 0.45, 0.25
 
 
-def run_checks(print_line: Callable[[str], None] = print, with_smoke: bool = True) -> bool:
+def run_checks(print_line: Log = print, with_smoke: bool = True) -> bool:
     """Print the report; True when every required check passed."""
     checks = environment() + (smoke() if with_smoke else [])
     for check in checks:
