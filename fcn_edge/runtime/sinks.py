@@ -18,9 +18,9 @@ from typing import Mapping, Protocol, Sequence
 import cv2
 import numpy as np
 
-from ..data.files import write_palette_png
 from ..errors import InputError
 from ..io import Log
+from .palette import write_palette_png
 from .sources import Frame
 
 __all__ = ["Result", "Sink", "StopRequested", "VideoSink", "ImageDirSink", "ImageFileSink",

@@ -1,7 +1,9 @@
 """Sinks write what they are given, completely: videos read back by OpenCV, palette PNGs read
-back by fcn-edge's own decoder, overlays by name; the window says once why there is none."""
+back by fcn-edge's reader (Pillow), overlays by name; the window says once why there is none."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import cv2
@@ -117,6 +119,24 @@ def test_masks_are_palette_pngs_of_class_ids(tmp_path):
     labels, stored_palette = read_palette_png(tmp_path / "masks" / "000004.png")
     assert np.array_equal(labels, result.labels)
     assert np.array_equal(stored_palette[:21], palette)
+
+
+def test_writing_masks_loads_neither_the_data_package_nor_pillow_before_a_mask(tmp_path):
+    # `fcn-edge run --masks` on an edge box: the runtime's own writer, Pillow on first use.
+    code = ("import sys, numpy as np\n"
+            "from fcn_edge.runtime.sinks import MaskDirSink, Result\n"
+            "from fcn_edge.runtime.sources import Frame\n"
+            "print('PIL' in sys.modules)\n"
+            f"sink = MaskDirSink({str(tmp_path)!r}, [(0, 0, 0), (255, 0, 0)])\n"
+            "sink.write(Result(Frame(0, np.zeros((4, 4, 3), np.uint8), 0.0, 'm'),"
+            " np.eye(4, dtype=np.uint8)))\n"
+            "print('PIL' in sys.modules)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('fcn_edge.data', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:3] == ["False", "True", "[]"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary left beside it
+    assert np.array_equal(read_palette_png(tmp_path / "m.png")[0], np.eye(4, dtype=np.uint8))
 
 
 def test_more_than_256_classes_are_16_bit_pngs(tmp_path):
