@@ -4,6 +4,7 @@
     result = run_demo(DemoConfig(out_dir="runs/demo", minutes=4))
     print(result.report)           # runs/demo/report.md
 """
-from .pipeline import STAGES, DemoConfig, DemoResult, run_demo
+from .pipeline import STAGE_NAMES, STAGES, DemoResult, run_demo
+from .state import DemoConfig, DemoState
 
-__all__ = ["STAGES", "DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["STAGES", "STAGE_NAMES", "DemoConfig", "DemoState", "DemoResult", "run_demo"]

@@ -17,38 +17,19 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
-from ..errors import InputError
 from ..io import Log, atomic_path
+from . import report, stages
+from .state import DemoConfig, DemoState
 
-STAGES = ("data", "train", "evaluate", "export", "bench", "run", "report")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """What ``fcn-edge demo`` does; ``out_dir`` and ``minutes`` are its CLI flags."""
-
-    out_dir: str = "runs/demo"
-    minutes: float = 4.0                       # training budget; the rest takes ~2–3 minutes
-    image_size: tuple[int, int] = (128, 128)   # training scenes
-    epochs: int = 8
-    batch_size: int = 8
-    val_images: int = 50
-    eval_images: int = 100
-    bench_sizes: tuple[tuple[int, int], ...] = ((256, 512),)
-    bench_images: int = 8
-    bench_runs: int = 20
-    bench_seconds: float = 3.0
-    video_size: tuple[int, int] = (256, 512)
-    video_frames: int = 120
-    samples: int = 4                           # rows of the overlay grid
-    seed: int = 0
-
-    def check(self) -> None:
-        if not self.minutes > 0:
-            raise InputError(f"--minutes must be positive, got {self.minutes}")
-        if self.epochs < 1 or self.batch_size < 1 or self.video_frames < 1:
-            raise InputError("epochs, batch_size and video_frames must be at least 1")
+Stage = Callable[[DemoConfig, DemoState, Log], None]
+#: The stages in the order they run, each ``stage(config, state, log)``.
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("data", stages.data), ("train", stages.train), ("evaluate", stages.evaluate),
+    ("export", stages.export), ("bench", stages.bench), ("run", stages.run),
+    ("report", report.report))
+STAGE_NAMES = tuple(name for name, _ in STAGES)
 
 
 @dataclass
@@ -56,27 +37,23 @@ class DemoResult:
     out_dir: Path
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    figures: dict = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def run_demo(config: DemoConfig, log: Log = print) -> DemoResult:
     """Run every stage; see the module docstring. Each stage's time is in ``seconds``."""
-    from . import stages
-
     config.check()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = DemoResult(out)
-    state: dict = {"seconds": result.seconds}
+    state = DemoState(out)
     started = time.perf_counter()
-    for number, name in enumerate(STAGES, 1):
+    for number, (name, stage) in enumerate(STAGES, 1):
         log(f"[{number}/{len(STAGES)}] {name} (at {_clock(time.perf_counter() - started)})")
         t0 = time.perf_counter()
-        getattr(stages, name)(config, out, state, log)
-        result.seconds[name] = round(time.perf_counter() - t0, 1)
-    result.seconds["total"] = round(time.perf_counter() - started, 1)
-    result.report = state.get("report")
-    result.figures = state.get("figures", {})
+        stage(config, state, log)
+        state.seconds[name] = round(time.perf_counter() - t0, 1)
+    state.seconds["total"] = round(time.perf_counter() - started, 1)
+    result = DemoResult(out, state.report, state.seconds, state.figures)
     with atomic_path(out / "demo.json") as tmp:  # for scripts; report.md is for people
         tmp.write_text(json.dumps({"config": asdict(config), "seconds": result.seconds,
                                    "figures": result.figures}, indent=2, default=str))

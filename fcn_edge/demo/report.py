@@ -9,31 +9,36 @@ import numpy as np
 
 from .. import __version__
 from ..data import open_dataset
-from ..io import atomic_path
+from ..io import Log, atomic_path
 from ..runtime import Segmenter
 from ..runtime.processing import colorize, overlay
 from .media import overlay_grid, plot_curves
-from .pipeline import DemoConfig
+from .state import DemoConfig, DemoState
 
 
-def write_demo_report(config: DemoConfig, out: Path, state: dict) -> Path:
-    """Write ``report.md``, ``training_curve.png`` and ``samples.png`` into ``out``."""
-    plot_curves(out / "training_curve.png", state["history"])
-    model, row = state["run_model"]
+def report(config: DemoConfig, state: DemoState, log: Log) -> None:
+    """The demo's last stage: ``report.md`` and its pictures in ``state.out``."""
+    state.report = write_demo_report(config, state)
+
+
+def write_demo_report(config: DemoConfig, state: DemoState) -> Path:
+    """Write ``report.md``, ``training_curve.png`` and ``samples.png`` into ``state.out``."""
+    out, model, row = state.out, state.run_model, state.run_row
+    plot_curves(out / "training_curve.png", state.history)
     _samples(out / "samples.png", model, row.backend, config)
     lines = [f"# fcn-edge demo — {date.today().isoformat()}", "",
              f"FCN-8s ResNet18 (paper §4.2) trained from scratch on procedural scenes for "
-             f"{config.minutes:g} minutes on {_machine(state['bench'])} "
-             f"({state['num_images']} scenes of {config.image_size[0]}×{config.image_size[1]}, "
+             f"{config.minutes:g} minutes on {_machine(state.bench)} "
+             f"({state.num_images} scenes of {config.image_size[0]}×{config.image_size[1]}, "
              f"{config.epochs} epochs); fcn-edge {__version__}.", ""]
-    lines += _timings(state.get("seconds", {}))
-    lines += _metrics(state["metrics"], state["classes"])
+    lines += _timings(state.seconds)
+    lines += _metrics(state.metrics, state.classes)
     lines += ["## Training", "", "![validation mean IU, pixel accuracy and loss per epoch]"
               "(training_curve.png)", ""]
     lines += [f"## Samples ({row.backend}, {row.precision}, `{model.name}`)", "",
               "![image, ground truth, prediction overlay](samples.png)", ""]
-    lines += _bench(state["bench"])
-    lines += _run(state["run"], out)
+    lines += _bench(state.bench)
+    lines += _run(state.run_stats, out)
     path = out / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

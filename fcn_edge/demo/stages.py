@@ -1,27 +1,33 @@
-"""The demo's stages, one function each: ``stage(config, out, state, log)``.
+"""The demo's work stages, one function each: ``stage(config, state, log)``.
 
-``state`` carries what a stage made to the stages after it (paths, metrics, reports).
+``state`` (a :class:`DemoState`) carries what a stage made to the stages after it; the last
+stage, the report, is in ``report.py``; ``pipeline.STAGES`` puts them in order.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig, TrainConfig
 from ..data import open_dataset, write_voc
-from .pipeline import DemoConfig, Log
+from ..io import Log
+from .state import DemoConfig, DemoState
+
+if TYPE_CHECKING:  # annotations only: the bench modules load when their stage runs
+    from ..bench.runner import BenchReport, BenchRow
 
 MODEL = ModelConfig(name="fcn8s", backbone="resnet18", num_classes=8)
 
 
-def data(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def data(config: DemoConfig, state: DemoState, log: Log) -> None:
     """Size the procedural training set to the budget: images = rate × seconds / epochs."""
     rate = train_rate(config)
     budget = config.minutes * 60 * 0.9  # a tenth for validation and checkpoints
     images = int(max(config.batch_size * 4, min(20000, rate * budget / config.epochs)))
     images -= images % config.batch_size
-    state["num_images"] = images
-    state["figures"] = {"train_images_per_s": round(rate, 1)}
+    state.num_images = images
+    state.figures["train_images_per_s"] = round(rate, 1)
     log(f"  this machine trains {rate:.1f} images/s at {_size(config.image_size)}: "
         f"{images} procedural scenes × {config.epochs} epochs fit {config.minutes:g} min")
     # The training scenes are rendered in memory as training reads them; the validation
@@ -29,51 +35,52 @@ def data(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
     val = open_dataset("synthetic", "val", num_images=config.val_images,
                        size=config.image_size, seed=config.seed)
     log(f"  {config.val_images} validation scenes in VOC layout: "
-        f"{write_voc(val, out / 'data', 'val')}")
+        f"{write_voc(val, state.out / 'data', 'val')}")
 
 
-def train(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def train(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..train import train as train_model
 
-    cfg = TrainConfig(model=MODEL, num_images=state["num_images"], val_images=config.val_images,
+    cfg = TrainConfig(model=MODEL, num_images=state.num_images, val_images=config.val_images,
                       image_size=config.image_size, epochs=config.epochs,
                       batch_size=config.batch_size, optimizer="adamw", schedule="poly",
-                      out_dir=str(out / "train"), seed=config.seed)
+                      out_dir=str(state.out / "train"), seed=config.seed)
     result = train_model(cfg, progress=True)
-    state["checkpoint"], state["history"] = result.best_path, result.history
-    state["figures"]["best_val_miou"] = round(result.best_miou, 4)
+    state.checkpoint, state.history = result.best_path, result.history
+    state.figures["best_val_miou"] = round(result.best_miou, 4)
     log(f"  best validation mean IU {result.best_miou:.3f}: {result.best_path}")
 
 
-def evaluate(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def evaluate(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..train.evaluation import evaluate_checkpoint
 
-    metrics, classes = evaluate_checkpoint(state["checkpoint"], "synthetic",
+    metrics, classes = evaluate_checkpoint(state.checkpoint, "synthetic",
                                            num_images=config.eval_images,
                                            image_size=config.image_size, seed=config.seed + 1)
-    state["metrics"], state["classes"] = metrics, classes
-    state["figures"]["eval_miou"] = round(metrics.mean_iou, 4)
+    state.metrics, state.classes = metrics, tuple(classes)
+    state.figures["eval_miou"] = round(metrics.mean_iou, 4)
     log("  " + metrics.format_table(classes).replace("\n", "\n  "))
 
 
-def export(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def export(config: DemoConfig, state: DemoState, log: Log) -> None:
     """fp32, fp16 and int8 ONNX, plain and raw-IO + argmax, where the bench stage finds them."""
     from ..bench.artifacts import ArtifactStore
     from ..bench.plan import ArtifactKey
 
-    store = ArtifactStore(out / "artifacts", checkpoint=state["checkpoint"],
+    store = ArtifactStore(state.out / "artifacts", checkpoint=state.checkpoint,
                           log=lambda line: log("  " + line))
     keys = [ArtifactKey("onnx", p, io) for io in ("plain", "raw") for p in ("fp32", "fp16", "int8")]
     store.prepare(keys)
-    state["artifacts"] = {f"{k.precision} {k.io}": str(store.path(k)) for k in keys}
-    state["figures"]["artifacts"] = state["artifacts"]
+    state.artifacts = {f"{k.precision} {k.io}": str(store.path(k)) for k in keys}
+    state.figures["artifacts"] = state.artifacts
 
 
-def bench(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def bench(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..bench.report import format_table, write_report
     from ..bench.runner import BenchConfig, bench as run_bench
 
-    report = run_bench(BenchConfig(str(state["checkpoint"]), images=config.bench_images,
+    out = state.out
+    report = run_bench(BenchConfig(str(state.checkpoint), images=config.bench_images,
                                    sizes=config.bench_sizes, runs=config.bench_runs,
                                    warmup=2, max_seconds=config.bench_seconds,
                                    out_dir=str(out / "bench"),
@@ -81,34 +88,29 @@ def bench(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
                        log=lambda line: log("  " + line))
     write_report(report, out / "bench")
     log("  " + format_table(report).replace("\n", "\n  "))
-    state["bench"] = report
+    state.bench = report
 
 
-def run(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
+def run(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..runtime.run import RunConfig, run as run_model
     from .media import write_demo_video
 
+    out = state.out
     video = write_demo_video(out / "demo_input.avi", config.video_frames, config.video_size)
-    model, row = fastest_passing(state["bench"])
-    state["run_model"] = (model, row)
+    model, row = fastest_passing(state.bench)
+    state.run_model, state.run_row = model, row
     log(f"  {model.name} on {row.backend} ({row.precision}, {row.io}): the fastest artifact "
         f"that passed its check")
     stats = run_model(RunConfig(model=str(model), source=str(video), backend=row.backend,
                                 output=str(out / "demo_overlay.avi"),
                                 stats=str(out / "run_stats.json"), progress_every=0),
                       log=lambda line: log("  " + line))
-    state["run"] = stats
-    state["figures"]["run_fps"] = round(stats.fps, 1)
+    state.run_stats = stats
+    state.figures["run_fps"] = round(stats.fps, 1)
     log(f"  {stats.frames} frames at {stats.fps:.1f} FPS → {out / 'demo_overlay.avi'}")
 
 
-def report(config: DemoConfig, out: Path, state: dict, log: Log) -> None:
-    from .report import write_demo_report
-
-    state["report"] = write_demo_report(config, out, state)
-
-
-def fastest_passing(bench_report) -> tuple[Path, object]:
+def fastest_passing(bench_report: BenchReport) -> tuple[Path, BenchRow]:
     """The artifact of the fastest end-to-end row whose check passed (an exported one when
     there is one: that is what an application deploys)."""
     rows = [r for r in bench_report.rows if r.status == "ok" and r.check != "FAIL"

@@ -2,6 +2,8 @@
 Runtime, the video through OpenCV), on tiny sizes so that it takes about a minute."""
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fcn_edge.demo import STAGES, DemoConfig, run_demo
+from fcn_edge.demo import STAGE_NAMES, STAGES, DemoConfig, DemoState, run_demo
 from fcn_edge.demo.media import overlay_grid, plot_curves, write_demo_video
 from fcn_edge.errors import InputError
 from support import read_video
@@ -32,9 +34,9 @@ def demo(tmp_path_factory):
 def test_every_stage_runs_in_order_with_progress(demo):
     result, lines = demo
     headers = [line for line in lines if line.startswith("[")]
-    assert [h.split("] ")[1].split(" ")[0] for h in headers] == list(STAGES)
+    assert [h.split("] ")[1].split(" ")[0] for h in headers] == list(STAGE_NAMES)
     assert headers[0].startswith("[1/7] data") and headers[-1].startswith("[7/7] report")
-    assert set(result.seconds) == set(STAGES) | {"total"}
+    assert set(result.seconds) == set(STAGE_NAMES) | {"total"}
     stages = sum(v for k, v in result.seconds.items() if k != "total")
     assert stages - 0.5 <= result.seconds["total"] <= stages + 5  # rounded to 0.1 s each
 
@@ -99,3 +101,26 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
                            "--out", str(tmp_path / "y")], capture_output=True, text=True)
     assert done.returncode == 1 and "--minutes must be positive" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_stages_are_named_functions_in_order_and_nothing_imports_the_pipeline():
+    assert STAGE_NAMES == ("data", "train", "evaluate", "export", "bench", "run", "report")
+    assert [name for name, _ in STAGES] == list(STAGE_NAMES)
+    assert all(callable(stage) for _, stage in STAGES)
+    demo = Path(__file__).resolve().parents[2] / "fcn_edge" / "demo"
+    for module in ("stages.py", "report.py", "media.py", "state.py"):
+        tree = ast.parse((demo / module).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and node.level == 1 and not node.module for alias in node.names}
+        assert not {m for m in imported if m in ("pipeline", "fcn_edge.demo.pipeline")}, \
+            f"demo/{module} imports the pipeline: a cycle"
+
+
+def test_the_state_the_stages_share_is_typed_fields():
+    names = {f.name for f in dataclasses.fields(DemoState)}
+    assert {"checkpoint", "history", "metrics", "bench", "run_model", "run_stats",
+            "report"} <= names
+    state = DemoState(Path("out"))
+    with pytest.raises(AttributeError):  # a misspelt name fails where it is written
+        state.chekpoint = Path("best.pt")

@@ -1,0 +1,67 @@
+"""What the demo is told (:class:`DemoConfig`) and what its stages hand on (:class:`DemoState`).
+
+Both live here, below the stages, the report and the pipeline that runs them, so that none of
+those imports another to learn the shapes they share.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # annotations only: these modules load when the stages that use them run
+    from ..bench.runner import BenchReport, BenchRow
+    from ..metrics import SegmentationMetrics
+    from ..runtime.stats import RunStats
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``fcn-edge demo`` does; ``out_dir`` and ``minutes`` are its CLI flags."""
+
+    out_dir: str = "runs/demo"
+    minutes: float = 4.0                       # training budget; the rest takes ~2–3 minutes
+    image_size: tuple[int, int] = (128, 128)   # training scenes
+    epochs: int = 8
+    batch_size: int = 8
+    val_images: int = 50
+    eval_images: int = 100
+    bench_sizes: tuple[tuple[int, int], ...] = ((256, 512),)
+    bench_images: int = 8
+    bench_runs: int = 20
+    bench_seconds: float = 3.0
+    video_size: tuple[int, int] = (256, 512)
+    video_frames: int = 120
+    samples: int = 4                           # rows of the overlay grid
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.minutes > 0:
+            raise InputError(f"--minutes must be positive, got {self.minutes}")
+        if self.epochs < 1 or self.batch_size < 1 or self.video_frames < 1:
+            raise InputError("epochs, batch_size and video_frames must be at least 1")
+
+
+@dataclass(slots=True)  # slots: a misspelt field is an AttributeError, not a new attribute
+class DemoState:
+    """What each stage made, for the stages after it; a field stays None until its stage ran.
+
+    ``figures`` is the summary ``demo.json`` keeps for scripts; ``seconds`` each stage's time.
+    """
+
+    out: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    num_images: int = 0                                # data: training scenes per epoch
+    checkpoint: Path | None = None                     # train: the best checkpoint
+    history: list[dict] = field(default_factory=list)  # train: one row per epoch
+    metrics: SegmentationMetrics | None = None         # evaluate: on held-out scenes
+    classes: tuple[str, ...] = ()
+    artifacts: dict[str, str] = field(default_factory=dict)  # export: "fp16 raw" → path
+    bench: BenchReport | None = None                   # bench
+    run_model: Path | None = None                      # run: the artifact it chose …
+    run_row: BenchRow | None = None                    # … and its bench row
+    run_stats: RunStats | None = None                  # run
+    report: Path | None = None                         # report: report.md
