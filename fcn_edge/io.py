@@ -1,7 +1,10 @@
-"""Crash-safe file writing shared by checkpoints, exported models and outputs (no torch here)."""
+"""Files shared by every layer (no torch here): crash-safe writing for checkpoints, exported
+models and outputs, a file's SHA-256 (the source hash artifacts carry, the engine cache key),
+and the ``Log`` type of the progress callbacks every command takes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -41,3 +44,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, hex, read ``chunk`` bytes at a time (a VGG16 checkpoint
+    is half a gigabyte)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

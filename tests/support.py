@@ -98,6 +98,16 @@ def export_onnx(module, path: Path, raw: bool = False) -> Path:
     return Path(path)
 
 
+def ort_infer(model):
+    """``infer(batch) -> first output`` on ONNX Runtime CPU, for a model (``ModelProto`` or
+    path) with one input: what the export tests hold a graph to."""
+    from fcn_edge.export.runners import ort_session
+
+    session = ort_session(model)
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
 # --- frames and videos ------------------------------------------------------------------------
 
 def numbered_frame(i: int, h: int = 48, w: int = 64) -> np.ndarray:

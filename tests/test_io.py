@@ -1,6 +1,8 @@
+import hashlib
+
 import pytest
 
-from fcn_edge.io import atomic_path
+from fcn_edge.io import atomic_path, file_sha256
 
 
 def test_atomic_path_replaces_on_success(tmp_path):
@@ -41,3 +43,11 @@ def test_atomic_path_gives_new_files_the_umask_mode_and_keeps_old_modes(tmp_path
         assert kept.stat().st_mode & 0o777 == 0o604
     finally:
         os.umask(old)
+
+
+def test_file_sha256_reads_in_chunks_and_matches_hashlib(tmp_path):
+    path = tmp_path / "blob.bin"
+    data = bytes(range(256)) * 41 + b"tail"
+    path.write_bytes(data)
+    assert file_sha256(path) == file_sha256(path, chunk=7) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(path) != hashlib.sha256(data[:-1]).hexdigest()

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import FcnEdgeError, InputError
-from ..io import Log
+from ..io import Log, file_sha256
+from ..runtime.onnx_file import read_onnx_metadata
 from .plan import ArtifactKey
+
 
 class ArtifactStore:
     """Makes and remembers the artifact behind each :class:`ArtifactKey`.
@@ -111,14 +113,13 @@ class ArtifactStore:
 
     def _reusable(self, folder: Path, io: str, precision: str) -> Path | None:
         from ..export.exporter import artifact_path
-        from ..export.tensorrt import file_sha256, read_onnx_meta
 
         assert self.checkpoint is not None
         path = artifact_path(folder, self.checkpoint, precision, io == "raw", io == "raw")
         if not path.is_file():
             return None
         try:
-            meta = read_onnx_meta(path)
+            meta = read_onnx_metadata(path)
         except FcnEdgeError:
             return None
         if self._checkpoint_sha is None:  # hashed once, not once per file checked

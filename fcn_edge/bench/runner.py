@@ -29,7 +29,9 @@ from ..errors import BackendUnavailable, FcnEdgeError, InputError
 from ..io import Log
 from ..runtime import Segmenter
 from ..runtime.backends import artifact_kind, available_backends
+from ..runtime.engine_file import engine_meta, read_engine_header
 from ..runtime.metadata import ArtifactMeta
+from ..runtime.onnx_file import read_onnx_metadata
 from ..runtime.processing import frames_to_input
 from . import accuracy as acc
 from .artifacts import ArtifactStore
@@ -292,12 +294,8 @@ def _checkpoint_meta(path: Path) -> ArtifactMeta:
 def _artifact_meta(path: Path, kind: str) -> ArtifactMeta:
     """The given artifact's own metadata, read without opening an engine."""
     if kind == "engine":
-        from ..export.engine_file import engine_meta, read_engine_header
-
         return engine_meta(read_engine_header(path))
-    from ..export.tensorrt import read_onnx_meta
-
-    return read_onnx_meta(path)
+    return read_onnx_metadata(path)
 
 
 def _machine(threads: int) -> dict:

@@ -1,7 +1,6 @@
 """The metadata of an export, gathered from the checkpoint and the export options."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from torch import nn
@@ -9,18 +8,11 @@ from torch import nn
 from .. import __version__
 from ..data.classes import voc_palette
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..io import file_sha256
 from ..runtime.metadata import (ArtifactMeta, Shapes, default_shapes, input_tensor_name,
                                 output_tensor_name)
 from ..runtime.modalities import depth_encoding
 from .graph import head_labels_dtype
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: bool,

@@ -29,8 +29,8 @@ from ..models import load_model
 from ..runtime.metadata import ArtifactMeta, parse_shapes
 from . import parity
 from .artifact_meta import artifact_meta
-from .onnx_export import (DEFAULT_OPSET, build_graph, save_onnx, set_metadata, simplify,
-                          trace_to_onnx)
+from .onnx_export import DEFAULT_OPSET, build_graph, save_onnx, simplify, trace_to_onnx
+from .onnx_props import set_metadata
 from .runners import ort_latency, ort_run
 from .trt_compat import parse_versions, require_tensorrt_compat
 from .trt_support import TRT_VERSIONS

@@ -49,6 +49,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..errors import InputError, ModelFormatError
 from ..io import atomic_path
+from .onnx_props import get_metadata, set_metadata
 
 __all__ = ["CalibrationReader", "METHODS", "TARGETS", "fp32_nodes", "quantize_int8"]
 
@@ -155,7 +156,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     if set(reader.samples[0]) != inputs:
         raise InputError(f"calibration feeds give {sorted(reader.samples[0])}, but the model "
                          f"takes {sorted(inputs)}")
-    props = {p.key: p.value for p in header.metadata_props}
+    props = get_metadata(header)
     # Every file ORT writes on the way (pre-processed model, "-inferred" copy, augmented
     # calibration model) goes to this directory, which is removed whatever happens.
     with tempfile.TemporaryDirectory(prefix="fcn-edge-int8-") as work:
@@ -208,6 +209,5 @@ def _quantize(prepared: Path, out: Path, reader: CalibrationReader, method: str,
 def _restore_metadata(path: Path, props: Mapping[str, str]) -> None:
     """ORT replaces metadata_props with its own markers; put the source's back, exactly."""
     model = onnx.load(path)
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, dict(props))
+    set_metadata(model, props)
     onnx.save(model, path)

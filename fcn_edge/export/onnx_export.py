@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import InputError, ModelFormatError
 from ..io import atomic_path
 from .graph import DeployGraph
+from .onnx_props import get_metadata, set_metadata
 
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 17, 20, 17  # 20: the TorchScript exporter's newest
 
@@ -84,20 +85,12 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
         warnings.warn("onnxslim is not installed; the ONNX graph is left unsimplified "
                       "(pip install onnxslim)", stacklevel=2)
         return model
-    props = {p.key: p.value for p in model.metadata_props}
+    props = get_metadata(model)
     slim = onnxslim.slim(model)
     if slim is None:
         raise ModelFormatError("onnxslim failed to simplify the graph; export with --no-simplify")
     set_metadata(slim, props)
     return check_model(slim)
-
-
-def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
-    """Replace ``metadata_props`` with ``props`` (string → string)."""
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> Path:

@@ -1,4 +1,7 @@
-"""ONNX Runtime CPU sessions for the export's checks: an in-memory model in, a callable out."""
+"""ONNX Runtime CPU sessions for the export's checks: an in-memory model in, a callable out.
+
+The exporter's parity and latency figures run here, on a model not yet written to disk;
+files are run by the runtime's backends (``runtime/backends/onnxruntime.py``)."""
 from __future__ import annotations
 
 import statistics
@@ -18,17 +21,6 @@ def ort_session(model: onnx.ModelProto | str | Path, threads: int = 0) -> ort.In
     options.log_severity_level = 3  # warnings about unused initialisers are not ours to fix
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def ort_infer(model: onnx.ModelProto | str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    """``infer(batch) -> first output`` on ONNX Runtime CPU."""
-    session = ort_session(model)
-    name = session.get_inputs()[0].name
-
-    def infer(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: batch})[0]
-
-    return infer
 
 
 def ort_run(model: onnx.ModelProto | str | Path

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_path
+from ..runtime.engine_file import engine_meta, is_engine_file, read_engine
 from ..runtime.metadata import FORMAT, ArtifactMeta
-from .engine_file import engine_meta, is_engine_file, read_engine
-from .tensorrt import read_onnx_props
+from ..runtime.onnx_file import read_onnx_props
 
 #: Triton platform → the file name its backend loads from a version folder.
 PLATFORMS = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}

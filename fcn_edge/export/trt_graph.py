@@ -11,6 +11,7 @@ import onnx
 from onnx import TensorProto
 
 from ..runtime.metadata import ArtifactMeta
+from .onnx_props import get_metadata
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 TYPE_NAMES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16",
@@ -114,7 +115,7 @@ def _walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
 
 
 def _fcn_edge_meta(model: onnx.ModelProto) -> ArtifactMeta | None:
-    props = {p.key: p.value for p in model.metadata_props}
+    props = get_metadata(model)
     if "format" not in props:
         return None
     try:

@@ -32,7 +32,7 @@ from .sinks import Result, Sink, StopRequested
 from .sources import Frame, Source
 from .stats import STAGES, RunStats, StageTimes, rss_mb
 
-__all__ = ["run_pipeline", "RunStats", "StageTimes", "STAGES", "rss_mb", "backend_name"]
+__all__ = ["run_pipeline", "RunStats", "StageTimes", "STAGES", "rss_mb"]
 
 
 _END = object()          # end of stream, passed down the queues
@@ -99,39 +99,23 @@ class _Channel:
             return None
 
 
-def backend_name(segmenter: Any) -> str:
-    """``onnxruntime:cpu``, ``tensorrt`` …: what the Segmenter runs on."""
-    backend = getattr(segmenter, "backend", None)
-    name = getattr(backend, "name", backend)
-    return name if isinstance(name, str) else type(segmenter).__name__
-
-
 def _segment_timed(segmenter: Any, image: np.ndarray,
                    extras: Mapping[str, np.ndarray] | None = None) -> tuple[Any, dict[str, float]]:
     """Labels (task → labels for a multi-head artifact) and the seconds spent in preprocess,
     infer and postprocess inside the Segmenter; ``extras`` are the frame's other modalities
     (``depth`` …, paper §5), passed to the Segmenter by name.
 
-    The split is exact when the Segmenter runs on a backend that records when ``infer`` starts
-    and ends (``run`` wraps it in :class:`~fcn_edge.runtime.run.TimedBackend`); otherwise the
-    engine's share comes from ``segmenter.stats.infer_seconds`` and the rest is reported as
-    ``pre+post``; without either, the whole call counts as ``infer``.
+    The split is exact: the backend notes when each of its calls starts and ends
+    (:meth:`~fcn_edge.runtime.backends.base.BackendBase.take_call_times`), in this thread.
     """
-    backend = getattr(segmenter, "backend", None)
-    take_marks = getattr(backend, "take_marks", None)
-    stats_before = getattr(segmenter, "stats", None)
+    backend = segmenter.backend
+    backend.take_call_times()  # start counting at this call
     started = time.perf_counter()
     labels = segmenter(image, **extras) if extras else segmenter(image)
     ended = time.perf_counter()
-    marks = take_marks() if take_marks is not None else []
-    if marks:
-        infer = sum(end - begin for begin, end in marks)
-        return labels, {"preprocess": marks[0][0] - started, "infer": infer,
-                        "postprocess": ended - marks[-1][1]}
-    if stats_before is not None and hasattr(stats_before, "infer_seconds"):
-        infer = segmenter.stats.infer_seconds - stats_before.infer_seconds
-        return labels, {"infer": infer, "pre+post": max(0.0, ended - started - infer)}
-    return labels, {"infer": ended - started}
+    calls = backend.take_call_times()
+    return labels, {"preprocess": calls.first_start - started, "infer": calls.seconds,
+                    "postprocess": ended - calls.last_end}
 
 
 class _Pipeline:
@@ -151,7 +135,7 @@ class _Pipeline:
         self.results_q = _Channel(queue_size)
         self.errors: list[BaseException] = []
         self.times = StageTimes()
-        self.stats = RunStats(source=source.description, backend=backend_name(segmenter),
+        self.stats = RunStats(source=source.description, backend=segmenter.backend.name,
                               live=source.live)
         self.started = time.perf_counter()
 
@@ -267,8 +251,9 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
 
     Args:
         source: from :func:`~fcn_edge.runtime.sources.open_source`.
-        segmenter: a :class:`~fcn_edge.runtime.Segmenter` (or anything with ``__call__`` and
-            ``overlay``); see :func:`_segment_timed` for how its time is split into stages.
+        segmenter: a :class:`~fcn_edge.runtime.Segmenter` (or anything with ``__call__``,
+            ``overlay`` and a ``backend``); see :func:`_segment_timed` for how its time is
+            split into stages.
         sinks: from :mod:`fcn_edge.runtime.sinks`; closed when the run ends, however it ends.
         alpha: overlay opacity of the class colours.
         max_frames: stop after this many processed frames (None: until the source ends).

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Si
                     WindowSink)
 from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
 
-__all__ = ["RunConfig", "input_folders", "run", "TimedBackend"]
+__all__ = ["RunConfig", "input_folders", "run"]
 
 
 @dataclass(frozen=True)
@@ -144,67 +143,14 @@ def _progress(log: Log) -> Callable[[RunStats], None]:
     return lambda s: log(f"  {s.frames} frames, {s.fps:.1f} fps, {s.dropped} dropped")
 
 
-class TimedBackend:
-    """A backend that notes when each ``run``/``infer`` starts and ends, in the calling thread.
-
-    With it the pipeline splits one Segmenter call into preprocess (before the engine), infer
-    and postprocess (after it) exactly, through the Segmenter's public API alone.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self.inner = backend
-        self.name, self.meta, self.reason = backend.name, backend.meta, backend.reason
-        self.input_spec, self.thread_safe = backend.input_spec, backend.thread_safe
-        self.input_specs = backend.input_specs
-        self._local = threading.local()
-
-    def run(self, feed: Any) -> Any:
-        started = time.perf_counter()
-        outputs = self.inner.run(feed)
-        self._marks().append((started, time.perf_counter()))
-        return outputs
-
-    def infer(self, batch: Any) -> Any:
-        started = time.perf_counter()
-        output = self.inner.infer(batch)
-        self._marks().append((started, time.perf_counter()))
-        return output
-
-    def take_marks(self) -> list[tuple[float, float]]:
-        """(start, end) of the ``infer`` calls this thread made since it last asked."""
-        marks = self._marks()
-        self._local.marks = []
-        return marks
-
-    def _marks(self) -> list[tuple[float, float]]:
-        if not hasattr(self._local, "marks"):
-            self._local.marks = []
-        return self._local.marks
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> "TimedBackend":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:  # path and backend-specific extras
-        return getattr(self.inner, name)
-
-
-def _open_segmenter(config: RunConfig) -> tuple[Any, TimedBackend]:
+def _open_segmenter(config: RunConfig) -> tuple[Any, Any]:
     from .backends import open_backend
     from .segmenter import Segmenter
 
     options: dict[str, Any] = {}
     if config.threads is not None:
         options["threads"] = config.threads
-    backend = TimedBackend(open_backend(config.model, config.backend, **options))
+    backend = open_backend(config.model, config.backend, **options)
     try:
         return Segmenter(backend), backend
     except BaseException:

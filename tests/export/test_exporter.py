@@ -13,9 +13,11 @@ from fcn_edge.cli import main
 from fcn_edge.errors import ModelFormatError
 from fcn_edge.export import parity
 from fcn_edge.export.exporter import ExportConfig, export
-from fcn_edge.export.runners import ort_infer, ort_run
+from fcn_edge.export.runners import ort_run
 from fcn_edge.models import load_model
 from fcn_edge.runtime.metadata import ArtifactMeta
+
+from support import ort_infer
 
 SIZES = ((64, 64), (33, 47), (90, 130))  # training size, no multiple of 32, larger
 

@@ -17,8 +17,8 @@ from fcn_edge.data.procedural_multi import GEOMETRIC_CLASSES
 from fcn_edge.export import parity
 from fcn_edge.export.exporter import ExportConfig, export
 from fcn_edge.export.runners import ort_run
-from fcn_edge.export.tensorrt import profile_shapes
 from fcn_edge.export.triton import triton_config
+from fcn_edge.export.trt_options import optimisation_profile
 from fcn_edge.models import create_model, load_model, save_checkpoint
 from fcn_edge.runtime.metadata import ArtifactMeta, parse_shapes
 
@@ -153,7 +153,7 @@ def test_profiles_and_triton_config_cover_every_tensor(two_heads, tmp_path):
     checkpoint = _checkpoint(tmp_path, "rgbd", "synthetic-rgbd", num_classes=8, in_channels=4)
     meta = _meta(export(ExportConfig(str(checkpoint), out_dir=str(tmp_path), raw_io=True,
                                      parity_sizes=SIZES[:1]), **QUIET).artifacts["fp32"])
-    profile = profile_shapes(meta, parse_shapes("1x32x32:2x64x64:4x128x128"))
+    profile = optimisation_profile(meta, parse_shapes("1x32x32:2x64x64:4x128x128"))
     assert profile == {"frames": ((1, 32, 32, 3), (2, 64, 64, 3), (4, 128, 128, 3)),
                        "depth": ((1, 1, 32, 32), (2, 1, 64, 64), (4, 1, 128, 128))}
     text = triton_config("rgbd", meta, "onnxruntime_onnx")

@@ -10,10 +10,12 @@ import torch
 from fcn_edge.data import render_scene
 from fcn_edge.errors import InputError, ModelFormatError
 from fcn_edge.export.graph import DeployGraph
-from fcn_edge.export.onnx_export import check_model, set_metadata, simplify, trace_to_onnx
-from fcn_edge.export.runners import ort_infer
+from fcn_edge.export.onnx_export import check_model, simplify, trace_to_onnx
+from fcn_edge.export.onnx_props import set_metadata
 from fcn_edge.models import create_model
 from fcn_edge.runtime.processing import frames_to_input
+
+from support import ort_infer
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -14,13 +14,14 @@ from onnx import TensorProto, helper
 
 from fcn_edge.errors import BackendUnavailable, InputError, ModelFormatError
 from fcn_edge.export import tensorrt as trt_build
-from fcn_edge.export.engine_file import read_engine, write_engine
-from fcn_edge.export.tensorrt import (BuildOptions, build_engine, builder_flags,
-                                      cached_engine_path, default_output_path, engine_cache_key,
-                                      find_cached_engine, fp16_strategy, network_flags,
-                                      precision_strategy, profile_shapes, read_onnx_meta,
-                                      tensorrt_version_info)
+from fcn_edge.export.tensorrt import BuildOptions, build_engine
+from fcn_edge.export.trt_options import (builder_flags, cached_engine_path, default_output_path,
+                                         engine_cache_key, find_cached_engine, fp16_strategy,
+                                         network_flags, optimisation_profile, precision_strategy,
+                                         tensorrt_version_info)
+from fcn_edge.runtime.engine_file import read_engine, write_engine
 from fcn_edge.runtime.metadata import ArtifactMeta, Shapes, parse_shapes
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 
 SHAPES = Shapes((1, 32, 32), (1, 64, 64), (2, 128, 128))
 
@@ -135,20 +136,20 @@ def test_builder_flags():
 # --- profiles -------------------------------------------------------------------------------
 
 def test_profile_plain_is_nchw():
-    assert profile_shapes(make_meta(), SHAPES) == {
+    assert optimisation_profile(make_meta(), SHAPES) == {
         "images": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128))}
 
 
 def test_profile_raw_io_is_nhwc():
-    assert profile_shapes(make_meta(raw_io=True, argmax=True), SHAPES) == {
+    assert optimisation_profile(make_meta(raw_io=True, argmax=True), SHAPES) == {
         "frames": ((1, 32, 32, 3), (1, 64, 64, 3), (2, 128, 128, 3))}
 
 
 def test_profile_checks_the_size_multiple():
     meta = make_meta(size_multiple=32)
-    assert profile_shapes(meta, SHAPES)["images"][2] == (2, 3, 128, 128)
+    assert optimisation_profile(meta, SHAPES)["images"][2] == (2, 3, 128, 128)
     with pytest.raises(InputError, match="multiple of 32"):
-        profile_shapes(meta, parse_shapes("32x32:48x48:128x128"))
+        optimisation_profile(meta, parse_shapes("32x32:48x48:128x128"))
 
 
 @pytest.mark.parametrize("text", ["512x512:256x256:1024x1024", "4x64x64:2x64x64:8x64x64",
@@ -220,19 +221,19 @@ def test_build_options(tmp_path, monkeypatch):
 
 # --- ONNX metadata and the build entry point ------------------------------------------------
 
-def test_read_onnx_meta_with_onnx_and_with_onnxruntime(tmp_path, monkeypatch):
+def test_read_onnx_metadata_with_and_without_the_onnx_package(tmp_path, monkeypatch):
     meta = make_meta(raw_io=False, precision="fp32")
     path = make_onnx(tmp_path / "model.onnx", meta)
-    assert read_onnx_meta(path) == meta
+    assert read_onnx_metadata(path) == meta
     monkeypatch.setitem(sys.modules, "onnx", None)  # an edge box without the onnx package
-    assert read_onnx_meta(path) == meta
+    assert read_onnx_metadata(path) == meta
 
 
-def test_read_onnx_meta_refuses_other_files(tmp_path):
+def test_read_onnx_metadata_refuses_other_files(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff")
     with pytest.raises(ModelFormatError):
-        read_onnx_meta(junk)
+        read_onnx_metadata(junk)
 
 
 def test_build_engine_refuses_missing_file_and_bad_shapes_before_tensorrt(tmp_path):
@@ -454,6 +455,7 @@ def test_failed_build_and_mismatched_tensor_names(tmp_path, fake_trt):
     with pytest.raises(ModelFormatError, match="could not build an engine"):
         build_engine(onnx_path, BuildOptions(cache_dir=tmp_path / "cache"))
     raw = make_onnx(tmp_path / "raw.onnx", make_meta(raw_io=True))  # says frames, has images
-    with pytest.raises(ModelFormatError, match=r"metadata says \['frames'\]"):
+    with pytest.raises(ModelFormatError,
+                       match=r"inputs \['images'\].*metadata says frames → logits"):
         build_engine(raw, BuildOptions(cache_dir=tmp_path / "cache"))
     assert not list((tmp_path / "cache").glob("*.engine"))

@@ -13,8 +13,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from onnx import TensorProto, helper
 
 from fcn_edge.errors import InputError, ModelFormatError
-from fcn_edge.export.engine_file import write_engine
 from fcn_edge.export.triton import triton_config, write_triton_repo
+from fcn_edge.runtime.engine_file import write_engine
 from fcn_edge.runtime.metadata import ArtifactMeta, Shapes
 
 SHAPES = Shapes((1, 32, 32), (1, 64, 64), (2, 128, 128))

@@ -17,7 +17,8 @@ from fcn_edge.export.artifact_meta import artifact_meta
 from fcn_edge.export.exporter import ExportConfig, export_fp32
 from fcn_edge.export.fp16 import convert_with_report
 from fcn_edge.export.int8 import quantize_int8
-from fcn_edge.export.onnx_export import save_onnx, set_metadata
+from fcn_edge.export.onnx_export import save_onnx
+from fcn_edge.export.onnx_props import set_metadata
 from fcn_edge.export.parity import artifact_feed, scene_arrays
 from fcn_edge.export.trt_compat import check_tensorrt_targets
 from fcn_edge.export.trt_support import TRT_VERSIONS

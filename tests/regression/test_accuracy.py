@@ -15,7 +15,7 @@ from fcn_edge.data import PROCEDURAL_CLASSES
 from fcn_edge.export.execute import check_finite, run_fp16
 from fcn_edge.runtime import Segmenter
 from fcn_edge.runtime.backends.base import BackendBase, InputSpec
-from fcn_edge.runtime.backends.onnxruntime import read_onnx_metadata
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 
 #: The issue's bounds: (largest mean IU drop in points, least label agreement or None).
 ISSUE_BOUNDS = {"fp32": (0.1, 0.999), "fp16": (0.5, None), "int8": (2.0, None)}
@@ -37,7 +37,7 @@ CASES = [
     *_cases("onnxruntime:cpu", ONNX_ARTIFACTS),
     *_cases("onnxruntime:cuda", ONNX_ARTIFACTS, GPU),
     *_cases("onnxruntime:tensorrt", ONNX_ARTIFACTS, TENSORRT),
-    # Native engines are built at fp32 or fp16 (fcn_edge.export.tensorrt.BUILD_PRECISIONS).
+    # Native engines are built at fp32 or fp16 (fcn_edge.export.trt_options.BUILD_PRECISIONS).
     *_cases("tensorrt", ("fp32", "fp16", "rawio_argmax"), TENSORRT),
     # The checkpoint itself: fp32, and fp16 autocast (the torch:cuda default).
     *_cases("torch:cuda", ("fp32", "fp16"), GPU),
@@ -230,11 +230,8 @@ class _Fp16Arithmetic(BackendBase):
         self._model = onnx.load(str(self.path))
         self.executors: set[str] = set()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self._check_open()
-        self.input_spec.check(batch)
-        outputs, executor = run_fp16(self._model, {self.meta.input_name: batch},
-                                     executor="reference")
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs, executor = run_fp16(self._model, dict(feed), executor="reference")
         self.executors.add(executor)
         check_finite(outputs)  # fp16 overflow fails here, with its count
-        return outputs[self.meta.output_name]
+        return {self.meta.output_name: outputs[self.meta.output_name]}

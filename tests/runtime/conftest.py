@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from fcn_edge.data.procedural import render_scene
-from fcn_edge.export.engine_file import write_engine
 from fcn_edge.export.exporter import ExportConfig, export
-from fcn_edge.export.onnx_export import set_metadata
+from fcn_edge.export.onnx_props import set_metadata
 from fcn_edge.models import load_model
 from fcn_edge.runtime.backends import tensorrt as trt_backend
+from fcn_edge.runtime.engine_file import write_engine
 from fcn_edge.runtime.metadata import ArtifactMeta, parse_shapes
 from fcn_edge.runtime.processing import frames_to_input
 

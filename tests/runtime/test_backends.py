@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from fcn_edge.errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
-from fcn_edge.export.engine_file import query_gpu, write_engine
 from fcn_edge.runtime import Segmenter
-from fcn_edge.runtime.backends import (AUTO_ORDER, BACKENDS, KINDS, Backend, InputSpec,
+from fcn_edge.runtime.backends import (ARTIFACT_KINDS, AUTO_ORDER, BACKENDS, Backend, InputSpec,
                                        available_backends, backend_names, open_backend)
-from fcn_edge.runtime.backends.onnxruntime import _trt_options, read_onnx_metadata
 from fcn_edge.runtime.backends import tensorrt as trt_backend
+from fcn_edge.runtime.backends.cuda import query_gpu
+from fcn_edge.runtime.backends.onnxruntime import _trt_options
 from fcn_edge.runtime.backends.tensorrt import TensorRTBackend
+from fcn_edge.runtime.engine_file import write_engine
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 
 REAL_TRT_PROBE = trt_backend.probe  # before any test stands in for it
 
@@ -42,8 +44,10 @@ def test_the_registry_maps_kinds_to_backends_in_auto_order():
         "engine": ["tensorrt"],
         "onnx": ["onnxruntime:tensorrt", "onnxruntime:cuda", "onnxruntime:cpu"],
         "checkpoint": ["torch:cuda", "torch:cpu"]}
-    assert KINDS[".onnx"] == "onnx" and KINDS[".engine"] == KINDS[".plan"] == "engine"
-    assert KINDS[".pt"] == KINDS[".pth"] == KINDS[".safetensors"] == "checkpoint"
+    assert ARTIFACT_KINDS[".onnx"] == "onnx"
+    assert ARTIFACT_KINDS[".engine"] == ARTIFACT_KINDS[".plan"] == "engine"
+    assert ARTIFACT_KINDS[".pt"] == ARTIFACT_KINDS[".pth"] == ARTIFACT_KINDS[".safetensors"] \
+        == "checkpoint"
     assert backend_names() == ["auto", "onnxruntime", "torch", *AUTO_ORDER]
 
 

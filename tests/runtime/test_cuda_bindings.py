@@ -19,10 +19,11 @@ from importlib.machinery import ModuleSpec
 import pytest
 
 from fcn_edge.errors import BackendUnavailable
-from fcn_edge.export.engine_file import TRT_EXTRA, query_gpu
 from fcn_edge.runtime.backends import available_backends, open_backend
 from fcn_edge.runtime.backends import cuda as cuda_backend
 from fcn_edge.runtime.backends import tensorrt as trt_backend
+from fcn_edge.runtime.backends.cuda import query_gpu
+from fcn_edge.runtime.backends.optional import TRT_EXTRA
 
 _MODULES = ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.bindings.utils",
             "cuda.cudart", "pycuda", "pycuda.driver", "tensorrt")

@@ -14,10 +14,10 @@ import pytest
 from fcn_edge.errors import ModelFormatError
 from fcn_edge.runtime import Segmenter
 from fcn_edge.runtime.backends import input_specs
-from fcn_edge.runtime.backends.onnxruntime import read_onnx_metadata
 from fcn_edge.runtime.backends.tensorrt import (TensorRTBackend, check_io, common_profile,
                                                 profile_shapes)
 from fcn_edge.runtime.metadata import ArtifactMeta, parse_shapes
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 
 from support_multi_io import export_artifact, make_multi_checkpoint, scene_depth
 

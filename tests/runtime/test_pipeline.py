@@ -19,7 +19,7 @@ from fcn_edge.data import read_palette_png
 from fcn_edge.errors import InputError
 from fcn_edge.runtime.backends import open_backend
 from fcn_edge.runtime.pipeline import RunStats, StageTimes, run_pipeline
-from fcn_edge.runtime.run import RunConfig, TimedBackend, run
+from fcn_edge.runtime.run import RunConfig, run
 from fcn_edge.runtime.segmenter import Segmenter
 from fcn_edge.runtime.sinks import Result, VideoSink
 from fcn_edge.runtime.sources import Frame, Source, open_source
@@ -36,7 +36,7 @@ def model(onnx_artifact) -> Path:
 
 @pytest.fixture(scope="module")
 def segmenter(model):
-    backend = TimedBackend(open_backend(model, "onnxruntime:cpu", threads=1))
+    backend = open_backend(model, "onnxruntime:cpu", threads=1)
     with Segmenter(backend) as seg:
         yield seg
     backend.close()

@@ -13,10 +13,11 @@ import onnx
 import pytest
 
 from fcn_edge.errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
-from fcn_edge.export.engine_file import check_engine_compatible, read_engine_header, write_engine
+from fcn_edge.runtime.engine_file import (check_engine_compatible, read_engine_header,
+                                          write_engine)
 from fcn_edge.runtime import Segmenter
 from fcn_edge.runtime.backends import BackendBase, InputSpec
-from fcn_edge.runtime.backends.onnxruntime import read_onnx_metadata
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 from fcn_edge.runtime.processing import fit_size, resize_frame, resize_labels
 
 ONNX_KINDS = ("plain", "rawio", "argmax", "rawio_argmax")
@@ -347,7 +348,7 @@ def test_threads_sharing_one_segmenter_get_the_serial_results(segmenters, scene,
 
 
 class _ProbeBackend(BackendBase):
-    """Records how many threads are inside ``infer`` at once."""
+    """Records how many threads are inside ``run`` at once."""
 
     name = "probe"
 
@@ -358,7 +359,8 @@ class _ProbeBackend(BackendBase):
         self.inside = self.most = 0
         self.lock = threading.Lock()
 
-    def infer(self, batch):
+    def _run(self, feed):
+        batch = feed[self.input_spec.name]
         with self.lock:
             self.inside += 1
             self.most = max(self.most, self.inside)
@@ -368,7 +370,7 @@ class _ProbeBackend(BackendBase):
             else:
                 threading.Event().wait(0.02)
             n, h, w, _ = batch.shape
-            return np.zeros((n, h, w), np.uint8)
+            return {self.meta.output_name: np.zeros((n, h, w), np.uint8)}
         finally:
             with self.lock:
                 self.inside -= 1

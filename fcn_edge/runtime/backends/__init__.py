@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import BackendUnavailable, InputError, ModelFormatError
-from ...export.engine_file import is_engine_file, read_engine_header
+from ..engine_file import is_engine_file, read_engine_header
 from . import onnxruntime as _ort
 from . import tensorrt as _trt
 from . import torch as _torch
-from .base import Backend, BackendBase, InputSpec, check_feed, input_specs
+from .base import Backend, BackendBase, CallTimes, InputSpec, check_feed, input_specs
 
-__all__ = ["BACKENDS", "KINDS", "AUTO_ORDER", "Backend", "BackendBase", "BackendEntry",
-           "InputSpec", "artifact_kind", "available_backends", "backend_names", "check_feed",
-           "input_specs", "open_backend"]
+__all__ = ["ARTIFACT_KINDS", "AUTO_ORDER", "BACKENDS", "Backend", "BackendBase", "BackendEntry",
+           "CallTimes", "InputSpec", "artifact_kind", "available_backends", "backend_names",
+           "check_feed", "input_specs", "open_backend"]
 
 Probe = Callable[..., "tuple[bool, str]"]  # ``probe(path, **options)`` → (available, reason)
 
@@ -56,7 +56,7 @@ class BackendEntry:
 
 
 #: File suffix → artifact kind. An fcn-edge engine is recognised by its header whatever its name.
-KINDS = {".onnx": "onnx", ".engine": "engine", ".plan": "engine", ".pt": "checkpoint",
+ARTIFACT_KINDS = {".onnx": "onnx", ".engine": "engine", ".plan": "engine", ".pt": "checkpoint",
          ".pth": "checkpoint", ".safetensors": "checkpoint"}
 _KIND_TEXT = {"engine": "an fcn-edge TensorRT engine", "onnx": "an ONNX model",
               "checkpoint": "a PyTorch checkpoint"}
@@ -95,7 +95,7 @@ def artifact_kind(path: str | Path) -> str:
                                                           else ""))
     if is_engine_file(path):
         return "engine"
-    kind = KINDS.get(path.suffix.lower())
+    kind = ARTIFACT_KINDS.get(path.suffix.lower())
     if kind is None:
         raise InputError(f"{path}: unknown kind of model '{path.suffix}'; give an .onnx, an "
                          f"fcn-edge .engine/.plan or a .pt/.pth/.safetensors checkpoint")

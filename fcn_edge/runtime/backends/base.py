@@ -11,21 +11,30 @@ meant. Pre- and post-processing (frames → input, logits → labels, resizing, 
 are not a backend's business: :class:`~fcn_edge.runtime.segmenter.Segmenter` does them once,
 for every backend alike.
 
+The base class owns the call (Polygraphy's template method, ``BaseRunner.infer`` around
+``infer_impl``): :meth:`BackendBase.run` refuses a closed backend and a feed that does not fit
+the inputs, times the call, and hands the checked feed to the backend's own ``_run``. A backend
+implements ``_run`` and nothing of the checking; :meth:`BackendBase.take_call_times` tells a
+caller how long the engine took inside a larger call (``fcn-edge run`` splits a Segmenter call
+into preprocess, infer and postprocess with it).
+
 Threads: a backend with ``thread_safe = True`` may have ``run``/``infer`` called from several
 threads at once (ONNX Runtime sessions allow concurrent ``run``). One with
 ``thread_safe = False`` keeps one inference's state between calls (a TensorRT execution context
 and its bound buffers, a captured CUDA graph's static tensors): its callers must serialise
-calls, as the Segmenter does with one lock.
+calls, as the Segmenter does with one lock. Call times are kept per thread.
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ...errors import FcnEdgeError, InputError
+from ...errors import FcnEdgeError, InputError, ModelFormatError
 from ..metadata import ArtifactMeta, Shapes
 
 #: Layouts of the two input kinds: normalised images and raw OpenCV frames (see metadata.py).
@@ -116,6 +125,35 @@ def check_feed(specs: Mapping[str, InputSpec], feed: Mapping[str, Any]) -> tuple
     return next(iter(dims.values()))
 
 
+def check_tensor_names(path: Path, inputs: Sequence[str], outputs: Sequence[str],
+                       meta: ArtifactMeta, fix: str) -> None:
+    """Refuse a model (an ONNX session, a TensorRT network or engine) whose input tensors are
+    not the metadata's, in any order, or whose outputs lack one of the metadata's (one per
+    head, paper §5): a ModelFormatError that ends with ``fix``."""
+    if sorted(inputs) != sorted(meta.input_names) or not set(meta.output_names) <= set(outputs):
+        raise ModelFormatError(f"{path} has inputs {list(inputs)} and outputs {list(outputs)}, "
+                               f"but its metadata says {', '.join(meta.input_names)} → "
+                               f"{', '.join(meta.output_names)}: {fix}")
+
+
+@dataclass
+class CallTimes:
+    """The ``run`` calls one thread made on a backend since it last asked: how many, when the
+    first began and the last ended (``time.perf_counter`` seconds), and the seconds inside."""
+
+    calls: int = 0
+    first_start: float = 0.0
+    last_end: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, start: float, end: float) -> None:
+        if not self.calls:
+            self.first_start = start
+        self.calls += 1
+        self.last_end = end
+        self.seconds += end - start
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An open artifact that runs inference. See the module docstring."""
@@ -135,6 +173,8 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
+    def take_call_times(self) -> CallTimes: ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> "Backend": ...
@@ -143,9 +183,10 @@ class Backend(Protocol):
 
 
 class BackendBase:
-    """What every fcn-edge backend shares: context management, closing, a description, and
-    ``run``/``infer`` in terms of each other — a backend implements ``run`` (every artifact),
-    or only ``infer`` (one input, one output; e.g. a test's stand-in)."""
+    """What every fcn-edge backend shares: the checked, timed call (:meth:`run`, and
+    :meth:`infer` for one input and one output), context management, closing and a
+    description. A backend sets ``path``, ``meta`` and ``input_spec`` and implements
+    :meth:`_run`."""
 
     name = "backend"
     thread_safe = True
@@ -166,29 +207,50 @@ class BackendBase:
         return specs
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every output, by tensor name, for ``feed`` (input tensor name → batch)."""
-        if type(self).infer is BackendBase.infer:
-            raise NotImplementedError(f"{type(self).__name__} implements neither run nor infer")
-        self._check_single_io("run")
-        check_feed({self.input_spec.name: self.input_spec}, feed)
-        return {self.meta.output_name: self.infer(feed[self.input_spec.name])}
+        """Every output, by tensor name, for ``feed`` (input tensor name → batch).
+
+        Refuses a closed backend and a feed that does not fit :attr:`input_specs` (an
+        InputError naming the input), then runs :meth:`_run` and notes the call's start and
+        end for :meth:`take_call_times`.
+        """
+        self._check_open()
+        check_feed(self.input_specs, feed)
+        started = time.perf_counter()
+        outputs = self._run(feed)
+        self._thread_call_times().add(started, time.perf_counter())
+        return outputs
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The one output for a batch of the one input (``run`` for several)."""
-        if type(self).run is BackendBase.run:
-            raise NotImplementedError(f"{type(self).__name__} implements neither run nor infer")
-        self._check_single_io("infer")
-        return self.run({self.input_spec.name: batch})[self.meta.output_name]
-
-    def _check_single_io(self, caller: str) -> None:
         inputs, outputs = self.meta.input_names, self.meta.output_names
         if len(inputs) > 1 or len(outputs) > 1:
-            what = "run(feed) with a dict of inputs" if caller == "infer" else \
-                "a backend that implements run"
             raise InputError(f"{self.path.name} takes {len(inputs)} input(s) "
                              f"({', '.join(inputs)}) and gives {len(outputs)} output(s) "
-                             f"({', '.join(outputs)}); {caller} handles one of each: use "
-                             f"{what}, or a Segmenter")
+                             f"({', '.join(outputs)}); infer handles one of each: use "
+                             f"run(feed) with a dict of inputs, or a Segmenter")
+        return self.run({self.input_spec.name: batch})[self.meta.output_name]
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The backend's own inference on a feed :meth:`run` has checked: every output of
+        the metadata, by name."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _run")
+
+    def take_call_times(self) -> CallTimes:
+        """The :meth:`run` calls the calling thread made since it last asked; counting
+        starts again. Fixed size however long nobody asks."""
+        times = self._thread_call_times()
+        self._thread_local().times = CallTimes()
+        return times
+
+    def _thread_call_times(self) -> CallTimes:
+        local = self._thread_local()
+        if not hasattr(local, "times"):
+            local.times = CallTimes()
+        return local.times
+
+    def _thread_local(self) -> threading.local:
+        # Made on first use: subclasses need not call an __init__ here (test stand-ins don't).
+        return self.__dict__.setdefault("_call_times", threading.local())
 
     def describe(self) -> str:
         return f"{self.name} running {self.path}"

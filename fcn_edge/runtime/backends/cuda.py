@@ -8,7 +8,8 @@ cuda-python importing is not cuda-python working: cuda-bindings 13.x needs drive
 answers ``cudaErrorInsufficientDriver`` to its first call on older drivers (JetPack 6, x86 boxes
 on 525–579; checked with cuda-bindings 12.9.4 and 13.5.0 wheels on a machine without a driver:
 both return error 35 rather than raise). So every use tries cuda-python, then pycuda, and only
-when both fail says so, once, naming both errors (:func:`with_cuda_bindings`). Driver floors:
+when both fail says so, once, naming both errors (:func:`with_cuda_bindings`); the same for
+:func:`query_gpu`, the GPU identity engine headers are checked against. Driver floors:
 https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html
 (CUDA 12.x ≥ 525, CUDA 13.x ≥ 580).
 """
@@ -19,13 +20,12 @@ import importlib
 import importlib.metadata as md
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.util import find_spec
 from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError
-from ...export.engine_file import TRT_EXTRA
+from .optional import TRT_EXTRA, has_module, lazy_import
 
 T = TypeVar("T")
 #: What to do when no binding reaches the GPU: the driver first, then the CUDA 12 pins.
@@ -34,14 +34,6 @@ CUDA_FIX = ("check the driver and the GPU index with `nvidia-smi` (on a Jetson: 
             "/etc/nv_tegra_release); cuda-python 13 needs driver ≥ 580.65, so on older drivers "
             "and on JetPack 6 install the CUDA 12 stack: pip install \"fcn-edge[trt]\" "
             "(cuda-python<13) or pip install pycuda")
-
-
-def has_module(name: str) -> bool:
-    """Whether ``name`` is importable, without importing it."""
-    try:
-        return find_spec(name) is not None
-    except (ImportError, ValueError):  # a parent package that is missing or half-installed
-        return False
 
 
 @dataclass
@@ -131,9 +123,12 @@ def _open_cuda(device_id: int) -> Any:
                               lambda: _PyCuda(device_id))
 
 
-def gpu_identity(device_id: int | None = None) -> tuple[str, str]:
+def query_gpu(device_id: int | None = None) -> tuple[str, str]:
     """``(name, "major.minor")`` of CUDA device ``device_id`` (None: the calling thread's
-    current device), through cuda-python, else pycuda."""
+    current device), through cuda-python, else pycuda: the GPU an engine must have been built
+    for. Falls back to pycuda when cuda-python is missing *or* imports but cannot reach the GPU
+    (cuda-python 13 on a driver older than 580); one BackendUnavailable naming both bindings'
+    errors when neither works."""
     where = "the current GPU" if device_id is None else f"GPU {device_id}"
     return with_cuda_bindings(f"TensorRT on {where}",
                               lambda runtime: _runtime_identity(runtime, device_id),
@@ -300,8 +295,4 @@ class _PyCuda:
 def _import_pycuda() -> Any:
     """``pycuda.driver``; BackendUnavailable when it is installed but cannot load (its
     extension links libcuda, so a machine without the driver fails here)."""
-    try:
-        import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
-        raise BackendUnavailable(f"cannot load ({exc})") from None
-    return cuda
+    return lazy_import("pycuda.driver", "cannot load ({exc})")

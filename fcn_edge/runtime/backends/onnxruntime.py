@@ -9,21 +9,22 @@ inputs and outputs (paper §5: RGB + depth in, one output per head) are fed and 
 The TensorRT execution provider builds its engines for an optimisation profile; this backend
 gives it the artifact's own shapes (so ``input_spec.profile`` bounds the sizes, as with a native
 engine) and caches the engines beside the native ones. Those shapes are needed before a session
-exists, so they are read from the ONNX file's ``metadata_props`` with a tiny protobuf reader
-that skips the graph: no ``onnx`` package on an edge box.
+exists, so they are read from the ONNX file's ``metadata_props`` by ``runtime/onnx_file.py``,
+which skips the graph: no ``onnx`` package on an edge box.
 """
 from __future__ import annotations
 
-import mmap
-from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Mapping
 
 import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
+from ..engine_file import cache_root
 from ..metadata import ArtifactMeta
-from .base import BackendBase, InputSpec, check_feed, input_specs
+from ..onnx_file import read_onnx_metadata
+from .base import BackendBase, InputSpec, check_tensor_names, input_specs
+from .optional import has_module, lazy_import
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
              "cpu": "CPUExecutionProvider"}
@@ -37,7 +38,7 @@ _LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "Fail", "NoSuchFile", "Invali
 
 def probe(provider: str) -> tuple[bool, str]:
     """Whether this onnxruntime has ``provider`` (compiled in; a GPU is checked on opening)."""
-    if find_spec("onnxruntime") is None:
+    if not has_module("onnxruntime"):
         return False, "onnxruntime is not installed: pip install onnxruntime"
     ort = _import_ort()
     here = ort.get_available_providers()
@@ -96,13 +97,12 @@ class OnnxRuntimeBackend(BackendBase):
         self._outputs = list(self.meta.output_names)
         self._version = ort.__version__
 
-    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name for ``feed`` (input name → batch); concurrent calls allowed."""
-        self._check_open()
-        n, h, w = check_feed(self.input_specs, feed)
         try:
             return dict(zip(self._outputs, self._session.run(self._outputs, dict(feed))))
         except Exception as exc:  # onnxruntime's own classes, all plain Exceptions
+            n, h, w = self.input_spec.dims(feed[self.input_spec.name].shape)
             raise FcnEdgeError(f"onnxruntime failed on a {n}×{h}×{w} batch of {self.path}: "
                                f"{_first_line(exc)}") from None
 
@@ -117,12 +117,8 @@ class OnnxRuntimeBackend(BackendBase):
 
 
 def _import_ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable(f"running ONNX models needs onnxruntime ({exc}): "
-                                 f"pip install onnxruntime") from None
-    return onnxruntime
+    return lazy_import("onnxruntime", "running ONNX models needs onnxruntime ({exc}): "
+                                      "pip install onnxruntime")
 
 
 def _providers(ort: Any, provider: str, meta: ArtifactMeta | None, fp16: bool, device_id: int,
@@ -146,8 +142,6 @@ def _providers(ort: Any, provider: str, meta: ArtifactMeta | None, fp16: bool, d
 def _trt_options(meta: ArtifactMeta | None, fp16: bool, device_id: int,
                  cache_dir: str | Path | None) -> dict[str, str]:
     if cache_dir is None:
-        from ...export.tensorrt import cache_root  # plain Python above its lazy tensorrt import
-
         cache_dir = cache_root() / "ort-trt"
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     options = {"device_id": str(device_id), "trt_engine_cache_enable": "True",
@@ -178,78 +172,12 @@ def _open_session(ort: Any, path: Path, options: Any, providers: list) -> Any:
 
 def _session_meta(session: Any, path: Path) -> ArtifactMeta:
     meta = ArtifactMeta.from_props(session.get_modelmeta().custom_metadata_map, source=str(path))
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if sorted(inputs) != sorted(meta.input_names) or not set(meta.output_names) <= set(outputs):
-        raise ModelFormatError(f"{path} has inputs {inputs} and outputs {outputs}, but its "
-                               f"metadata says {', '.join(meta.input_names)} → "
-                               f"{', '.join(meta.output_names)}: export it again with "
-                               f"`fcn-edge export`")
+    check_tensor_names(path, [i.name for i in session.get_inputs()],
+                       [o.name for o in session.get_outputs()], meta,
+                       "export it again with `fcn-edge export`")
     return meta
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# --- metadata_props without onnx --------------------------------------------------------------
-
-#: ModelProto.metadata_props (onnx.proto); each a StringStringEntryProto: key = 1, value = 2.
-_METADATA_PROPS = 14
-
-
-def read_onnx_metadata(path: str | Path) -> ArtifactMeta:
-    """An ONNX file's fcn-edge metadata, read from its top-level protobuf fields only."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            props = {}
-            for field, value in _fields(data, 0, len(data)):
-                if field == _METADATA_PROPS and isinstance(value, tuple):
-                    entry = dict((k, bytes(data[a:b]).decode("utf-8"))
-                                 for k, (a, b) in _entry_fields(data, *value))
-                    props[entry.get(1, "")] = entry.get(2, "")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path} is not a readable ONNX file (corrupt or truncated?): "
-                               f"{exc}") from None
-    return ArtifactMeta.from_props(props, source=str(path))
-
-
-def _entry_fields(data: Any, start: int, end: int) -> Iterator[tuple[int, tuple[int, int]]]:
-    for field, value in _fields(data, start, end):
-        if isinstance(value, tuple):
-            yield field, value
-
-
-def _fields(data: Any, pos: int, end: int) -> Iterator[tuple[int, int | tuple[int, int]]]:
-    """``(field number, varint value or (start, end) of a length-delimited value)``."""
-    while pos < end:
-        key, pos = _varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            yield field, value
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise ValueError("a field runs past the end of the file")
-            yield field, (pos, pos + length)
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"protobuf wire type {wire} at byte {pos}")
-
-
-def _varint(data: Any, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7

@@ -1,14 +1,15 @@
 """Native TensorRT backend: an fcn-edge engine file run on a CUDA stream.
 
 Opening checks before it trusts: the engine file's header is read and held against this
-machine's TensorRT release and GPU (:func:`~fcn_edge.export.engine_file.check_engine_compatible`)
+machine's TensorRT release and GPU (:func:`~fcn_edge.runtime.engine_file.check_engine_compatible`)
 *before* the plan goes to ``deserialize_cuda_engine`` — a plan from another release does not
 load, and one tuned for another GPU must not run — so a stale engine fails with one message
 naming both machines and the command that rebuilds it. Then an execution context is created and
 every input's optimisation profile read with ``get_tensor_profile_shape`` (they must agree:
 the inputs of one model share N×H×W).
 
-Each ``run`` (``infer`` for one input and output): ``set_input_shape`` for every input (inside
+Each ``run`` (``infer`` for one input and output; the base class checks the feed first):
+``set_input_shape`` for every input (inside
 the profile), the output shapes from the context, pinned host and device buffers per tensor
 (grown on demand, or sized for the profile maximum with ``preallocate=True``), each input →
 its pinned buffer, ``cudaMemcpyAsync`` to the device, ``set_tensor_address`` for every input
@@ -39,13 +40,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
-from ...export.engine_file import (TRT_EXTRA, check_engine_compatible, engine_meta, query_gpu,
-                                   read_engine, read_engine_header)
+from ..engine_file import check_engine_compatible, engine_meta, read_engine, read_engine_header
 from ..metadata import ArtifactMeta, Shapes
-from .base import BackendBase, InputSpec, check_feed, input_specs
-from .cuda import _Buffer, _open_cuda
+from .base import BackendBase, InputSpec, check_tensor_names, input_specs
+from .cuda import _Buffer, _open_cuda, query_gpu
 from .cuda import _CudaRuntime  # noqa: F401 — here for tests that stand in for cuda-python
-from .cuda import has_module as _has_module
+from .optional import TRT_EXTRA, lazy_import
+from .optional import has_module as _has_module
 
 _ALIGN = 1 << 20  # grow buffers in whole MiB: fewer reallocations as sizes creep up
 _LOGGER_LOCK = threading.Lock()
@@ -143,10 +144,8 @@ class TensorRTBackend(BackendBase):
         self.input_spec = InputSpec.for_meta(self.meta, common_profile(profiles, self.path))
         self._stream = self._cuda.stream()
 
-    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name for ``feed`` (input name → batch). Not thread-safe."""
-        self._check_open()
-        check_feed(self.input_specs, feed)
         with self._cuda.active():
             for name in self.input_specs:
                 if not self._context.set_input_shape(name, tuple(feed[name].shape)):
@@ -244,11 +243,7 @@ def check_io(io: Sequence[tuple[str, bool, np.dtype]], meta: ArtifactMeta,
     dtypes = {name: np.dtype(dtype) for name, _, dtype in io}
     inputs = [name for name, is_input, _ in io if is_input]
     outputs = [name for name, is_input, _ in io if not is_input]
-    if sorted(inputs) != sorted(meta.input_names) or not set(meta.output_names) <= set(outputs):
-        raise ModelFormatError(f"{path} has inputs {inputs} and outputs {outputs}, but its "
-                               f"header says {', '.join(meta.input_names)} → "
-                               f"{', '.join(meta.output_names)}: rebuild it with `fcn-edge "
-                               f"build`")
+    check_tensor_names(path, inputs, outputs, meta, "rebuild it with `fcn-edge build`")
     for name, spec in input_specs(meta).items():
         if dtypes[name] != spec.dtype:
             raise ModelFormatError(f"{path} takes {dtypes[name]} '{name}'; fcn-edge engines "
@@ -275,12 +270,8 @@ def profile_shapes(specs: Mapping[str, InputSpec],
 
 
 def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there, libnvinfer is not
-        raise BackendUnavailable(f"running TensorRT engines needs TensorRT ({exc}): "
-                                 f"{TRT_EXTRA}") from None
-    return tensorrt
+    return lazy_import("tensorrt", "running TensorRT engines needs TensorRT ({exc}): "
+                                   + TRT_EXTRA)
 
 
 def installed_tensorrt_version() -> str | None:

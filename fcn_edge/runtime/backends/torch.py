@@ -4,8 +4,15 @@ It takes what a plain ONNX takes (normalised N×3×H×W float32 images; for a mo
 inputs, paper §5, one encoded N×c×H×W float32 tensor per modality, stacked here along channels
 in the model's order) and gives what it gives (one output per head, named as the exporter
 names them), and describes itself with the metadata the exporter would write for that
-checkpoint (``artifact_meta``), so a Segmenter treats a checkpoint like any other artifact and
-the ONNX/TensorRT labels can be held to it.
+checkpoint, so a Segmenter treats a checkpoint like any other artifact and the ONNX/TensorRT
+labels can be held to it.
+
+The model code and that metadata live above the runtime (``fcn_edge.models``,
+``fcn_edge.export``), which never imports them. They reach this backend through one seam: a
+*checkpoint loader* registered with :func:`register_checkpoint_loader`. The module
+:data:`LOADER_MODULE` registers the real one when imported, and :func:`checkpoint_loader`
+imports it the first time a checkpoint opens, when nothing has registered yet — the only name
+outside the runtime the runtime holds (``tests/test_layers.py`` knows it).
 
 * CPU: fp32 (the reference), ``threads`` sets ``torch.set_num_threads`` — process-wide, as torch
   has one intra-op pool.
@@ -22,24 +29,49 @@ from __future__ import annotations
 
 import importlib.metadata as md
 from collections import OrderedDict
-from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ...errors import BackendUnavailable, InputError
+from ..metadata import ArtifactMeta
 from ..processing import labels_dtype
-from .base import BackendBase, InputSpec, check_feed
+from .base import BackendBase, InputSpec
+from .optional import has_module, lazy_import
 
 TORCH_EXTRA = 'pip install "fcn-edge[train]"'
 DEVICES = ("cpu", "cuda")
 _MAX_GRAPHS = 4  # each captured graph keeps its static tensors and a private memory pool
 
+#: ``loader(path, device, argmax, fp16) -> (model, meta)``: the checkpoint's model in eval mode
+#: on ``device``, and the metadata its export would carry (precision fp16 or fp32).
+CheckpointLoader = Callable[[Path, str, bool, bool], "tuple[Any, ArtifactMeta]"]
+#: The module that registers the checkpoint loader when it is imported.
+LOADER_MODULE = "fcn_edge.export.checkpoint_loader"
+_loader: CheckpointLoader | None = None
+
+
+def register_checkpoint_loader(loader: CheckpointLoader) -> None:
+    """Make ``loader`` the way checkpoints open (the last one registered wins)."""
+    global _loader
+    _loader = loader
+
+
+def checkpoint_loader() -> CheckpointLoader:
+    """The registered checkpoint loader; imports :data:`LOADER_MODULE` first when none is."""
+    if _loader is None:
+        lazy_import(LOADER_MODULE, f"opening checkpoints needs fcn-edge's model code ({{exc}}): "
+                                   f"{TORCH_EXTRA}")
+    if _loader is None:
+        raise BackendUnavailable(f"{LOADER_MODULE} registered no checkpoint loader: reinstall "
+                                 f"fcn-edge ({TORCH_EXTRA})")
+    return _loader
+
 
 def probe(device: str) -> tuple[bool, str]:
     """Whether torch is installed and, for ``cuda``, sees a GPU (that check imports torch)."""
-    if find_spec("torch") is None:
+    if not has_module("torch"):
         return False, f"PyTorch is not installed: {TORCH_EXTRA}"
     if device == "cpu":
         try:
@@ -86,8 +118,9 @@ class TorchBackend(BackendBase):
             torch.set_num_threads(threads)
         self._fp16 = on_gpu if fp16 is None else fp16
         self._channels_last = on_gpu if channels_last is None else channels_last
-        self._model, self.meta = _load(self.path, device, on_gpu if argmax is None else argmax,
-                                       self._fp16)
+        self._model, self.meta = checkpoint_loader()(self.path, device,
+                                                     on_gpu if argmax is None else argmax,
+                                                     self._fp16)
         if self._channels_last:
             self._model = self._model.to(memory_format=torch.channels_last)
         self._device = torch.device(device)
@@ -99,10 +132,8 @@ class TorchBackend(BackendBase):
         self._label_dtypes = {name: torch.uint8 if labels_dtype(n) == np.uint8 else torch.int32
                               for name, n in output_classes(self.meta).items()}
 
-    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Logits (or labels with ``argmax``) by output name, for encoded input batches."""
-        self._check_open()
-        check_feed(self.input_specs, feed)
         torch = self._torch
         with torch.inference_mode():
             parts = [torch.from_numpy(_writeable(feed[name])).to(self._device)  # CPU: shared
@@ -193,20 +224,4 @@ def _writeable(batch: np.ndarray) -> np.ndarray:
 
 
 def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailable(f"running checkpoints needs PyTorch ({exc}): "
-                                 f"{TORCH_EXTRA}") from None
-    return torch
-
-
-def _load(path: Path, device: str, argmax: bool, fp16: bool) -> tuple[Any, Any]:
-    """The model in eval mode on ``device``, and the metadata its export would carry."""
-    from ...export.artifact_meta import artifact_meta  # imports torch: only from here
-    from ...models import load_model
-
-    model = load_model(path).eval()
-    meta = artifact_meta(model, path, raw_io=False, argmax=argmax, shapes=None,
-                         options={"backend": f"torch:{device}"})
-    return model.to(device), meta.with_(precision="fp16" if fp16 else "fp32")
+    return lazy_import("torch", f"running checkpoints needs PyTorch ({{exc}}): {TORCH_EXTRA}")

@@ -11,12 +11,18 @@ TensorRT version that built it, and a plan is tuned for one GPU model. So fcn-ed
 
 The header is read without touching the plan, so a runtime can refuse a stale engine with a
 clear message before handing megabytes to TensorRT: ``check_engine_compatible(header,
-trt.__version__, *query_gpu(device_id))``. Plain Python: no tensorrt import here, and the
-CUDA bindings that :func:`query_gpu` needs are imported only when it is called.
+trt.__version__, *query_gpu(device_id))`` (``query_gpu``: ``runtime/backends/cuda.py``).
+Plain Python: no tensorrt import here.
+
+The format lives in the runtime because a deployed box reads it; ``fcn-edge build``
+(``export/tensorrt.py``) writes it with :func:`write_engine`, kept beside the reader so the
+layout is written down once. :func:`cache_root` is where both keep TensorRT engines: the
+builder's (``engines/``) and ONNX Runtime's TensorRT provider's (``ort-trt/``).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -24,7 +30,7 @@ from typing import Any, Mapping
 
 from ..errors import ModelFormatError
 from ..io import atomic_path
-from ..runtime.metadata import ArtifactMeta
+from .metadata import ArtifactMeta
 
 MAGIC = b"FCNEDGE\0"
 FORMAT = "fcn-edge/engine"
@@ -32,10 +38,14 @@ FORMAT_VERSION = 1
 _LENGTH = struct.Struct("<I")
 _MAX_HEADER = 16 << 20  # a sane header is a few kB; more means the length field is garbage
 _REQUIRED = ("meta", "tensorrt_version", "gpu", "plan_bytes")
-#: The TensorRT extras: CUDA 12 (JetPack 6, any driver ≥ 525) or CUDA 13 (driver ≥ 580.65,
-#: JetPack 7); docs/edge-workflow.md "Which TensorRT and CUDA packages" says which fits.
-TRT_EXTRA = ('pip install "fcn-edge[trt]" (CUDA 12: JetPack 6, drivers ≥ 525) or '
-             '"fcn-edge[trt-cu13]" (CUDA 13: driver ≥ 580.65, JetPack 7)')
+
+
+def cache_root() -> Path:
+    """``$FCN_EDGE_CACHE``, else ``$XDG_CACHE_HOME/fcn-edge``, else ``~/.cache/fcn-edge``."""
+    if os.environ.get("FCN_EDGE_CACHE"):
+        return Path(os.environ["FCN_EDGE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "fcn-edge"
 
 
 def write_engine(path: str | Path, plan: bytes, header: Mapping[str, Any]) -> Path:
@@ -105,18 +115,6 @@ def check_engine_compatible(header: Mapping[str, Any], tensorrt_version: str, gp
         f"engine built for {built_name} ({_sm(built_cc)}) with TensorRT {built_trt}; this "
         f"machine has {gpu_name} ({_sm(here_cc)}) with TensorRT {tensorrt_version}: rebuild it "
         f"with `fcn-edge build {onnx}`")
-
-
-def query_gpu(device_id: int | None = None) -> tuple[str, str]:
-    """``(name, "major.minor")`` of CUDA device ``device_id`` (None: the current device).
-
-    Through cuda-python, falling back to pycuda when cuda-python is missing *or* imports but
-    cannot reach the GPU (cuda-python 13 on a driver older than 580); one BackendUnavailable
-    naming both bindings' errors when neither works (``runtime/backends/cuda.py``).
-    """
-    from ..runtime.backends.cuda import gpu_identity  # lazy: the bindings load only when asked
-
-    return gpu_identity(device_id)
 
 
 def _open(path: str | Path):

@@ -7,9 +7,9 @@ import struct
 import pytest
 
 from fcn_edge.errors import ModelFormatError
-from fcn_edge.export.engine_file import (MAGIC, check_engine_compatible, engine_meta,
-                                         is_engine_file, read_engine, read_engine_header,
-                                         write_engine)
+from fcn_edge.runtime.engine_file import (MAGIC, check_engine_compatible, engine_meta,
+                                          is_engine_file, read_engine, read_engine_header,
+                                          write_engine)
 from fcn_edge.runtime.metadata import ArtifactMeta, Shapes
 
 META = ArtifactMeta(model="fcn8s", backbone="vgg16", num_classes=2, classes=("bg", "fg"),
