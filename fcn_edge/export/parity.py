@@ -181,7 +181,7 @@ def compare_on_dataset(model: nn.Module, infer: Infer, meta: ArtifactMeta,
     """Mean IU (and agreement) of artifact and reference on labelled ``samples``; for several
     heads, the first head's figures plus ``tasks``: every head's, by task."""
     tasks = list(meta.tasks) or [None]
-    counts = [h["num_classes"] for h in meta.heads] or [meta.num_classes]
+    counts = [h.num_classes for h in meta.heads] or [meta.num_classes]
     ours = [ConfusionMatrix(n, meta.ignore_index) for n in counts]
     theirs = [ConfusionMatrix(n, meta.ignore_index) for n in counts]
     agree, total, count = [0] * len(tasks), 0, 0

@@ -36,9 +36,7 @@ def heads_of(meta: ArtifactMeta) -> tuple[Head, ...]:
     """The artifact's heads in order (one, task None, for a one-task artifact)."""
     if not meta.heads:
         return (Head(None, meta.output_name, meta.classes, meta.palette),)
-    return tuple(Head(h["task"], h["output"], tuple(h["classes"]),
-                      tuple(tuple(int(c) for c in rgb) for rgb in h["palette"]))
-                 for h in meta.heads)
+    return tuple(Head(h.task, h.output, h.classes, h.palette) for h in meta.heads)
 
 
 def tasks_of(heads: Sequence[Head]) -> tuple[str, ...]:

@@ -5,6 +5,11 @@ TensorRT engine in its header, a Triton model in its ``config.pbtxt`` parameters
 ``fcn-edge run model.onnx`` needs nothing else: class names, palette, preprocessing, the
 tensors' names and layouts, the shapes the artifact was verified for, and where it came from.
 
+``ArtifactMeta.from_dict``/``from_props`` parse it once, field by field (``fields.py``): a
+missing or malformed field is one ``ModelFormatError`` naming it and the file. Inputs and heads
+of multi-modal, multi-task artifacts are typed records (``InputInfo``, ``HeadInfo``) written to
+the same JSON as before they were typed, so artifacts of format 1 read and write back alike.
+
 This module is plain Python: the runtime imports it on boxes without torch or onnx.
 """
 from __future__ import annotations
@@ -15,10 +20,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..errors import InputError, ModelFormatError
+from .fields import FieldReader, count, flag, integer, names, obj, one_of, palette, text, \
+    three_floats
 
 FORMAT = "fcn-edge/onnx"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+#: What to do about a malformed or outdated artifact.
+EXPORT_AGAIN = "export it again with `fcn-edge export`"
 
 #: Tensor names and layouts. Plain artifacts take normalised N×3×H×W float32 ``images`` in the
 #: colour order the network was trained on; raw-IO artifacts take the frames OpenCV delivers,
@@ -26,6 +35,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: float32 ``logits``; argmax artifacts give N×H×W ``labels`` (uint8 up to 256 classes).
 INPUT_IMAGES, INPUT_FRAMES = "images", "frames"
 OUTPUT_LOGITS, OUTPUT_LABELS = "logits", "labels"
+#: The memory layouts of an input tensor: channels first, or channels last (raw-IO frames).
+NCHW, NHWC = "NCHW", "NHWC"
+TENSOR_LAYOUTS = (NCHW, NHWC)
 #: Models with more inputs (paper §5, RGB-D) take each modality as its own tensor, named after
 #: it (``depth``: N×1×H×W, ``hha``: N×3×H×W, encoded by ``runtime.modalities``; raw IO changes
 #: only the RGB input). Models with several heads give one output per task,
@@ -117,6 +129,73 @@ def default_shapes(train_size: tuple[int, int] | None, stride: int = 32) -> Shap
 
 
 @dataclass(frozen=True)
+class InputInfo:
+    """One input tensor of a multi-modal artifact (paper §5), in the model's channel order."""
+
+    name: str                  # the tensor (``images``, ``frames``, ``depth``, ``hha``)
+    modality: str              # rgb | depth | hha
+    channels: int
+    layout: str                # NCHW | NHWC (raw-IO RGB frames)
+    dtype: str                 # float32 | uint8 (raw-IO RGB frames)
+    #: How values were encoded, for other runtimes: a sentence, or depth's figures (a dict).
+    encoding: str | dict | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.encoding is None:
+            del data["encoding"]  # as artifacts without one were written
+        return data
+
+    @classmethod
+    def read(cls, read: FieldReader) -> "InputInfo":
+        return cls(name=read("name", text), modality=read("modality", text),
+                   channels=read("channels", count),
+                   layout=read("layout", one_of(*TENSOR_LAYOUTS)),
+                   dtype=read("dtype", one_of("float32", "uint8")),
+                   encoding=read("encoding", _encoding, None))
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """One output of a multi-task artifact (paper §5), in the model's head order."""
+
+    task: str
+    output: str                # the tensor: logits_<task> or labels_<task>
+    num_classes: int
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]   # RGB, one per class
+    labels_dtype: str = "uint8"                 # of the labels output, with argmax
+    metrics: dict = field(default_factory=dict)  # the task's validation metrics
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != self.num_classes:  # (labels without a colour are black)
+            raise ModelFormatError(f"head {self.task!r} has {self.num_classes} classes but "
+                                   f"{len(self.classes)} names")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, read: FieldReader, labels_dtype: str) -> "HeadInfo":
+        """``labels_dtype``: the artifact's, for heads written before each had its own."""
+        values = dict(task=read("task", text), output=read("output", text),
+                      num_classes=read("num_classes", count), classes=read("classes", names),
+                      palette=read("palette", palette),
+                      labels_dtype=read("labels_dtype", text, labels_dtype),
+                      metrics=read("metrics", obj, {}))
+        try:
+            return cls(**values)
+        except ModelFormatError as exc:  # classes that disagree with the count
+            raise read.error(None, str(exc)) from None
+
+
+def _encoding(value: Any) -> str | dict:
+    if not isinstance(value, (str, Mapping)):
+        raise TypeError("must be a string or an object")
+    return value if isinstance(value, str) else dict(value)
+
+
+@dataclass(frozen=True)
 class ArtifactMeta:
     """Everything a runtime needs to use an artifact, and where it came from."""
 
@@ -143,13 +222,12 @@ class ArtifactMeta:
     parity: dict = field(default_factory=dict)          # figures measured by the export
     dataset: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)         # the checkpoint's validation metrics
-    #: Multi-modal models: one entry per input tensor, in the model's channel order:
-    #: {"name", "modality", "channels", "layout", "dtype", "encoding"}. Empty: RGB only.
-    inputs: tuple[dict, ...] = ()
-    #: Multi-task models: one entry per head, in the model's order: {"task", "output",
-    #: "num_classes", "classes", "palette", "metrics"}; the first head is also described by
-    #: ``classes``/``palette`` above. Empty: one task.
-    heads: tuple[dict, ...] = ()
+    #: Multi-modal models: one entry per input tensor, in the model's channel order.
+    #: Empty: RGB only.
+    inputs: tuple[InputInfo, ...] = ()
+    #: Multi-task models: one entry per head, in the model's order; the first head is also
+    #: described by ``classes``/``palette`` above. Empty: one task.
+    heads: tuple[HeadInfo, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -159,13 +237,9 @@ class ArtifactMeta:
         if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
             raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
                                    f"and {len(self.palette)} palette colours")
-        for head in self.heads:
-            if not {"task", "output", "num_classes", "classes", "palette"} <= set(head) or \
-                    len(head["classes"]) != head["num_classes"]:
-                raise ModelFormatError(f"malformed head description {head!r}: export it again")
-        for spec in self.inputs:
-            if not {"name", "modality", "channels", "layout", "dtype"} <= set(spec):
-                raise ModelFormatError(f"malformed input description {spec!r}: export it again")
+        if not all(isinstance(i, InputInfo) for i in self.inputs) or \
+                not all(isinstance(h, HeadInfo) for h in self.heads):
+            raise TypeError("ArtifactMeta takes inputs as InputInfo and heads as HeadInfo")
 
     @property
     def input_name(self) -> str:
@@ -180,42 +254,39 @@ class ArtifactMeta:
     @property
     def input_names(self) -> tuple[str, ...]:
         """Every input tensor, in the model's channel order."""
-        return tuple(i["name"] for i in self.inputs) or (self.input_name,)
+        return tuple(i.name for i in self.inputs) or (self.input_name,)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         """Every output tensor, one per head."""
         if self.heads:
-            return tuple(h["output"] for h in self.heads)
+            return tuple(h.output for h in self.heads)
         return (OUTPUT_LABELS if self.argmax else OUTPUT_LOGITS,)
 
     @property
     def modalities(self) -> tuple[str, ...]:
         """The input modalities in channel order (``("rgb",)`` for an RGB model)."""
-        return tuple(i["modality"] for i in self.inputs) or ("rgb",)
+        return tuple(i.modality for i in self.inputs) or ("rgb",)
 
     def input_tensors(self) -> tuple[tuple[str, str, int, str], ...]:
         """``(name, layout, channels, dtype)`` of every input tensor, in order."""
         if self.inputs:
-            return tuple((i["name"], i["layout"], int(i["channels"]), i["dtype"])
-                         for i in self.inputs)
+            return tuple((i.name, i.layout, i.channels, i.dtype) for i in self.inputs)
         if self.raw_io:
-            return ((self.input_name, "NHWC", 3, "uint8"),)
-        return ((self.input_name, "NCHW", 3, "float32"),)
+            return ((self.input_name, NHWC, 3, "uint8"),)
+        return ((self.input_name, NCHW, 3, "float32"),)
 
     def output_tensors(self) -> tuple[tuple[str, int, str], ...]:
         """``(name, classes, dtype)`` of every output tensor, one per head: labels (N×H×W, the
         head's labels dtype) with argmax, else logits (N×classes×H×W float32)."""
-        heads = self.heads or ({"output": self.output_names[0], "num_classes": self.num_classes,
-                                "labels_dtype": self.labels_dtype},)
-        return tuple((h["output"], int(h["num_classes"]),
-                      h.get("labels_dtype", self.labels_dtype) if self.argmax else "float32")
-                     for h in heads)
+        heads = [(h.output, h.num_classes, h.labels_dtype) for h in self.heads] or \
+            [(self.output_names[0], self.num_classes, self.labels_dtype)]
+        return tuple((name, n, dtype if self.argmax else "float32") for name, n, dtype in heads)
 
     @property
-    def tasks(self) -> dict[str, dict]:
+    def tasks(self) -> dict[str, HeadInfo]:
         """Head description by task; an empty dict for a one-task model."""
-        return {h["task"]: h for h in self.heads}
+        return {h.task: h for h in self.heads}
 
     def with_(self, **changes: Any) -> "ArtifactMeta":
         return replace(self, **changes)
@@ -223,6 +294,8 @@ class ArtifactMeta:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shapes"] = self.shapes.to_json()
+        data["inputs"] = [i.to_json() for i in self.inputs]
+        data["heads"] = [h.to_json() for h in self.heads]
         return data
 
     def to_props(self) -> dict[str, str]:
@@ -233,22 +306,23 @@ class ArtifactMeta:
         return props
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ArtifactMeta":
-        known = {f.name for f in fields(cls)}
-        missing = {"model", "backbone", "num_classes", "classes", "palette", "mean", "std"}
-        missing -= set(data)
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the artifact") -> "ArtifactMeta":
+        """Parse and check metadata as ``to_dict`` wrote it; a missing or malformed field is
+        a ModelFormatError naming it and ``source``. Unknown fields are ignored."""
+        read = FieldReader(data, source, EXPORT_AGAIN)
+        missing = sorted(k for k in _REQUIRED_FIELDS if k not in data)
         if missing:
-            raise ModelFormatError(f"artifact metadata lacks {sorted(missing)}: export it again "
-                                   f"with `fcn-edge export`")
-        values = {k: v for k, v in data.items() if k in known}
-        values["classes"] = tuple(values["classes"])
-        values["palette"] = tuple(tuple(int(c) for c in rgb) for rgb in values["palette"])
-        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
-        if "shapes" in values:
-            values["shapes"] = Shapes.from_json(values["shapes"])
-        for key in ("inputs", "heads"):
-            values[key] = tuple(dict(v) for v in values.get(key) or ())
-        return cls(**values)
+            raise ModelFormatError(f"{source}: artifact metadata lacks {missing}; {EXPORT_AGAIN}")
+        values = {key: read(key, parse) for key, parse in _REQUIRED_FIELDS.items()}
+        values.update({key: read(key, parse) for key, parse in _OPTIONAL_FIELDS.items()
+                       if key in data})
+        values["inputs"] = tuple(InputInfo.read(item) for item in read.each("inputs"))
+        labels = values.get("labels_dtype", "uint8")
+        values["heads"] = tuple(HeadInfo.read(item, labels) for item in read.each("heads"))
+        try:
+            return cls(**values)
+        except ModelFormatError as exc:  # fields that disagree with each other
+            raise ModelFormatError(f"{source}: {exc}; {EXPORT_AGAIN}") from None
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str = "the artifact") -> "ArtifactMeta":
@@ -261,16 +335,37 @@ class ArtifactMeta:
             raise ModelFormatError(f"{source} has fcn-edge artifact format {version}; this "
                                    f"fcn-edge reads format {FORMAT_VERSION}: export it again")
         data: dict[str, Any] = {}
-        for key, text in props.items():
+        for key, value in props.items():
             if key in ("format", "format_version"):
                 continue
             try:
-                data[key] = json.loads(text)
+                data[key] = json.loads(value)
             except json.JSONDecodeError:
-                data[key] = text  # plain strings were stored as they are
+                data[key] = value  # plain strings were stored as they are
         # Strings that happen to parse as JSON numbers stay strings where the schema says so.
         for key in ("model", "backbone", "color_order", "precision", "labels_dtype",
                     "source_sha256", "fcn_edge_version"):
             if key in data and not isinstance(data[key], str):
                 data[key] = str(props[key])
-        return cls.from_dict(data)
+        return cls.from_dict(data, source)
+
+
+def _shapes(value: Any) -> Shapes:
+    try:
+        return Shapes.from_json(obj(value))
+    except (ModelFormatError, InputError):
+        raise ValueError("must be {min, opt, max}, each [batch, height, width] with "
+                         "min ≤ opt ≤ max") from None
+
+
+#: How each field of the metadata is read (``from_dict``): those an artifact must have …
+_REQUIRED_FIELDS = {"model": text, "backbone": text, "num_classes": count, "classes": names,
+                    "palette": palette, "mean": three_floats, "std": three_floats}
+#: … and those with a default; ``inputs`` and ``heads`` are read by their own classes.
+_OPTIONAL_FIELDS = {"color_order": one_of("rgb", "bgr"), "output_stride": count,
+                    "size_multiple": count, "raw_io": flag, "argmax": flag,
+                    "precision": one_of(*PRECISIONS), "labels_dtype": text, "shapes": _shapes,
+                    "ignore_index": integer, "model_options": obj, "source_sha256": text,
+                    "fcn_edge_version": text, "export_options": obj, "parity": obj,
+                    "dataset": obj, "metrics": obj}
+

@@ -71,10 +71,10 @@ def test_two_heads_export_one_output_per_task_described(two_heads, tmp_path):
     path = result.artifacts["fp32"]
     assert _io(path) == (["images"], ["logits_semantic", "logits_geometric"])
     meta = _meta(path)
-    assert [h["task"] for h in meta.heads] == ["semantic", "geometric"]
-    assert meta.heads[1]["classes"] == list(GEOMETRIC_CLASSES)
-    assert meta.heads[1]["palette"][1] == [200, 0, 0]
-    assert meta.heads[1]["metrics"] == {"mean_iou": 0.8} and meta.inputs == ()
+    assert [h.task for h in meta.heads] == ["semantic", "geometric"]
+    assert meta.heads[1].classes == tuple(GEOMETRIC_CLASSES)
+    assert meta.heads[1].palette[1] == (200, 0, 0)
+    assert meta.heads[1].metrics == {"mean_iou": 0.8} and meta.inputs == ()
     assert meta.output_tensors() == (("logits_semantic", 8, "float32"),
                                      ("logits_geometric", 3, "float32"))
     # ONNX Runtime against the model, head by head, on a size parity did not use.
@@ -124,10 +124,10 @@ def test_rgbd_exports_take_one_tensor_per_modality(tmp_path, options, names):
     path = result.artifacts["fp32"]
     assert _io(path) == (names, ["logits"])
     meta = _meta(path)
-    assert [(i["name"], i["layout"], i["dtype"]) for i in meta.inputs] == \
+    assert [(i.name, i.layout, i.dtype) for i in meta.inputs] == \
         [(n, "NCHW", "float32") for n in names]
     if names[1] == "depth":
-        assert meta.inputs[1]["encoding"]["mean_m"] == pytest.approx(2.8)
+        assert meta.inputs[1].encoding["mean_m"] == pytest.approx(2.8)
     arrays = parity.scene_arrays(meta, [(40, 56)], seed=5)[0]
     feed = parity.artifact_feed(meta, arrays)
     reference = parity.reference_heads(load_model(checkpoint), meta, arrays)[0]

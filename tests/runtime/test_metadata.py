@@ -6,8 +6,33 @@ import json
 import pytest
 
 from fcn_edge.errors import InputError, ModelFormatError
-from fcn_edge.runtime.metadata import (FORMAT, ArtifactMeta, Shapes, default_shapes,
-                                       parse_shapes)
+from fcn_edge.runtime.metadata import (FORMAT, ArtifactMeta, HeadInfo, InputInfo, Shapes,
+                                       default_shapes, parse_shapes)
+
+#: ``metadata_props`` exactly as fcn-edge wrote them before inputs and heads were typed
+#: (format 1): an RGB-D, two-head argmax artifact.
+OLD_PROPS = {
+    "format": "fcn-edge/onnx", "format_version": "1", "model": "fcn16s", "backbone": "resnet18",
+    "num_classes": "3", "classes": '["sky", "ground", "thing"]',
+    "palette": "[[0, 0, 0], [128, 0, 0], [0, 128, 0]]", "mean": "[0.485, 0.456, 0.406]",
+    "std": "[0.229, 0.224, 0.225]", "color_order": "rgb", "output_stride": "8",
+    "size_multiple": "1", "raw_io": "false", "argmax": "true", "precision": "fp32",
+    "labels_dtype": "uint8",
+    "shapes": '{"min": [1, 32, 32], "opt": [1, 48, 48], "max": [1, 64, 64]}',
+    "ignore_index": "255", "model_options": "{}", "source_sha256": "", "fcn_edge_version": "",
+    "export_options": "{}", "parity": "{}", "dataset": "{}", "metrics": "{}",
+    "inputs": '[{"name": "images", "modality": "rgb", "channels": 3, "layout": "NCHW", '
+              '"dtype": "float32", "encoding": "(pixel / 255 - mean) / std, colour order '
+              'color_order"}, {"name": "depth", "modality": "depth", "channels": 1, '
+              '"layout": "NCHW", "dtype": "float32", "encoding": {"mean_m": 2.8, '
+              '"std_m": 1.4, "invalid": 0.0}}]',
+    "heads": '[{"task": "semantic", "output": "labels_semantic", "num_classes": 3, '
+             '"classes": ["sky", "ground", "thing"], "palette": [[0, 0, 0], [128, 0, 0], '
+             '[0, 128, 0]], "labels_dtype": "uint8", "metrics": {"mean_iou": 0.6}}, '
+             '{"task": "geometric", "output": "labels_geometric", "num_classes": 2, '
+             '"classes": ["horizontal", "vertical"], "palette": [[0, 0, 0], [200, 0, 0]], '
+             '"labels_dtype": "int32", "metrics": {}}]',
+}
 
 
 def _meta(**changes) -> ArtifactMeta:
@@ -82,3 +107,78 @@ def test_default_shapes_round_the_training_size_up_to_the_stride():
     shapes = default_shapes((100, 130))
     assert shapes.opt == (1, 128, 160) and shapes.min == (1, 32, 32)
     assert default_shapes(None).opt == (1, 512, 512)
+
+
+# --- inputs and heads: typed, read once, written back as they were -------------------------
+def test_old_format_props_load_typed_and_write_back_the_same():
+    meta = ArtifactMeta.from_props(OLD_PROPS, "old.onnx")
+    assert meta.inputs[1] == InputInfo("depth", "depth", 1, "NCHW", "float32",
+                                       {"mean_m": 2.8, "std_m": 1.4, "invalid": 0.0})
+    assert meta.heads[1] == HeadInfo("geometric", "labels_geometric", 2,
+                                     ("horizontal", "vertical"), ((0, 0, 0), (200, 0, 0)),
+                                     "int32", {})
+    assert meta.modalities == ("rgb", "depth") and list(meta.tasks) == ["semantic", "geometric"]
+    assert meta.input_tensors() == (("images", "NCHW", 3, "float32"),
+                                    ("depth", "NCHW", 1, "float32"))
+    assert meta.output_tensors() == (("labels_semantic", 3, "uint8"),
+                                     ("labels_geometric", 2, "int32"))
+    assert meta.to_props() == OLD_PROPS
+
+
+def test_heads_written_before_their_own_labels_dtype_take_the_artifacts():
+    heads = json.loads(OLD_PROPS["heads"])
+    for head in heads:
+        del head["labels_dtype"]
+    props = OLD_PROPS | {"heads": json.dumps(heads), "labels_dtype": "int32"}
+    meta = ArtifactMeta.from_props(props)
+    assert [h.labels_dtype for h in meta.heads] == ["int32", "int32"]
+    assert meta.output_tensors()[0] == ("labels_semantic", 3, "int32")
+
+
+def _with_head(index: int, **changes) -> dict[str, str]:
+    heads = json.loads(OLD_PROPS["heads"])
+    heads[index].update(changes)
+    return {"heads": json.dumps(heads)}
+
+
+def _without_input_field(index: int, key: str) -> dict[str, str]:
+    inputs = json.loads(OLD_PROPS["inputs"])
+    del inputs[index][key]
+    return {"inputs": json.dumps(inputs)}
+
+
+@pytest.mark.parametrize("changes, field, reason", [
+    (_with_head(1, palette=[[0, 0, 0], [200, 0]]), "heads[1].palette", "[r, g, b]"),
+    (_with_head(0, num_classes="3"), "heads[0].num_classes", "integer"),
+    (_with_head(1, classes=["horizontal"]), "heads[1]", "2 classes but 1 names"),
+    (_without_input_field(1, "layout"), "inputs[1].layout", "is missing"),
+    ({"inputs": '[{"name": "depth", "modality": "depth", "channels": 1, "layout": "NWHC", '
+                '"dtype": "float32"}]'}, "inputs[0].layout", "NCHW, NHWC"),
+    ({"heads": '{"task": "semantic"}'}, "heads", "must be a list"),
+    ({"palette": "[[0, 0, 0], [128, 0, 0], [0, 128, 300]]"}, "palette", "0..255"),
+    ({"raw_io": '"yes"'}, "raw_io", "true or false"),
+    ({"mean": "[0.5, 0.5]"}, "mean", "three numbers"),
+    ({"shapes": '{"min": [1, 64, 64], "opt": [1, 32, 32], "max": [1, 64, 64]}'}, "shapes",
+     "min ≤ opt ≤ max"),
+])
+def test_a_malformed_field_is_one_line_naming_it_and_the_file(changes, field, reason):
+    with pytest.raises(ModelFormatError) as caught:
+        ArtifactMeta.from_props(OLD_PROPS | changes, "old.onnx")
+    message = str(caught.value)
+    assert message.startswith("old.onnx: metadata field ") and "\n" not in message
+    assert repr(field) in message and reason in message
+    assert message.endswith("export it again with `fcn-edge export`")
+
+
+def test_fields_that_disagree_name_the_file():
+    with pytest.raises(ModelFormatError, match="^old.onnx: 3 classes but 2 names"):
+        ArtifactMeta.from_props(OLD_PROPS | {"classes": '["sky", "ground"]'}, "old.onnx")
+
+
+def test_inputs_and_heads_are_typed_not_dicts():
+    head = json.loads(OLD_PROPS["heads"])[0]
+    with pytest.raises(TypeError, match="HeadInfo"):
+        _meta(heads=(head,))
+    typed = ArtifactMeta.from_props(OLD_PROPS)
+    assert _meta(heads=typed.heads, inputs=typed.inputs).output_names == (
+        "labels_semantic", "labels_geometric")
