@@ -73,8 +73,8 @@ def torch_reference(checkpoint: Path) -> Callable[..., dict]:
 
     def reference(frame_bgr: np.ndarray, depth=None, hha=None) -> dict:
         arrays = {"rgb": frame_bgr, "depth": depth, "hha": hha}
-        x = stack_inputs({n: arrays[n] for n in names}, names, meta["mean"], meta["std"],
-                         frame_order="bgr", color_order=meta["color_order"])
+        x = stack_inputs({n: arrays[n] for n in names}, names, meta.mean, meta.std,
+                         frame_order="bgr", color_order=meta.color_order)
         with torch.no_grad():
             scores = model(torch.from_numpy(x))
         scores = scores if isinstance(scores, dict) else {None: scores}

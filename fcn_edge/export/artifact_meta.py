@@ -6,11 +6,11 @@ from pathlib import Path
 from torch import nn
 
 from .. import __version__
-from ..data.classes import voc_palette
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..io import file_sha256
-from ..runtime.metadata import (ArtifactMeta, Shapes, default_shapes, input_tensor_name,
-                                output_tensor_name)
+from ..models.checkpoint import CheckpointMeta, checkpoint_meta
+from ..runtime.metadata import (NCHW, NHWC, ArtifactMeta, HeadInfo, InputInfo, Shapes,
+                                default_shapes, input_tensor_name, output_tensor_name)
+from ..runtime.palette import voc_palette
 from ..runtime.modalities import depth_encoding
 from .graph import head_labels_dtype
 
@@ -24,26 +24,23 @@ def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: b
     VOC palette, and normalised with ImageNet statistics (what its backbone was trained with).
     ``labels_dtype`` (``auto``, ``uint8``, ``int32``) is what an argmax graph's labels leave in.
     """
-    config, meta = model.config, dict(getattr(model, "meta", {}) or {})
+    config, meta = model.config, checkpoint_meta(model)
     n = config.num_classes
-    classes = meta.get("classes") or [f"class_{i}" for i in range(n)]
-    palette = meta.get("palette") or voc_palette(n).tolist()
-    train = _train_size(meta)
     return ArtifactMeta(
-        model=config.name, backbone=config.backbone, num_classes=n, classes=tuple(classes),
-        palette=tuple(tuple(int(c) for c in rgb) for rgb in palette[:n]),
-        mean=tuple(meta.get("mean") or IMAGENET_MEAN), std=tuple(meta.get("std") or IMAGENET_STD),
-        color_order=meta.get("color_order", "rgb"), output_stride=config.output_stride,
+        model=config.name, backbone=config.backbone, num_classes=n,
+        classes=meta.classes or tuple(f"class_{i}" for i in range(n)),
+        palette=_colours(meta.palette, n), mean=meta.mean, std=meta.std,
+        color_order=meta.color_order, output_stride=config.output_stride,
         raw_io=raw_io, argmax=argmax, labels_dtype=head_labels_dtype(n, labels_dtype).name,
-        shapes=shapes or default_shapes(train, 32),
-        ignore_index=int(meta.get("ignore_index", 255)), model_options=config.to_dict(),
+        shapes=shapes or default_shapes(meta.dataset.image_size, 32),
+        ignore_index=meta.ignore_index, model_options=config.to_dict(),
         source_sha256=file_sha256(checkpoint), fcn_edge_version=__version__,
-        export_options=options, dataset=meta.get("dataset") or {},
-        metrics=_summary(meta.get("metrics")), inputs=_inputs(config, raw_io),
+        export_options=options, dataset=meta.dataset.to_dict(),
+        metrics=_summary(meta.metrics), inputs=_inputs(config, raw_io),
         heads=_heads(config, meta, argmax, labels_dtype))
 
 
-def _inputs(config, raw_io: bool) -> tuple[dict, ...]:
+def _inputs(config, raw_io: bool) -> tuple[InputInfo, ...]:
     """One entry per input tensor for multi-modal models (paper §5); none for RGB only."""
     if config.input_names == ("rgb",):
         return ()
@@ -52,33 +49,32 @@ def _inputs(config, raw_io: bool) -> tuple[dict, ...]:
         raw = modality == "rgb" and raw_io
         encoding = {"rgb": "(pixel / 255 - mean) / std, colour order color_order",
                     "hha": "(pixel / 255 - mean) / std, HHA channel order"}.get(modality)
-        out.append({"name": input_tensor_name(modality, raw_io), "modality": modality,
-                    "channels": channels, "layout": "NHWC" if raw else "NCHW",
-                    "dtype": "uint8" if raw else "float32",
-                    "encoding": "uint8 BGR frames" if raw else
-                    (depth_encoding() if modality == "depth" else encoding)})
+        out.append(InputInfo(name=input_tensor_name(modality, raw_io), modality=modality,
+                             channels=channels, layout=NHWC if raw else NCHW,
+                             dtype="uint8" if raw else "float32",
+                             encoding="uint8 BGR frames" if raw else
+                             (depth_encoding() if modality == "depth" else encoding)))
     return tuple(out)
 
 
-def _heads(config, meta: dict, argmax: bool, labels_dtype: str) -> tuple[dict, ...]:
+def _heads(config, meta: CheckpointMeta, argmax: bool, labels_dtype: str
+           ) -> tuple[HeadInfo, ...]:
     """One entry per head for multi-task models (paper §5); none for one task. Class names,
     colours and validation metrics per task come from the checkpoint's ``tasks`` meta."""
-    described = meta.get("tasks") or {}
     out = []
     for task, n in config.heads:
-        info = described.get(task) or {}
-        palette = info.get("palette") or voc_palette(n).tolist()
-        out.append({"task": task, "output": output_tensor_name(task, argmax), "num_classes": n,
-                    "classes": list(info.get("classes") or [f"{task}_{i}" for i in range(n)]),
-                    "palette": [[int(c) for c in rgb] for rgb in palette[:n]],
-                    "labels_dtype": head_labels_dtype(n, labels_dtype).name,
-                    "metrics": _summary(info.get("metrics"))})
+        info = meta.task_meta(task)
+        out.append(HeadInfo(task=task, output=output_tensor_name(task, argmax), num_classes=n,
+                            classes=info.classes or tuple(f"{task}_{i}" for i in range(n)),
+                            palette=_colours(info.palette, n),
+                            labels_dtype=head_labels_dtype(n, labels_dtype).name,
+                            metrics=_summary(info.metrics)))
     return tuple(out)
 
 
-def _train_size(meta: dict) -> tuple[int, int] | None:
-    size = (meta.get("dataset") or {}).get("image_size")
-    return tuple(size) if size else None
+def _colours(palette: tuple, n: int) -> tuple[tuple[int, int, int], ...]:
+    """The first ``n`` colours of ``palette``, or of the VOC palette when it has none."""
+    return tuple(palette[:n]) if palette else tuple(map(tuple, voc_palette(n).tolist()))
 
 
 def _summary(metrics: dict | None) -> dict:

@@ -20,7 +20,7 @@ _EXPORTS = {
     "FCNResNet18": "resnet", "ResNet18": "resnet",
     "create_model": "_builder", "build": "_builder", "load_model": "_builder",
     "list_models": "_builder", "count_parameters": "_builder",
-    "save_checkpoint": "checkpoint", "read_weights": "weights",
+    "save_checkpoint": "checkpoint", "CheckpointMeta": "checkpoint", "read_weights": "weights",
     "LoadReport": "loading", "reference_state_dict": "loading",
     "shift_and_stitch": "shift_stitch", "bilinear_kernel": "upsample",
     "BackboneSpec": "registry", "register": "registry", "get_backbone": "registry",
@@ -31,7 +31,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from ._builder import build, count_parameters, create_model, list_models, load_model
     from .alexnet import AlexNet, FCNAlexNet
-    from .checkpoint import save_checkpoint
+    from .checkpoint import CheckpointMeta, save_checkpoint
     from .fcn import FCN
     from .fusion import LateFusionFCN
     from .loading import LoadReport, reference_state_dict

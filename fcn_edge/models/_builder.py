@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import MODEL_NAMES, ModelConfig
 from ..errors import InputError, ModelFormatError
+from .checkpoint import read_meta
 from .fcn import FCN
 from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
@@ -74,10 +75,10 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     """Rebuild the model saved in ``path`` and load its weights.
 
     For an fcn-edge checkpoint the configuration comes from the file and ``model.meta`` holds
-    its metadata (class names, palette, normalisation …). For a bare FCN state dict (e.g. the
-    released nets) the variant, backbone, classes, fc width and input channels are read from the
-    tensors; pass ``layout="reference"`` for the released 100-pixel-padded nets. ``overrides``
-    replace configuration fields.
+    its metadata (a ``CheckpointMeta``: class names, palette, normalisation …). For a bare FCN
+    state dict (e.g. the released nets) the variant, backbone, classes, fc width and input
+    channels are read from the tensors; pass ``layout="reference"`` for the released
+    100-pixel-padded nets. ``overrides`` replace configuration fields.
     """
     weights = read_weights(path)
     if weights.kind == "torchvision":
@@ -99,7 +100,7 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     config.update(overrides)
     model = build(ModelConfig.from_dict(config))
     model.load_report = apply_weights(model, weights)
-    model.meta = dict(weights.checkpoint["meta"]) if weights.checkpoint else {}
+    model.meta = read_meta(weights)  # the one place a checkpoint's meta is parsed
     return model
 
 

@@ -20,12 +20,14 @@ from ..errors import ModelFormatError
 from ..io import atomic_path
 from ..metrics import SegmentationMetrics
 from ..models import save_checkpoint
+from ..models.checkpoint import CheckpointMeta, DatasetInfo, TaskMeta
 from ..models.weights import read_weights
 from .tasks import task_classes, task_palette
 
 
 def deploy_meta(config: TrainConfig, dataset, metrics: SegmentationMetrics | None,
-                task_metrics: Mapping[str, SegmentationMetrics] | None = None) -> dict:
+                task_metrics: Mapping[str, SegmentationMetrics] | None = None
+                ) -> CheckpointMeta:
     """What a deployed model needs to describe itself: classes, colours, preprocessing.
 
     ``config`` is the trainer's (tasks resolved by ``configure_tasks``). The top-level classes,
@@ -35,38 +37,33 @@ def deploy_meta(config: TrainConfig, dataset, metrics: SegmentationMetrics | Non
     """
     tasks = config.tasks or ()
     first = tasks[0] if tasks else None
-    classes = list(task_classes(dataset, first))
-    meta = {
-        "classes": classes,
-        "palette": _palette(dataset, first),
-        "mean": list(config.mean), "std": list(config.std), "color_order": "rgb",
-        "ignore_index": int(dataset.ignore_index),
-        "dataset": {"spec": config.data, "layout": dataset.layout,
-                    "image_size": _train_size(config),
-                    **({"difficulty": config.difficulty}
-                       if config.data in SYNTHETIC_READERS else {})},
-        "metrics": metrics.to_dict(classes) if metrics is not None else None,
-        "inputs": list(config.model.input_names),
-    }
-    if len(tasks) == 1:
-        meta["task"] = first
+    classes = task_classes(dataset, first)
+    heads = {}
     if len(tasks) >= 2:
-        meta["tasks"] = {}
         for task in tasks:
-            names, scores = list(task_classes(dataset, task)), (task_metrics or {}).get(task)
-            meta["tasks"][task] = {"classes": names, "palette": _palette(dataset, task),
-                                   "metrics": scores.to_dict(names) if scores else None}
-    return meta
+            names, scores = task_classes(dataset, task), (task_metrics or {}).get(task)
+            heads[task] = TaskMeta(classes=tuple(names), palette=_palette(dataset, task),
+                                   metrics=scores.to_dict(list(names)) if scores else None)
+    return CheckpointMeta(
+        classes=tuple(classes), palette=_palette(dataset, first), mean=tuple(config.mean),
+        std=tuple(config.std), color_order="rgb", ignore_index=int(dataset.ignore_index),
+        dataset=DatasetInfo(spec=config.data, layout=dataset.layout,
+                            image_size=_train_size(config),
+                            difficulty=config.difficulty
+                            if config.data in SYNTHETIC_READERS else None),
+        metrics=metrics.to_dict(list(classes)) if metrics is not None else None,
+        inputs=tuple(config.model.input_names),
+        task=first if len(tasks) == 1 else None, tasks=heads)
 
 
-def _palette(dataset, task: str | None) -> list[list[int]]:
-    return [[int(c) for c in rgb] for rgb in task_palette(dataset, task)]
+def _palette(dataset, task: str | None) -> tuple[tuple[int, int, int], ...]:
+    return tuple(tuple(int(c) for c in rgb) for rgb in task_palette(dataset, task))
 
 
-def _train_size(config: TrainConfig) -> list[int] | None:
+def _train_size(config: TrainConfig) -> tuple[int, int] | None:
     """The input size the model saw in training (the exporter's optimal shape), if one."""
     size = config.crop or (config.image_size if config.data in SYNTHETIC_READERS else None)
-    return list(size) if size else None
+    return tuple(size) if size else None
 
 
 def save_training_checkpoint(path: Path, model: nn.Module, config: TrainConfig, dataset,

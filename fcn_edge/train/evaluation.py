@@ -129,27 +129,24 @@ def evaluate_checkpoint_tasks(path: str | Path, data: str = "synthetic",
     checkpoint's inputs need.
     """
     model = load_model(path)
-    meta = getattr(model, "meta", {}) or {}
-    trained = meta.get("dataset") or {}
+    meta = model.meta  # a CheckpointMeta, parsed by load_model
+    trained = meta.dataset
     if image_size is None:
-        image_size = tuple(trained.get("image_size") or (256, 256))
+        image_size = trained.image_size or (256, 256)
     dataset = open_split(data, split, layout, model.config.input_names, num_images=num_images,
                          size=image_size, seed=seed,
-                         difficulty=difficulty or trained.get("difficulty", "standard"))
-    task = meta.get("task")
-    _check_outputs(path, model.config, dataset, task, trained.get("spec"))
+                         difficulty=difficulty or trained.difficulty or "standard")
+    task = meta.task
+    _check_outputs(path, model.config, dataset, task, trained.spec)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model.to(dev)
-    mean = meta.get("mean", (0.485, 0.456, 0.406))
-    std = meta.get("std", (0.229, 0.224, 0.225))
-    cms = evaluate_tasks(model, dataset, mean, std, dev, task=task,
+    cms = evaluate_tasks(model, dataset, meta.mean, meta.std, dev, task=task,
                          predictions_dir=predictions_dir)
-    described = meta.get("tasks") or {}
     out = {}
     for i, (key, cm) in enumerate(cms.items()):
-        classes = (described.get(key) or {}).get("classes") or \
-            (meta.get("classes") if i == 0 else None) or \
+        classes = meta.task_meta(key).classes or \
+            (meta.classes if i == 0 else None) or \
             task_classes(dataset, key if model.config.heads else task)
         out[key] = (cm.compute(), list(classes))
     return out

@@ -104,7 +104,7 @@ def reference(checkpoint) -> Callable[[np.ndarray], np.ndarray]:
     def labels(frame_bgr: np.ndarray) -> np.ndarray:
         key = (frame_bgr.shape, hash(frame_bgr.tobytes()))
         if key not in known:
-            x = frames_to_input(frame_bgr, meta["mean"], meta["std"], meta["color_order"], "bgr")
+            x = frames_to_input(frame_bgr, meta.mean, meta.std, meta.color_order, "bgr")
             with torch.no_grad():
                 logits = model(torch.from_numpy(x))
             known[key] = logits.argmax(1)[0].numpy().astype(np.uint8)

@@ -49,8 +49,8 @@ def test_early_fusion_trains_and_evaluates_on_rgbd(tmp_path):
     result = train(rgbd(tmp_path), progress=False)
     model = load_model(result.best_path)
     assert model.config.in_channels == 4 and model.config.input_names == ("rgb", "depth")
-    assert model.meta["inputs"] == ["rgb", "depth"]
-    assert model.meta["dataset"]["spec"] == "synthetic-rgbd"
+    assert model.meta.inputs == ("rgb", "depth")
+    assert model.meta.dataset.spec == "synthetic-rgbd"
     metrics, _ = evaluate_checkpoint(result.best_path, "synthetic-rgbd", num_images=3, seed=2,
                                      device="cpu")
     assert metrics.mean_iou == pytest.approx(result.best_miou)
@@ -144,6 +144,6 @@ def test_an_nyudv2_folder_is_read_with_the_hha_the_model_takes(tmp_path):
     result = train(rgbd(tmp_path / "run", model=hha, data=str(root), batch_size=1),
                    progress=False)
     model = load_model(result.best_path)
-    assert model.config.num_classes == 40 and model.meta["inputs"] == ["rgb", "hha"]
+    assert model.config.num_classes == 40 and model.meta.inputs == ("rgb", "hha")
     metrics, classes = evaluate_checkpoint(result.best_path, str(root), device="cpu")
     assert len(classes) == 40 and metrics.mean_iou == pytest.approx(result.best_miou)

@@ -39,15 +39,15 @@ def test_a_two_task_run_writes_a_checkpoint_with_every_head(tmp_path):
     assert isinstance(model, MultiHeadFCN)
     assert model.config.heads == (("semantic", 8), ("geometric", 3))
     meta = model.meta
-    assert meta["classes"] == list(PROCEDURAL_CLASSES) and meta["inputs"] == ["rgb"]
-    assert list(meta["tasks"]) == ["semantic", "geometric"]
-    geometric = meta["tasks"]["geometric"]
-    assert geometric["classes"] == list(GEOMETRIC_CLASSES)
-    assert geometric["palette"] == voc_palette(3).tolist()
-    assert geometric["metrics"]["mean_iou"] == pytest.approx(row["geometric/mean_iou"])
-    assert meta["tasks"]["semantic"]["metrics"]["mean_iou"] == meta["metrics"]["mean_iou"]
-    assert meta["dataset"]["spec"] == "synthetic-twotask"
-    assert meta["dataset"]["image_size"] == [32, 32]
+    assert meta.classes == tuple(PROCEDURAL_CLASSES) and meta.inputs == ("rgb",)
+    assert list(meta.tasks) == ["semantic", "geometric"]
+    geometric = meta.tasks["geometric"]
+    assert geometric.classes == tuple(GEOMETRIC_CLASSES)
+    assert geometric.palette == tuple(map(tuple, voc_palette(3).tolist()))
+    assert geometric.metrics["mean_iou"] == pytest.approx(row["geometric/mean_iou"])
+    assert meta.tasks["semantic"].metrics["mean_iou"] == meta.metrics["mean_iou"]
+    assert meta.dataset.spec == "synthetic-twotask"
+    assert meta.dataset.image_size == (32, 32)
     # Re-scoring the checkpoint on the same validation scenes gives the logged numbers.
     scores = evaluate_checkpoint_tasks(result.best_path, "synthetic-twotask", num_images=4,
                                        seed=5, device="cpu")
@@ -98,8 +98,8 @@ def test_one_task_of_a_two_task_set_trains_a_plain_fcn_on_its_labels(tmp_path):
     result = train(two_task(tmp_path, tasks=("geometric",)), progress=False)
     model = load_model(result.best_path)
     assert not isinstance(model, MultiHeadFCN) and model.config.num_classes == 3
-    assert model.meta["task"] == "geometric" and "tasks" not in model.meta
-    assert model.meta["classes"] == list(GEOMETRIC_CLASSES)
+    assert model.meta.task == "geometric" and not model.meta.tasks
+    assert model.meta.classes == tuple(GEOMETRIC_CLASSES)
     assert "geometric/mean_iou" not in result.history[0]
     metrics, classes = evaluate_checkpoint(result.best_path, "synthetic-twotask", num_images=4,
                                            seed=5, device="cpu")

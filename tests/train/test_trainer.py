@@ -33,10 +33,10 @@ def test_a_run_writes_deployable_checkpoints_and_logs(tmp_path):
     # The checkpoint describes itself: classes, palette, normalisation, metrics, config.
     model = load_model(result.best_path)
     assert model.config.num_classes == len(PROCEDURAL_CLASSES)
-    assert model.meta["classes"] == list(PROCEDURAL_CLASSES)
-    assert len(model.meta["palette"]) == len(PROCEDURAL_CLASSES)
-    assert model.meta["mean"] == [0.485, 0.456, 0.406] and model.meta["color_order"] == "rgb"
-    assert model.meta["metrics"]["mean_iou"] == pytest.approx(result.best_miou)
+    assert model.meta.classes == tuple(PROCEDURAL_CLASSES)
+    assert len(model.meta.palette) == len(PROCEDURAL_CLASSES)
+    assert model.meta.mean == (0.485, 0.456, 0.406) and model.meta.color_order == "rgb"
+    assert model.meta.metrics["mean_iou"] == pytest.approx(result.best_miou)
     # Re-evaluating the best checkpoint on the same validation scenes gives the logged number.
     metrics, classes = evaluate_checkpoint(result.best_path, num_images=3, image_size=(64, 64),
                                            seed=3, device="cpu")

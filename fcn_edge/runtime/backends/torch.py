@@ -209,14 +209,14 @@ def output_names(meta: Any) -> dict[str | None, str]:
     """Task (None for a one-task model) → the output tensor that carries it."""
     if not meta.heads:
         return {None: meta.output_name}
-    return {h["task"]: h["output"] for h in meta.heads}
+    return {h.task: h.output for h in meta.heads}
 
 
 def output_classes(meta: Any) -> dict[str, int]:
     """Output tensor → its number of classes."""
     if not meta.heads:
         return {meta.output_name: meta.num_classes}
-    return {h["output"]: int(h["num_classes"]) for h in meta.heads}
+    return {h.output: h.num_classes for h in meta.heads}
 
 
 def _writeable(batch: np.ndarray) -> np.ndarray:
