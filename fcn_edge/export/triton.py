@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io import atomic_path
 from ..runtime.engine_file import engine_meta, is_engine_file, read_engine
-from ..runtime.metadata import FORMAT, ArtifactMeta
+from ..runtime.metadata import FORMAT, NHWC, ArtifactMeta
 from ..runtime.onnx_file import read_onnx_props
 
 #: Triton platform → the file name its backend loads from a version folder.
@@ -62,7 +62,7 @@ def triton_config(model_name: str, meta: ArtifactMeta, platform: str,
     lines = [f"name: {_quote(model_name)}", f"platform: {_quote(platform)}",
              f"max_batch_size: {max_batch_size}"]
     for name, layout, channels, dtype in meta.input_tensors():
-        dims = [-1, -1, channels] if layout == "NHWC" else [channels, -1, -1]
+        dims = [-1, -1, channels] if layout == NHWC else [channels, -1, -1]
         lines += _tensor("input", name, "TYPE_UINT8" if dtype == "uint8" else "TYPE_FP32",
                          batch + dims)
     for name, classes, dtype in meta.output_tensors():

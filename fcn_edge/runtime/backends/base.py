@@ -35,10 +35,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ...errors import FcnEdgeError, InputError, ModelFormatError
-from ..metadata import ArtifactMeta, Shapes
-
-#: Layouts of the two input kinds: normalised images and raw OpenCV frames (see metadata.py).
-NCHW, NHWC = "NCHW", "NHWC"
+from ..metadata import NCHW, NHWC, ArtifactMeta, Shapes
 
 
 @dataclass(frozen=True)
