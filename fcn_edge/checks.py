@@ -170,10 +170,11 @@ def _export_check(model, target: np.ndarray) -> Check:
     from .models import save_checkpoint
     from .runtime import Segmenter
 
-    rgb = np.round(_COLOURS[target] * 255).astype(np.uint8)
+    rgb_palette = np.round(_COLOURS * 255).astype(np.uint8)  # palettes are 0..255 colours
+    rgb = rgb_palette[target]
     h, w = target.shape
     with tempfile.TemporaryDirectory(prefix="fcn-edge-checks-") as folder:
-        meta = {"classes": ["background", "disc", "bar"], "palette": _COLOURS.tolist(),
+        meta = {"classes": ["background", "disc", "bar"], "palette": rgb_palette.tolist(),
                 "mean": [_MEAN] * 3, "std": [_STD] * 3, "color_order": "rgb"}
         checkpoint = save_checkpoint(model, f"{folder}/fit.pt", meta)
         start = time.perf_counter()

@@ -294,6 +294,36 @@ class TrainConfig:
         return cls(model=model, **data)
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``fcn-edge eval`` does: a checkpoint scored with the paper's metrics (§5).
+
+    Procedural ``data`` ("synthetic", "synthetic-rgbd", "synthetic-twotask") is regenerated
+    from ``seed``: ``num_images`` scenes of ``image_size`` (None: the checkpoint's training
+    size) and ``difficulty`` (None: the checkpoint's) — the scenes its training run validated
+    on when these match. A folder is read as ``data_layout`` (None: detected).
+    ``predictions_dir`` receives each prediction as a palette PNG.
+    """
+
+    checkpoint: str
+    data: str = "synthetic"
+    data_layout: str | None = None
+    split: str = "val"
+    device: str = "auto"
+    predictions_dir: str | None = None
+    num_images: int = 100                       # synthetic data only
+    image_size: tuple[int, int] | None = None   # synthetic data only
+    seed: int = 0
+    difficulty: str | None = None               # synthetic data only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        if self.difficulty is not None:
+            _check_choice("difficulty", self.difficulty, DIFFICULTIES)
+        if self.num_images < 1:
+            raise InputError(f"num_images must be ≥ 1, got {self.num_images}")
+
+
 def _check_tasks(tasks: tuple[str, ...] | None, weights: tuple[float, ...] | None) -> None:
     """Task names are distinct identifiers; weights are finite, ≥ 0, not all 0, one per task."""
     if tasks is not None:

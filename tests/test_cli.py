@@ -91,3 +91,16 @@ def test_build_without_tensorrt_exits_2_naming_the_extra(tmp_path):
     result = run_cli("build", str(tmp_path / "m.onnx"), "--fp16")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and 'pip install "fcn-edge[trt]"' in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["train"], ["bench"]])
+def test_help_imports_no_torch(command):
+    code = ("import sys\nfrom fcn_edge.cli import main\n"
+            f"try:\n    main({[*command, '--help']!r})\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage: fcn-edge" in result.stdout and result.stdout.splitlines()[-1] == "False"
+    if command in (["train"], ["bench"]):  # --data-layout's choices, read from the data package
+        assert "cityscapes, voc, sbd, nyud, siftflow, folder" in " ".join(result.stdout.split())

@@ -1,15 +1,14 @@
 """Training (paper §4): per-pixel loss, SGD with the paper's recipe, staged 32s → 16s → 8s,
 checkpoints that deploy and resume, and distributed data parallel through torchrun.
 
-``from fcn_edge.train import train, evaluate`` — loaded on first use, so that importing a
-submodule (``fcn_edge.train.loss``) stays cheap.
+``from fcn_edge.train import train, evaluate_checkpoint`` — loaded on first use, so that
+importing a submodule (``fcn_edge.train.loss``) stays cheap.
 """
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"train": "loop", "TrainResult": "loop", "evaluate": "evaluation",
-            "predict": "evaluation", "evaluate_checkpoint": "evaluation",
+_EXPORTS = {"train": "loop", "TrainResult": "loop", "evaluate_checkpoint": "evaluation",
             "evaluate_tasks": "evaluation", "evaluate_checkpoint_tasks": "evaluation"}
 __all__ = sorted(_EXPORTS)
 

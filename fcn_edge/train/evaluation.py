@@ -1,60 +1,26 @@
 """Evaluation with the paper's metrics (§5), shared by validation and ``fcn-edge eval``.
 
-``evaluate`` scores a single-task RGB model (bench, demo and export use it);
-``evaluate_tasks`` scores any model — several heads (one matrix each, paper Table 5) and
-several input modalities — and is what validation during training runs.
+``evaluate_tasks`` scores a model — any number of heads (one matrix each, paper Table 5) and
+of input modalities — and is what validation during training runs; ``evaluate_checkpoint_tasks``
+is ``fcn-edge eval``: an :class:`~fcn_edge.config.EvalConfig` in, every head's metrics out
+(``evaluate_checkpoint``: the first head's, from keyword arguments).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..data import normalize, write_palette_png
+from ..config import EvalConfig
+from ..data import write_palette_png
 from ..errors import InputError
 from ..metrics import ConfusionMatrix, SegmentationMetrics
 from ..models import load_model
 from .distributed import Context, sum_across_ranks
 from .tasks import (data_tasks, keep_used, open_split, sample_input, sample_target,
                     task_classes, task_palette)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, image: np.ndarray, mean, std, device: torch.device,
-            amp: bool = False) -> np.ndarray:
-    """H×W×3 uint8 RGB image → H×W uint8 label map (argmax of the class scores)."""
-    x = torch.from_numpy(normalize(image, mean, std))[None].to(device)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-        logits = model(x)
-    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-
-
-def evaluate(model: nn.Module, dataset, mean: Sequence[float], std: Sequence[float],
-             device: torch.device, ctx: Context | None = None, amp: bool = False,
-             predictions_dir: str | Path | None = None) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``dataset`` (whole images, one at a time).
-
-    Under DDP each rank evaluates every ``world``-th image and the matrices are summed, so
-    every rank returns the metrics of the whole set. ``predictions_dir`` receives each
-    prediction as a palette PNG named after its sample.
-    """
-    ctx = ctx or Context(device=device)
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
-    for index in range(ctx.rank, len(dataset), ctx.world):
-        sample = dataset[index]
-        labels = predict(model, sample.image, mean, std, device, amp)
-        cm.update(labels, sample.mask)
-        if predictions_dir is not None:
-            write_palette_png(Path(predictions_dir) / f"{sample.name}.png", labels,
-                              dataset.palette)
-    model.train(was_training)
-    cm.matrix = sum_across_ranks(cm.matrix, ctx)
-    return cm
 
 
 @torch.no_grad()
@@ -67,7 +33,8 @@ def evaluate_tasks(model: nn.Module, dataset, mean: Sequence[float], std: Sequen
     A multi-head model is scored on each of its tasks' labels, in head order; a one-head
     model on ``task``'s labels (None: the data's mask; the result is keyed by ``task`` or
     "semantic"). The input is the model's modalities (``config.inputs``: rgb, depth, hha),
-    encoded as in training. Under DDP the matrices are summed over ranks, as in ``evaluate``.
+    encoded as in training. Under DDP each rank scores every ``world``-th image and the
+    matrices are summed, so every rank returns the metrics of the whole set.
     ``predictions_dir`` receives palette PNGs (a folder per task for several heads).
     """
     ctx = ctx or Context(device=device)
@@ -100,49 +67,42 @@ def evaluate_tasks(model: nn.Module, dataset, mean: Sequence[float], std: Sequen
     return cms
 
 
-def evaluate_checkpoint(path: str | Path, data: str = "synthetic", layout: str | None = None,
-                        split: str = "val", device: str = "auto",
-                        predictions_dir: str | Path | None = None, num_images: int = 100,
-                        image_size: tuple[int, int] | None = None, seed: int = 0,
-                        difficulty: str | None = None):
-    """Load a checkpoint, open the data and score it; returns (metrics, class names) of its
-    first (primary) head — ``evaluate_checkpoint_tasks`` gives every head's."""
-    results = evaluate_checkpoint_tasks(path, data, layout, split, device, predictions_dir,
-                                        num_images, image_size, seed, difficulty)
+def evaluate_checkpoint(checkpoint: str | Path, data: str = "synthetic", **options: Any
+                        ) -> tuple[SegmentationMetrics, list[str]]:
+    """(metrics, class names) of a checkpoint's first (primary) head on ``data``; ``options``
+    are :class:`EvalConfig`'s other fields (``split``, ``num_images``, ``seed``, ``device`` …).
+    ``evaluate_checkpoint_tasks`` gives every head's."""
+    results = evaluate_checkpoint_tasks(EvalConfig(checkpoint, data, **options))
     return next(iter(results.values()))
 
 
-def evaluate_checkpoint_tasks(path: str | Path, data: str = "synthetic",
-                              layout: str | None = None, split: str = "val",
-                              device: str = "auto", predictions_dir: str | Path | None = None,
-                              num_images: int = 100, image_size: tuple[int, int] | None = None,
-                              seed: int = 0, difficulty: str | None = None
+def evaluate_checkpoint_tasks(config: EvalConfig
                               ) -> dict[str, tuple[SegmentationMetrics, list[str]]]:
-    """Score a checkpoint per task: {task: (metrics, class names)}, in head order (one entry
-    for a single-task model).
+    """Score ``config.checkpoint`` per task: {task: (metrics, class names)}, in head order (one
+    entry for a single-task model).
 
-    For a procedural ``data`` ("synthetic", "synthetic-rgbd", "synthetic-twotask") the
-    validation scenes are regenerated from ``seed``: the same scenes the training run
-    validated on when the seed and sizes match. ``difficulty=None`` takes the one the
-    checkpoint was trained on; ``image_size=None`` its training size (256×256 when the
-    checkpoint does not record one). An NYUDv2 folder is read with the modality the
-    checkpoint's inputs need.
+    Procedural data is regenerated as :class:`EvalConfig` says (the training run's scenes
+    when seed and sizes match; 256×256 when the checkpoint records no training size). An
+    NYUDv2 folder is read with the modality the checkpoint's inputs need.
     """
+    path, image_size = config.checkpoint, config.image_size
     model = load_model(path)
     meta = model.meta  # a CheckpointMeta, parsed by load_model
     trained = meta.dataset
     if image_size is None:
         image_size = trained.image_size or (256, 256)
-    dataset = open_split(data, split, layout, model.config.input_names, num_images=num_images,
-                         size=image_size, seed=seed,
-                         difficulty=difficulty or trained.difficulty or "standard")
+    dataset = open_split(config.data, config.split, config.data_layout,
+                         model.config.input_names, num_images=config.num_images,
+                         size=image_size, seed=config.seed,
+                         difficulty=config.difficulty or trained.difficulty or "standard")
     task = meta.task
     _check_outputs(path, model.config, dataset, task, trained.spec)
+    device = config.device
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model.to(dev)
     cms = evaluate_tasks(model, dataset, meta.mean, meta.std, dev, task=task,
-                         predictions_dir=predictions_dir)
+                         predictions_dir=config.predictions_dir)
     out = {}
     for i, (key, cm) in enumerate(cms.items()):
         classes = meta.task_meta(key).classes or \

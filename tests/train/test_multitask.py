@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fcn_edge.cli import main
-from fcn_edge.config import ModelConfig, TrainConfig
+from fcn_edge.config import EvalConfig, ModelConfig, TrainConfig
 from fcn_edge.data import GEOMETRIC_CLASSES, PROCEDURAL_CLASSES, open_dataset, voc_palette
 from fcn_edge.errors import InputError
 from fcn_edge.models import build, load_model, read_weights, save_checkpoint
@@ -49,8 +49,8 @@ def test_a_two_task_run_writes_a_checkpoint_with_every_head(tmp_path):
     assert meta.dataset.spec == "synthetic-twotask"
     assert meta.dataset.image_size == (32, 32)
     # Re-scoring the checkpoint on the same validation scenes gives the logged numbers.
-    scores = evaluate_checkpoint_tasks(result.best_path, "synthetic-twotask", num_images=4,
-                                       seed=5, device="cpu")
+    scores = evaluate_checkpoint_tasks(EvalConfig(result.best_path, "synthetic-twotask",
+                                                  num_images=4, seed=5, device="cpu"))
     assert list(scores) == ["semantic", "geometric"]
     for task, (metrics, classes) in scores.items():
         assert metrics.mean_iou == pytest.approx(row[f"{task}/mean_iou"])

@@ -1,0 +1,139 @@
+"""``fcn-edge export`` (checkpoint → verified ONNX) and ``fcn-edge build`` (ONNX → TensorRT
+engine, or ``--check-only``: will it build?)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import BackendUnavailable, InputError
+from .args import config_from_args
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export.exporter import ExportConfig, export
+
+    result = export(config_from_args(ExportConfig, args), log=print)
+    print(f"export done in {result.report['seconds']:.1f} s: "
+          + ", ".join(f"{k} {v}" for k, v in result.artifacts.items()))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.check_only:
+        return _check_only(args)
+    if args.trt_version:
+        raise InputError("--trt-version goes with --check-only: a build is checked against the "
+                         "TensorRT it runs with")
+    from ..export.tensorrt import BuildOptions, build_engine
+    from ..runtime.metadata import parse_shapes
+
+    options = config_from_args(
+        BuildOptions, args, precision="fp16" if args.fp16 else "fp32",
+        shapes=parse_shapes(args.shapes) if args.shapes else None,
+        output=Path(args.output) if args.output else None,
+        **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
+    print(f"wrote {build_engine(Path(args.model), options)}")
+    return 0
+
+
+def _check_only(args: argparse.Namespace) -> int:
+    """``fcn-edge build MODEL.onnx --check-only``: will it build? Exit 0 when every release
+    asked passes every rule, 1 when one fails; no TensorRT or GPU needed."""
+    try:
+        from ..export.trt_compat import (check_onnx_file, default_versions, format_reports,
+                                         reports_to_json)
+    except ImportError as exc:
+        raise BackendUnavailable(f"the TensorRT check reads ONNX with the onnx package "
+                                 f"({exc.name} is missing): pip install onnx") from None
+    reports = check_onnx_file(args.model, args.trt_version or default_versions(),
+                              precision="fp16" if args.fp16 else None)
+    if args.json:
+        print(json.dumps(reports_to_json(reports, args.model), indent=2))
+    else:
+        print(format_reports(reports, args.model))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def add_parsers(sub) -> None:
+    _add_export_parser(sub)
+    _add_build_parser(sub)
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to verified, self-describing ONNX",
+                       description="Export to ONNX (dynamic batch/height/width), checked against "
+                                   "PyTorch at several sizes; optionally FP16 and INT8 graphs.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", dest="out_dir", metavar="OUTPUT",
+                   help="output folder (default: the checkpoint's)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write an FP16 ONNX (fp32 IO); builds a TensorRT engine when "
+                        "TensorRT is installed")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 (QDQ) ONNX by ONNX Runtime static quantization")
+    p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
+                                   "(default: the checkpoint's data when synthetic)")
+    p.add_argument("--calib-images", type=int)
+    p.add_argument("--int8-target", choices=("cpu", "tensorrt"),
+                   help="cpu: ONNX Runtime's fast uint8 activations; tensorrt: symmetric int8 "
+                        "activations and float biases (what TensorRT accepts). Default: "
+                        "tensorrt with --target tensorrt, else cpu")
+    p.add_argument("--eval-data", help="labelled data for the FP16/INT8 ΔmIoU (default: as "
+                                       "--calib)")
+    p.add_argument("--eval-images", type=int)
+    p.add_argument("--opset", type=int)
+    p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
+                                    "(default 32x32:<training size>:2048x2048)")
+    p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
+    p.add_argument("--labels-dtype", choices=("auto", "uint8", "int32"),
+                   help="with --argmax: auto is uint8 up to 256 classes (cast through float, "
+                        "as TensorRT needs), else int32")
+    p.add_argument("--target", choices=("any", "tensorrt"),
+                   help="tensorrt: every artifact, fp32 too, must pass the TensorRT "
+                        "compatibility check (FP16 and --int8-target tensorrt artifacts "
+                        "always do)")
+    p.add_argument("--trt-version", dest="trt_versions", metavar="V[,V]",
+                   help="the TensorRT releases TensorRT-bound artifacts are checked for: 8.6, "
+                        "10, 11 (default: all three)")
+    p.add_argument("--raw-io", action="store_true",
+                   help="uint8 BGR NHWC frames in; normalisation inside the graph")
+    p.add_argument("--no-simplify", dest="simplify", action="store_false",
+                   help="skip onnxslim")
+    p.add_argument("--parity-sizes", help="comma-separated HxW sizes for the parity check")
+    p.add_argument("--triton-repo", help="also write a Triton model repository here")
+    p.add_argument("--no-engine", dest="build_engine", action="store_false",
+                   help="with --fp16: do not build a TensorRT engine even if TensorRT is here")
+    p.add_argument("--workspace", dest="workspace_gb", metavar="WORKSPACE", type=float,
+                   help="TensorRT workspace, GB")
+    p.set_defaults(func=cmd_export)
+
+
+def _add_build_parser(sub) -> None:
+    p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (on the "
+                                     "target GPU)")
+    p.add_argument("model", help="an ONNX written by fcn-edge export (any ONNX with "
+                                 "--check-only)")
+    p.add_argument("--check-only", action="store_true",
+                   help="only check whether TensorRT can build it (opset, operators, types, "
+                        "uint8, dynamic dims, INT8): a verdict per rule, exit 0 or 1; needs "
+                        "no TensorRT or GPU")
+    p.add_argument("--trt-version", metavar="V[,V]",
+                   help="with --check-only: the releases to check, 8.6, 10 and/or 11 "
+                        "(default: the installed TensorRT's, else all three)")
+    p.add_argument("--json", action="store_true", help="with --check-only: print JSON")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="build without the compatibility check (its tables may lag a newer "
+                        "TensorRT)")
+    p.add_argument("--fp16", action="store_true", help="FP16 engine (give the .fp16.onnx on "
+                                                       "TensorRT ≥ 11)")
+    p.add_argument("--shapes", help="profile MIN:OPT:MAX, each HxW or NxHxW (default: the "
+                                    "ONNX's recommended shapes)")
+    p.add_argument("--workspace", dest="workspace_gb", metavar="WORKSPACE", type=float,
+                   help="workspace limit, GB")
+    p.add_argument("-o", "--output", help="engine path (default: next to the ONNX)")
+    p.add_argument("--cache-dir", help="engine and timing cache folder (default: engines/ "
+                                       "under $FCN_EDGE_CACHE, else $XDG_CACHE_HOME/fcn-edge, "
+                                       "else ~/.cache/fcn-edge)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached engine fits")
+    p.set_defaults(func=cmd_build)

@@ -1,0 +1,142 @@
+"""``fcn-edge run`` (an exported model over a camera, video, images or stream) and
+``fcn-edge bench`` (every backend and precision against the PyTorch reference)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from .args import DATA_LAYOUTS, config_from_args
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..runtime.modalities import extra_modalities
+    from ..runtime.run import RunConfig, input_folders, run
+
+    model = args.model or _latest_artifact(Path("runs"))
+    flags = {m.name: getattr(args, f"input_{m.name}", None) for m in extra_modalities()}
+    config = config_from_args(RunConfig, args, model=model,
+                              inputs=input_folders(args.input, flags))
+    try:
+        stats = run(config, log=print)
+    except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
+        print("fcn-edge run: interrupted", file=sys.stderr)
+        return 130
+    return 130 if stats.interrupted else 0
+
+
+def _latest_artifact(root: Path) -> str:
+    """The newest exported model under ``root`` (engines first): `fcn-edge run --camera 0`
+    works right after `fcn-edge demo` or `fcn-edge export`."""
+    for pattern in ("*.engine", "*.onnx"):
+        found = sorted(root.rglob(pattern), key=lambda p: p.stat().st_mtime) \
+            if root.is_dir() else []
+        if found:
+            print(f"model: {found[-1]} (the newest under {root}/; choose with --model)")
+            return str(found[-1])
+    raise InputError(f"no model given and none exported under {root}/: pass --model "
+                     f"MODEL.onnx (make one with `fcn-edge export CHECKPOINT`)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices, parse_sizes
+    from ..bench.report import format_table, write_report
+    from ..bench.runner import BenchConfig, bench
+
+    lists = {dest: parse_choices(getattr(args, dest), choices, f"--{dest}")
+             for dest, choices in (("backends", BENCH_BACKENDS), ("precisions", PRECISIONS),
+                                   ("io", IO_KINDS)) if getattr(args, dest)}
+    if args.sizes:
+        lists["sizes"] = parse_sizes(args.sizes)
+    config = config_from_args(BenchConfig, args, **lists)
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    report = bench(config, log=log)
+    print(format_table(report))
+    written = write_report(report, config.out_dir)
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    return 1 if any(r.check == "FAIL" for r in report.rows) else 0
+
+
+def add_parsers(sub) -> None:
+    _add_run_parser(sub)
+    _add_bench_parser(sub)
+
+
+def _add_run_parser(sub) -> None:
+    from ..runtime.modalities import extra_modalities
+
+    p = sub.add_parser("run", help="segment a camera, video, images or a stream",
+                       description="Run an exported model over a source; overlays, masks and "
+                                   "statistics out. Ctrl-C ends cleanly.")
+    p.add_argument("source", nargs="?", help="video file, image, folder, glob (quoted), "
+                                             "rtsp:// or http(s):// URL, or a camera index")
+    p.add_argument("--camera", type=int, help="camera index, instead of SOURCE")
+    p.add_argument("--model", help="an artifact of fcn-edge export (.onnx, .engine) or a "
+                                   "checkpoint (default: the newest export under runs/)")
+    p.add_argument("--backend",
+                   help="auto (the fastest available), onnxruntime, tensorrt, torch, or an "
+                        "exact name such as onnxruntime:cpu or torch:cuda")
+    p.add_argument("--output", help="video (.mp4, .avi), image, or folder of overlays")
+    p.add_argument("--save-masks", help="folder for palette PNG label maps")
+    p.add_argument("--show", action="store_true", help="show a window (when a display exists)")
+    p.add_argument("--alpha", type=float, help="overlay opacity")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--stats", help="write the end statistics to this JSON file")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction,
+                   help="latest-frame policy (default: on for cameras and URLs)")
+    p.add_argument("--threads", type=int, help="CPU inference threads")
+    p.add_argument("--queue-size", type=int)
+    p.add_argument("--reconnect-timeout", type=float,
+                   help="seconds to keep reopening a dropped live source")
+    p.add_argument("--progress-every", type=float,
+                   help="seconds between progress lines (0: none)")
+    p.add_argument("--head", metavar="TASK",
+                   help="multi-head models: the task the overlays show (default: the first); "
+                        "--save-masks writes every head's, a subfolder per task")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=DIR",
+                   help="a folder of any registered modality's files named like the source's "
+                        "images, e.g. depth=depth/ (repeatable)")
+    for modality in extra_modalities():  # --depth DIR, --hha DIR, and any registered one
+        try:
+            p.add_argument(f"--{modality.name}", metavar="DIR", dest=f"input_{modality.name}",
+                           help=f"models that take {modality.name}: a folder of "
+                                f"{modality.files} named like the source's images")
+        except argparse.ArgumentError:  # a name another flag has: --input NAME=DIR gives it
+            continue
+    p.set_defaults(func=cmd_run)
+
+
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="latency, FPS and mIoU of every backend and precision "
+                                     "against the PyTorch fp32 reference",
+                       description="Benchmark a checkpoint (exported here to every artifact "
+                                   "needed) or one exported artifact. Exit 1 when an artifact "
+                                   "falls outside the regression bounds.")
+    p.add_argument("model", help="a checkpoint, or an .onnx/.engine from fcn-edge export/build")
+    p.add_argument("--data",
+                   help="labelled data for mIoU: 'synthetic' (the checkpoint's procedural "
+                        "scenes, rendered at each size) or a data set folder")
+    p.add_argument("--data-layout", choices=DATA_LAYOUTS, metavar="LAYOUT",
+                   help="override the detected layout: %(choices)s")
+    p.add_argument("--split")
+    p.add_argument("--images", type=int, help="evaluation images per size")
+    p.add_argument("--backends", help="comma-separated, or all: "
+                   "tensorrt, onnxruntime:tensorrt, onnxruntime:cuda, onnxruntime:cpu, "
+                   "torch:cuda+graphs, torch:cuda, torch:cpu")
+    p.add_argument("--precisions", help="fp32,fp16,int8 or all")
+    p.add_argument("--io", help="plain (float NCHW in, logits out), raw (--raw-io --argmax "
+                                "artifacts) or all")
+    p.add_argument("--sizes", help="HEIGHTxWIDTH,…")
+    p.add_argument("--runs", type=int, help="timed calls per measurement")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--max-seconds", type=float,
+                   help="stop a measurement after this long (at least 5 calls)")
+    p.add_argument("--threads", type=int,
+                   help="threads for every CPU backend (default: every core)")
+    p.add_argument("--reference", help="the checkpoint an exported MODEL came from (ΔmIoU)")
+    p.add_argument("--calib", help="int8 calibration data (default: the checkpoint's)")
+    p.add_argument("--out", dest="out_dir", metavar="OUT",
+                   help="folder for artifacts and bench.txt/.csv/.json")
+    p.add_argument("--quiet", action="store_true", help="only the table")
+    p.set_defaults(func=cmd_bench)
