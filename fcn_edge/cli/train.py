@@ -76,6 +76,19 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """ModelConfig's flags (``--model`` sets its ``name``)."""
+    p.add_argument("--model", dest="name", choices=MODEL_NAMES)
+    p.add_argument("--backbone", choices=backbone_names())
+    p.add_argument("--layout", choices=MODEL_LAYOUTS)
+    p.add_argument("--learnable-upsampling", action="store_true")
+    p.add_argument("--inputs", help="input modalities in channel order, e.g. rgb,depth or "
+                                    "rgb,hha (default rgb; depth/hha need data that has them)")
+    p.add_argument("--fusion", choices=FUSIONS,
+                   help="early: one net over the stacked inputs; late: one stream per input, "
+                        "scores summed (paper §5)")
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train an FCN and write deployable checkpoints",
                        description="Train an FCN (paper §4). Under torchrun, trains with DDP.")
@@ -83,10 +96,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--train-split")
     p.add_argument("--val-split")
     p.add_argument("--val-images", type=int, help="synthetic validation images")
-    p.add_argument("--model", dest="name", choices=MODEL_NAMES)
-    p.add_argument("--backbone", choices=backbone_names())
-    p.add_argument("--layout", choices=MODEL_LAYOUTS)
-    p.add_argument("--learnable-upsampling", action="store_true")
+    _add_model_arguments(p)
     p.add_argument("--epochs", type=int, help="default 10; with --resume, the saved run's")
     p.add_argument("--batch-size", type=int, help="1 = whole-image training")
     p.add_argument("--recipe", choices=RECIPES,
@@ -104,11 +114,6 @@ def _add_train_parser(sub) -> None:
                                    "task trains a plain FCN on its labels)")
     p.add_argument("--task-weights", help="comma-separated loss weight per task, in --tasks "
                                           "order (default: 1 each)")
-    p.add_argument("--inputs", help="input modalities in channel order, e.g. rgb,depth or "
-                                    "rgb,hha (default rgb; depth/hha need data that has them)")
-    p.add_argument("--fusion", choices=FUSIONS,
-                   help="early: one net over the stacked inputs; late: one stream per input, "
-                        "scores summed (paper §5)")
     p.add_argument("--loss-sample-p", type=float,
                    help="drop final-layer cells from the loss with this probability (§3.4)")
     p.add_argument("--no-mirror", dest="mirror", action="store_false")
