@@ -72,7 +72,7 @@ def eval_set(meta: ArtifactMeta, data: str = "synthetic", count: int = 16,
     if data == "synthetic":
         if size is None:
             size = (meta.shapes.opt[1], meta.shapes.opt[2])
-        difficulty = (meta.dataset or {}).get("difficulty", "standard")
+        difficulty = meta.dataset.difficulty or "standard"
         dataset = open_dataset("synthetic", split, num_images=count, size=size,
                                difficulty=difficulty)
         what = f"{count} procedural {difficulty} validation scenes of {size[0]}×{size[1]}"

@@ -35,7 +35,7 @@ def artifact_meta(model: nn.Module, checkpoint: Path, *, raw_io: bool, argmax: b
         shapes=shapes or default_shapes(meta.dataset.image_size, 32),
         ignore_index=meta.ignore_index, model_options=config.to_dict(),
         source_sha256=file_sha256(checkpoint), fcn_edge_version=__version__,
-        export_options=options, dataset=meta.dataset.to_dict(),
+        export_options=options, dataset=meta.dataset,
         metrics=_summary(meta.metrics), inputs=_inputs(config, raw_io),
         heads=_heads(config, meta, argmax, labels_dtype))
 

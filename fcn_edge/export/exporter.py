@@ -287,12 +287,12 @@ def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[dict[s
 
 def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
     """Open ``spec`` or, when it is None, the checkpoint's own data if it is synthetic."""
-    own = (meta.dataset or {}).get("spec")
+    own = meta.dataset.spec
     if spec is None:
         if own not in SYNTHETIC_READERS:
             return None
         spec = own
-    difficulty = (meta.dataset or {}).get("difficulty", "standard")
+    difficulty = meta.dataset.difficulty or "standard"
     options = {"num_images": count, "size": _opt_size(meta), "difficulty": difficulty} \
         if spec in SYNTHETIC_READERS else {}
     dataset = open_dataset(spec, split, **options)

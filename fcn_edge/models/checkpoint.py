@@ -11,8 +11,9 @@ reads typed attributes. ``CheckpointMeta`` lives here, with the models, and not 
 meta (``load_model``, evaluation, the exporter's ``artifact_meta``). The runtime's torch
 backend never reads it — it runs a checkpoint through the model code and describes it with the
 ``ArtifactMeta`` an export of it would carry — so the deployed runtime need not know the
-training side's schema. The field checks themselves are the runtime's (``runtime/fields.py``):
-one way to read self-describing metadata, for artifacts and checkpoints alike.
+training side's schema. What the two share comes from the runtime: the field checks
+(``runtime/fields.py``: one way to read self-describing metadata, for artifacts and checkpoints
+alike) and ``DatasetInfo``, which a checkpoint records and its artifacts carry on.
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, ModelFormatError
 from ..io import atomic_path
 from ..runtime.fields import FieldReader, integer, names, obj, one_of, palette, text, \
     three_floats
+from ..runtime.metadata import DatasetInfo
 from ..runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 from .weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsFile
 
@@ -39,29 +41,6 @@ META_VERSION = 1
 _FIX = "save the checkpoint again with a corrected meta (CheckpointMeta, docs/python-api.md)"
 
 Colours = tuple[tuple[int, int, int], ...]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model was trained on: its ``--data`` spec, layout, training image size and, for
-    procedural data, the scenes' difficulty. Every field may be unknown (None)."""
-
-    spec: str | None = None
-    layout: str | None = None
-    image_size: tuple[int, int] | None = None    # (height, width): the export's optimal shape
-    difficulty: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"spec": self.spec, "layout": self.layout, "image_size": self.image_size,
-                "difficulty": self.difficulty}
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in data.items() if v is not None}  # unknown: left out, as written
-
-    @classmethod
-    def read(cls, read: FieldReader) -> "DatasetInfo":
-        return cls(spec=read("spec", text, None), layout=read("layout", text, None),
-                   image_size=read("image_size", _size, None),
-                   difficulty=read("difficulty", text, None))
 
 
 @dataclass(frozen=True)
@@ -114,7 +93,7 @@ class CheckpointMeta:
         data = {"version": self.version, "classes": list(self.classes),
                 "palette": [list(c) for c in self.palette], "mean": list(self.mean),
                 "std": list(self.std), "color_order": self.color_order,
-                "ignore_index": self.ignore_index, "dataset": self.dataset.to_dict(),
+                "ignore_index": self.ignore_index, "dataset": self.dataset.to_json(),
                 "metrics": self.metrics, "inputs": list(self.inputs)}
         if self.task is not None:
             data["task"] = self.task
@@ -130,8 +109,9 @@ class CheckpointMeta:
         read = FieldReader(data, source, _FIX)
         version = read("version", integer, 1)
         if version != META_VERSION:
-            raise read.error("version", f"is {version}; this fcn-edge reads {META_VERSION}: "
-                             f"use the fcn-edge that wrote it, or retrain")
+            raise ModelFormatError(f"{source} has checkpoint meta version {version}; this "
+                                   f"fcn-edge reads version {META_VERSION}: use the fcn-edge "
+                                   f"that wrote it, or retrain")
         default = cls()
         tasks = read.nested("tasks")
         return cls(
@@ -144,12 +124,6 @@ class CheckpointMeta:
             metrics=read("metrics", obj, None), inputs=read("inputs", names, ()),
             task=read("task", text, None),
             tasks={task: TaskMeta.read(tasks.nested(task)) for task in tasks.data})
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise TypeError("must be [height, width]")
-    return integer(value[0]), integer(value[1])
 
 
 def read_meta(weights: WeightsFile) -> CheckpointMeta:

@@ -129,6 +129,13 @@ def three_floats(value: Any) -> tuple[float, float, float]:
     return tuple(float(v) for v in value)
 
 
+def height_width(value: Any) -> tuple[int, int]:
+    """An image size, [height, width]."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise TypeError("must be [height, width]")
+    return count(value[0]), count(value[1])
+
+
 def one_of(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if text(value) not in choices:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..errors import InputError, ModelFormatError
-from .fields import FieldReader, count, flag, integer, names, obj, one_of, palette, text, \
-    three_floats
+from .fields import (FieldReader, count, flag, height_width, integer, names, obj, one_of,
+                     palette, text, three_floats)
 
 FORMAT = "fcn-edge/onnx"
 FORMAT_VERSION = 1
@@ -129,6 +129,30 @@ def default_shapes(train_size: tuple[int, int] | None, stride: int = 32) -> Shap
 
 
 @dataclass(frozen=True)
+class DatasetInfo:
+    """What a model was trained on — its ``--data`` spec, layout, training image size and, for
+    procedural data, the scenes' difficulty — as the checkpoint records it and its artifacts
+    carry it on. Every field may be unknown (None)."""
+
+    spec: str | None = None
+    layout: str | None = None
+    image_size: tuple[int, int] | None = None    # (height, width): the export's optimal shape
+    difficulty: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"spec": self.spec, "layout": self.layout, "image_size": self.image_size,
+                "difficulty": self.difficulty}
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in data.items() if v is not None}  # unknown: left out, as written
+
+    @classmethod
+    def read(cls, read: FieldReader) -> "DatasetInfo":
+        return cls(spec=read("spec", text, None), layout=read("layout", text, None),
+                   image_size=read("image_size", height_width, None),
+                   difficulty=read("difficulty", text, None))
+
+
+@dataclass(frozen=True)
 class InputInfo:
     """One input tensor of a multi-modal artifact (paper §5), in the model's channel order."""
 
@@ -220,7 +244,7 @@ class ArtifactMeta:
     fcn_edge_version: str = ""
     export_options: dict = field(default_factory=dict)
     parity: dict = field(default_factory=dict)          # figures measured by the export
-    dataset: dict = field(default_factory=dict)
+    dataset: DatasetInfo = field(default_factory=DatasetInfo)
     metrics: dict = field(default_factory=dict)         # the checkpoint's validation metrics
     #: Multi-modal models: one entry per input tensor, in the model's channel order.
     #: Empty: RGB only.
@@ -237,9 +261,11 @@ class ArtifactMeta:
         if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
             raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
                                    f"and {len(self.palette)} palette colours")
-        if not all(isinstance(i, InputInfo) for i in self.inputs) or \
+        if not isinstance(self.dataset, DatasetInfo) or \
+                not all(isinstance(i, InputInfo) for i in self.inputs) or \
                 not all(isinstance(h, HeadInfo) for h in self.heads):
-            raise TypeError("ArtifactMeta takes inputs as InputInfo and heads as HeadInfo")
+            raise TypeError("ArtifactMeta takes dataset as DatasetInfo, inputs as InputInfo and "
+                            "heads as HeadInfo")
 
     @property
     def input_name(self) -> str:
@@ -294,6 +320,7 @@ class ArtifactMeta:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shapes"] = self.shapes.to_json()
+        data["dataset"] = self.dataset.to_json()
         data["inputs"] = [i.to_json() for i in self.inputs]
         data["heads"] = [h.to_json() for h in self.heads]
         return data
@@ -316,6 +343,7 @@ class ArtifactMeta:
         values = {key: read(key, parse) for key, parse in _REQUIRED_FIELDS.items()}
         values.update({key: read(key, parse) for key, parse in _OPTIONAL_FIELDS.items()
                        if key in data})
+        values["dataset"] = DatasetInfo.read(read.nested("dataset"))
         values["inputs"] = tuple(InputInfo.read(item) for item in read.each("inputs"))
         labels = values.get("labels_dtype", "uint8")
         values["heads"] = tuple(HeadInfo.read(item, labels) for item in read.each("heads"))
@@ -361,11 +389,11 @@ def _shapes(value: Any) -> Shapes:
 #: How each field of the metadata is read (``from_dict``): those an artifact must have …
 _REQUIRED_FIELDS = {"model": text, "backbone": text, "num_classes": count, "classes": names,
                     "palette": palette, "mean": three_floats, "std": three_floats}
-#: … and those with a default; ``inputs`` and ``heads`` are read by their own classes.
+#: … and those with a default; ``dataset``, ``inputs`` and ``heads`` are read by their classes.
 _OPTIONAL_FIELDS = {"color_order": one_of("rgb", "bgr"), "output_stride": count,
                     "size_multiple": count, "raw_io": flag, "argmax": flag,
                     "precision": one_of(*PRECISIONS), "labels_dtype": text, "shapes": _shapes,
                     "ignore_index": integer, "model_options": obj, "source_sha256": text,
                     "fcn_edge_version": text, "export_options": obj, "parity": obj,
-                    "dataset": obj, "metrics": obj}
+                    "metrics": obj}
 

@@ -10,7 +10,7 @@ from fcn_edge.bench.accuracy import (THRESHOLDS, Accuracy, EvalSet, agreement, e
                                      predict_all, score, verdict)
 from fcn_edge.data import PROCEDURAL_CLASSES, open_dataset, render_scene, voc_palette
 from fcn_edge.errors import InputError
-from fcn_edge.runtime.metadata import ArtifactMeta, Shapes
+from fcn_edge.runtime.metadata import ArtifactMeta, DatasetInfo, Shapes
 
 # One 2×4 image, three classes, the last two truth pixels ignored (255).
 TRUTH = np.array([[0, 0, 1, 1], [2, 2, 255, 255]], np.uint8)
@@ -33,7 +33,7 @@ def _meta(num_classes: int = 8, dataset=None, opt=(48, 64)) -> ArtifactMeta:
     return ArtifactMeta("fcn8s", "resnet18", num_classes, classes, palette,
                         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                         shapes=Shapes((1, 32, 32), (1, *opt), (1, 2048, 2048)),
-                        dataset=dataset if dataset is not None else {"spec": "synthetic"})
+                        dataset=dataset if dataset is not None else DatasetInfo("synthetic"))
 
 
 # --- score and agreement ----------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_without_a_reference_nothing_is_held():
 # --- eval_set ---------------------------------------------------------------------------------
 
 def test_synthetic_eval_set_is_bgr_frames_of_the_requested_size():
-    data = eval_set(_meta(dataset={"difficulty": "hard"}), "synthetic", count=3, size=(40, 56))
+    data = eval_set(_meta(dataset=DatasetInfo(difficulty="hard")), "synthetic", count=3, size=(40, 56))
     assert len(data) == 3 and data.num_classes == 8 and data.ignore_index == 255
     assert all(f.shape == (40, 56, 3) and f.dtype == np.uint8 for f in data.frames)
     assert all(lab.shape == (40, 56) for lab in data.labels)
@@ -157,7 +157,7 @@ def test_synthetic_eval_set_is_bgr_frames_of_the_requested_size():
 
 
 def test_synthetic_eval_set_defaults_to_the_optimal_size_and_standard_scenes():
-    data = eval_set(_meta(dataset={}, opt=(32, 64)), count=1)
+    data = eval_set(_meta(dataset=DatasetInfo(), opt=(32, 64)), count=1)
     assert data.frames[0].shape == (32, 64, 3)
     assert data.description == "1 procedural standard validation scenes of 32×64"
 

@@ -7,8 +7,9 @@ import torch
 
 from fcn_edge.errors import ModelFormatError
 from fcn_edge.models import create_model, load_model, save_checkpoint
-from fcn_edge.models.checkpoint import (META_VERSION, CheckpointMeta, DatasetInfo, TaskMeta,
+from fcn_edge.models.checkpoint import (META_VERSION, CheckpointMeta, TaskMeta,
                                         checkpoint_header, checkpoint_meta)
+from fcn_edge.runtime.metadata import DatasetInfo
 
 #: A two-task checkpoint's ``meta`` exactly as the trainer wrote it before CheckpointMeta
 #: (``train.checkpoint.deploy_meta``: plain lists, no version).
@@ -86,7 +87,8 @@ def test_a_malformed_field_is_one_line_naming_it_and_the_file(meta, field, reaso
 def test_a_meta_that_is_not_an_object_or_from_a_newer_fcn_edge_is_refused():
     with pytest.raises(ModelFormatError, match="^a.pt: the metadata must be an object"):
         CheckpointMeta.from_dict(["classes"], "a.pt")
-    with pytest.raises(ModelFormatError, match=r"'version' is 2; this fcn-edge reads 1"):
+    with pytest.raises(ModelFormatError, match=r"^a.pt has checkpoint meta version 2; this "
+                                               r"fcn-edge reads version 1: use the fcn-edge"):
         CheckpointMeta.from_dict({**TODAY, "version": 2}, "a.pt")
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from fcn_edge.errors import InputError, ModelFormatError
-from fcn_edge.runtime.metadata import (FORMAT, ArtifactMeta, HeadInfo, InputInfo, Shapes,
-                                       default_shapes, parse_shapes)
+from fcn_edge.runtime.metadata import (FORMAT, ArtifactMeta, DatasetInfo, HeadInfo, InputInfo,
+                                       Shapes, default_shapes, parse_shapes)
 
 #: ``metadata_props`` exactly as fcn-edge wrote them before inputs and heads were typed
 #: (format 1): an RGB-D, two-head argmax artifact.
@@ -45,10 +45,13 @@ def _meta(**changes) -> ArtifactMeta:
 def test_props_round_trip_every_field():
     meta = _meta(raw_io=True, argmax=True, precision="fp16", source_sha256="0123",
                  fcn_edge_version="1.2", shapes=parse_shapes("1x32x32:2x64x96:4x128x256"),
-                 parity={"sizes": [{"height": 5, "agreement": 1.0}]}, metrics={"mean_iou": 0.7})
+                 parity={"sizes": [{"height": 5, "agreement": 1.0}]}, metrics={"mean_iou": 0.7},
+                 dataset=DatasetInfo("synthetic", "synthetic", (64, 96), "hard"))
     props = meta.to_props()
     assert all(isinstance(v, str) for v in props.values())
     assert props["format"] == FORMAT and json.loads(props["classes"]) == ["bg", "a", "b"]
+    assert json.loads(props["dataset"]) == {"spec": "synthetic", "layout": "synthetic",
+                                            "image_size": [64, 96], "difficulty": "hard"}
     assert ArtifactMeta.from_props(props) == meta
 
 
@@ -158,6 +161,8 @@ def _without_input_field(index: int, key: str) -> dict[str, str]:
     ({"palette": "[[0, 0, 0], [128, 0, 0], [0, 128, 300]]"}, "palette", "0..255"),
     ({"raw_io": '"yes"'}, "raw_io", "true or false"),
     ({"mean": "[0.5, 0.5]"}, "mean", "three numbers"),
+    ({"dataset": '{"spec": "synthetic", "image_size": [0, 64]}'}, "dataset.image_size",
+     "positive integer"),
     ({"shapes": '{"min": [1, 64, 64], "opt": [1, 32, 32], "max": [1, 64, 64]}'}, "shapes",
      "min ≤ opt ≤ max"),
 ])
@@ -179,6 +184,8 @@ def test_inputs_and_heads_are_typed_not_dicts():
     head = json.loads(OLD_PROPS["heads"])[0]
     with pytest.raises(TypeError, match="HeadInfo"):
         _meta(heads=(head,))
+    with pytest.raises(TypeError, match="DatasetInfo"):
+        _meta(dataset={"spec": "synthetic"})
     typed = ArtifactMeta.from_props(OLD_PROPS)
     assert _meta(heads=typed.heads, inputs=typed.inputs).output_names == (
         "labels_semantic", "labels_geometric")
