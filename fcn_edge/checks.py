@@ -44,7 +44,8 @@ def environment() -> list[Check]:
               Check("python", f"{platform.python_version()} ({platform.machine()})")]
     for module, label, extra, required in (
         ("numpy", "numpy", "core", True), ("cv2", "opencv", "core", True),
-        ("onnxruntime", "onnxruntime", "core", True), ("torch", "torch", "train", False),
+        ("onnxruntime", "onnxruntime", "core", True), ("PIL", "pillow", "core", True),
+        ("torch", "torch", "train", False),
         ("onnx", "onnx", "train", False), ("tensorrt", "tensorrt", "trt", False),
     ):
         version = _module_version(module)

@@ -55,7 +55,7 @@ def test_bad_argument_is_one_line_and_nonzero():
 def test_checks_without_smoke_reports_engines(capsys):
     assert main(["checks", "--no-smoke"]) == 0
     out = capsys.readouterr().out
-    for name in ("numpy", "opencv", "onnxruntime", "torch", "tensorrt"):
+    for name in ("numpy", "opencv", "onnxruntime", "pillow", "torch", "tensorrt"):
         assert name in out
     # TensorRT cannot be installed on these machines: the report names the extra instead.
     if "tensorrt" not in {c.name for c in environment() if "not installed" not in c.detail}:
