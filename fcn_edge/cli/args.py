@@ -46,6 +46,10 @@ class LazyChoices:
 
 #: The data set layouts ``open_dataset`` reads (``--data-layout``), listed only when needed.
 DATA_LAYOUTS = LazyChoices("fcn_edge.data.layouts:LAYOUTS")
+#: The exporter's choices, defined beside the code that reads them (which imports torch).
+EXPORT_TARGETS = LazyChoices("fcn_edge.export.exporter:EXPORT_TARGETS")
+INT8_TARGETS = LazyChoices("fcn_edge.export.int8:INT8_TARGETS")
+LABELS_DTYPES = LazyChoices("fcn_edge.export.graph:LABELS_DTYPES")
 
 
 def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:

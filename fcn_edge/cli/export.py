@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import BackendUnavailable, InputError
-from .args import config_from_args
+from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, config_from_args
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
                                    "(default: the checkpoint's data when synthetic)")
     p.add_argument("--calib-images", type=int)
-    p.add_argument("--int8-target", choices=("cpu", "tensorrt"),
+    p.add_argument("--int8-target", choices=INT8_TARGETS, metavar="TARGET",
                    help="cpu: ONNX Runtime's fast uint8 activations; tensorrt: symmetric int8 "
                         "activations and float biases (what TensorRT accepts). Default: "
                         "tensorrt with --target tensorrt, else cpu")
@@ -86,11 +86,11 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
                                     "(default 32x32:<training size>:2048x2048)")
     p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
-    p.add_argument("--labels-dtype", choices=("auto", "uint8", "int32"),
+    p.add_argument("--labels-dtype", choices=LABELS_DTYPES, metavar="DTYPE",
                    help="with --argmax: auto is uint8 up to 256 classes (cast through float, "
                         "as TensorRT needs), else int32")
-    p.add_argument("--target", choices=("any", "tensorrt"),
-                   help="tensorrt: every artifact, fp32 too, must pass the TensorRT "
+    p.add_argument("--target", choices=EXPORT_TARGETS, metavar="TARGET",
+                   help="%(choices)s (default any). tensorrt: every artifact, fp32 too, must pass the TensorRT "
                         "compatibility check (FP16 and --int8-target tensorrt artifacts "
                         "always do)")
     p.add_argument("--trt-version", dest="trt_versions", metavar="V[,V]",

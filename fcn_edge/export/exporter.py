@@ -35,7 +35,7 @@ from .runners import ort_latency, ort_run
 from .trt_compat import parse_versions, require_tensorrt_compat
 from .trt_support import TRT_VERSIONS
 
-TARGETS = ("any", "tensorrt")  # who runs the artifacts: "tensorrt" checks every one for it
+EXPORT_TARGETS = ("any", "tensorrt")  # who runs the artifacts: "tensorrt" checks every one for it
 FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
 
 
@@ -67,8 +67,8 @@ class ExportConfig:
     trt_versions: tuple[str, ...] = TRT_VERSIONS   # the releases TensorRT-bound artifacts pass
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise InputError(f"target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.target not in EXPORT_TARGETS:
+            raise InputError(f"target {self.target!r}: choose one of {', '.join(EXPORT_TARGETS)}")
         object.__setattr__(self, "trt_versions", parse_versions(self.trt_versions))
         if self.int8_target is None:  # follow the target: int8 for TensorRT is symmetric Q/DQ
             object.__setattr__(self, "int8_target",

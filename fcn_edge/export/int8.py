@@ -51,13 +51,13 @@ from ..errors import InputError, ModelFormatError
 from ..io import atomic_path
 from .onnx_props import get_metadata, set_metadata
 
-__all__ = ["CalibrationReader", "METHODS", "TARGETS", "fp32_nodes", "quantize_int8"]
+__all__ = ["CalibrationReader", "INT8_TARGETS", "METHODS", "fp32_nodes", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
 METHODS = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
            "entropy": CalibrationMethod.Entropy}
-TARGETS = ("tensorrt", "cpu")
+INT8_TARGETS = ("tensorrt", "cpu")
 #: Node names of the FCN classifier head (score_fr, score_pool4, upscore2, upscore8, ...).
 _HEAD = re.compile(r"(^|/)(up)?score")
 #: Spatial axes of the project's two input layouts: NCHW ``images``, NHWC uint8 ``frames``.
@@ -139,14 +139,14 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
 
     ``calibration``: feed dicts of representative inputs, in the model's own input form
     (normalised ``images`` or raw ``frames``); a few dozen images are plenty. ``method`` is one
-    of :data:`METHODS`, ``target`` one of :data:`TARGETS` (see the module docstring). The
+    of :data:`METHODS`, ``target`` one of :data:`INT8_TARGETS` (see the module docstring). The
     result keeps the source's ``metadata_props`` exactly; the caller updates "precision".
     """
     source = Path(fp32_path)
     if method not in METHODS:
         raise InputError(f"calibration method must be one of {', '.join(METHODS)}, not {method!r}")
-    if target not in TARGETS:
-        raise InputError(f"int8 target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if target not in INT8_TARGETS:
+        raise InputError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, not {target!r}")
     if not source.is_file():
         raise InputError(f"{source}: no such model file")
     reader = calibration if isinstance(calibration, CalibrationReader) \
