@@ -1,7 +1,7 @@
 """Training augmentation and input normalisation, numpy and OpenCV only.
 
 ``normalize`` makes an image network input with the runtime's own ``frames_to_input``, so
-training, evaluation and deployment cannot drift apart (STYLE.md, convention 2).
+training, evaluation and deployment cannot drift apart (docs/architecture.md, "The layers").
 """
 from __future__ import annotations
 

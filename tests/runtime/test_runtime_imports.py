@@ -1,4 +1,4 @@
-"""The runtime must import on an edge box without PyTorch (STYLE.md: dependencies point one way)."""
+"""The runtime must import on an edge box without PyTorch (docs/architecture.md: the layers)."""
 import subprocess
 import sys
 from pathlib import Path

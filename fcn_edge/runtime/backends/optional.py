@@ -3,8 +3,8 @@ the one function that imports any of them, and what to install for TensorRT.
 
 Every engine is imported only when a backend that needs it opens (``import fcn_edge.runtime``
 imports none), always through :func:`lazy_import`, so a missing or broken engine is one
-BackendUnavailable line naming what to install, never a traceback (STYLE.md, convention 5;
-Polygraphy's ``mod.lazy_import`` does the same for its runners).
+BackendUnavailable line naming what to install, never a traceback (docs/architecture.md,
+"Conventions"; Polygraphy's ``mod.lazy_import`` does the same for its runners).
 """
 from __future__ import annotations
 
