@@ -1,14 +1,16 @@
-"""Files shared by every layer (no torch here): crash-safe writing for checkpoints, exported
-models and outputs, a file's SHA-256 (the source hash artifacts carry, the engine cache key),
-and the ``Log`` type of the progress callbacks every command takes."""
+"""Small helpers shared by every layer (no torch here): crash-safe writing for checkpoints,
+exported models and outputs, a file's SHA-256 (the source hash artifacts carry, the engine cache
+key), the ``Log`` type of the progress callbacks every command takes, and the lazy package
+exports that keep ``import fcn_edge.runtime`` and ``import fcn_edge.models`` instant."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 #: Where a long operation reports progress, one line at a time (``print`` by default); every
 #: command that logs takes one.
@@ -54,3 +56,25 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict[str, Any]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's PEP 562 ``__getattr__`` and ``__dir__``: each public name in ``exports``
+    (name → submodule) imports its submodule on first use and is then cached in the package's
+    ``namespace`` (its ``globals()``), so importing the package itself imports nothing.
+
+        __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+    """
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", package), name)
+        namespace[name] = value  # later look-ups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

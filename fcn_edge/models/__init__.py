@@ -10,8 +10,9 @@ read — importable without torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..io import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
@@ -43,15 +44,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .vgg import FCNVGG16, VGG16
     from .weights import read_weights
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -12,8 +12,9 @@ imported only when a backend that needs it opens.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..io import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
@@ -37,15 +38,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .metadata import ArtifactMeta, Shapes, parse_shapes
     from .segmenter import Segmenter, SegmenterStats
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
