@@ -294,7 +294,7 @@ def _checkpoint_meta(path: Path) -> ArtifactMeta:
 def _artifact_meta(path: Path, kind: str) -> ArtifactMeta:
     """The given artifact's own metadata, read without opening an engine."""
     if kind == "engine":
-        return engine_meta(read_engine_header(path))
+        return engine_meta(read_engine_header(path), path)
     return read_onnx_metadata(path)
 
 

@@ -127,7 +127,7 @@ def _write_plan(artifact: Path, target: Path, meta: ArtifactMeta, max_batch_size
                 ) -> ArtifactMeta:
     """Write the bare plan; returns the engine's own metadata (its precision and profile)."""
     header, plan = read_engine(artifact)
-    built = engine_meta(header)
+    built = engine_meta(header, artifact)
     _check_same(built, meta, artifact)
     if max_batch_size > built.shapes.max[0]:
         raise InputError(f"max_batch_size {max_batch_size} exceeds the engine's profile "

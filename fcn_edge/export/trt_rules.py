@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import onnx
 from onnx import TensorProto
 
+from ..runtime.metadata import NCHW
 from .trt_graph import DEFAULT_DOMAINS, OnnxGraph, type_name, where
 from .trt_support import SupportTable
 
@@ -224,7 +225,7 @@ def _check_dynamic_dims(g: OnnxGraph, table: SupportTable, precision) -> tuple[l
             continue
         layout = layouts.get(value.name)
         if layout is not None:
-            channel = 1 if layout == "NCHW" else 3
+            channel = 1 if layout == NCHW else 3
             if not isinstance(dims[channel], int):
                 found.append(Finding("dynamic-dims", f"input '{value.name}' ({layout}) has a "
                                                      f"dynamic channel dimension",

@@ -90,9 +90,9 @@ def read_engine(path: str | Path) -> tuple[dict[str, Any], bytes]:
     return header, plan
 
 
-def engine_meta(header: Mapping[str, Any]) -> ArtifactMeta:
-    """The :class:`ArtifactMeta` stored in an engine header."""
-    return ArtifactMeta.from_dict(header["meta"])
+def engine_meta(header: Mapping[str, Any], source: str | Path = "the engine") -> ArtifactMeta:
+    """The :class:`ArtifactMeta` stored in an engine header; errors name ``source`` (the file)."""
+    return ArtifactMeta.from_dict(header["meta"], str(source))
 
 
 def check_engine_compatible(header: Mapping[str, Any], tensorrt_version: str, gpu_name: str,

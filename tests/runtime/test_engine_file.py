@@ -54,6 +54,13 @@ def test_round_trip(engine):
     assert is_engine_file(engine)
 
 
+def test_a_malformed_header_meta_names_the_engine_file(tmp_path):
+    meta = dict(META.to_dict(), num_classes="two")
+    path = write_engine(tmp_path / "bad.engine", PLAN, _header(meta=meta))
+    with pytest.raises(ModelFormatError, match=r"bad\.engine: metadata field 'num_classes'"):
+        engine_meta(read_engine_header(path), path)
+
+
 def test_write_replaces_atomically_and_leaves_no_temporaries(engine):
     write_engine(engine, b"second", _header(precision="fp32"))
     header, plan = read_engine(engine)

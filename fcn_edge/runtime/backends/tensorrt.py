@@ -109,7 +109,7 @@ class TensorRTBackend(BackendBase):
                  preallocate: bool = False) -> None:
         self.path = Path(path)
         header = read_engine_header(self.path)  # refuses anything but an fcn-edge engine
-        self.meta = engine_meta(header)
+        self.meta = engine_meta(header, path)
         trt = _import_tensorrt()
         self._cuda = _open_cuda(device_id)
         self._buffers: dict[str, _Buffer] = {}
