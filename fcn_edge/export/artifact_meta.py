@@ -11,7 +11,7 @@ from ..models.checkpoint import CheckpointMeta, checkpoint_meta
 from ..runtime.metadata import (NCHW, NHWC, ArtifactMeta, HeadInfo, InputInfo, Shapes,
                                 default_shapes, input_tensor_name, output_tensor_name)
 from ..runtime.palette import voc_palette
-from ..runtime.modalities import depth_encoding
+from ..runtime.modalities import get_modality
 from .graph import head_labels_dtype
 
 
@@ -47,13 +47,11 @@ def _inputs(config, raw_io: bool) -> tuple[InputInfo, ...]:
     out = []
     for modality, channels in config.inputs:
         raw = modality == "rgb" and raw_io
-        encoding = {"rgb": "(pixel / 255 - mean) / std, colour order color_order",
-                    "hha": "(pixel / 255 - mean) / std, HHA channel order"}.get(modality)
         out.append(InputInfo(name=input_tensor_name(modality, raw_io), modality=modality,
                              channels=channels, layout=NHWC if raw else NCHW,
                              dtype="uint8" if raw else "float32",
                              encoding="uint8 BGR frames" if raw else
-                             (depth_encoding() if modality == "depth" else encoding)))
+                             get_modality(modality).encoding or None))
     return tuple(out)
 
 
