@@ -1,26 +1,28 @@
 """FP16 graphs: rewrite an fp32 ONNX model so that it stores and computes in float16.
 
-Our own pass (no onnxconverter-common). It works on *precision groups*: the ONNX operator
-schemas say which of a node's tensors share one type parameter (Conv's X, W, B and Y are all
-``T``), so every float tensor joined through ordinary nodes must end up with one dtype. The pass
+Our own pass: the libraries' converters get fcn-edge's graphs wrong (docs/export.md, "Why
+fcn-edge has its own FP16 pass"). It works on *precision groups*: the operator schemas say which
+of a node's tensors share one type parameter (Conv's X, W, B and Y are all ``T``), so float
+tensors joined through ordinary nodes end up with one dtype. The pass
 
-1. isolates what must stay fp32 behind ``Cast`` nodes: the float inputs and outputs of the ops in
-   ``keep_fp32_ops``, schema slots fixed to ``tensor(float)`` (Resize's scales), nodes of other
-   domains, and with ``keep_io_fp32`` the graph's float inputs and outputs;
+1. isolates behind ``Cast`` nodes what stays fp32: the float inputs and outputs of
+   ``keep_fp32_ops``, schema slots fixed to ``tensor(float)`` (Resize's scales), other domains'
+   nodes and, with ``keep_io_fp32``, the graph's float inputs and outputs;
 2. joins the float tensors into groups through the schemas' type parameters;
-3. makes a group fp16 unless it holds a pinned tensor (one of the above, or shape/index
-   arithmetic cast from integers wider than 8 bits: fp16 holds integers exactly only up to
-   2048) or it computes nothing (a constant only ever read through casts stays fp32);
-4. rewrites the sources of fp16 groups (initializers, Constant, ConstantOfShape, Cast(to=FLOAT),
-   dtype attributes) and drops the casts that became no-ops; integer tensors are never touched.
+3. makes a group fp16 unless it holds a pinned tensor (one of the above, or shape arithmetic
+   cast from integers wider than 8 bits: fp16 holds integers exactly only up to 2048) or
+   computes nothing (a constant only ever read through casts stays fp32);
+4. rewrites the fp16 groups' sources (initializers, Constant, ConstantOfShape, Cast(to=FLOAT),
+   dtype attributes) and drops casts that became no-ops; integer tensors are never touched.
 
-Values beyond fp16's range are clipped to ±65504 and non-zero values too small for it (which
-would round to 0) are flushed; both are counted in the :class:`Fp16Report`.
+Values beyond ±65504 are clipped and non-zero values that would round to 0 are flushed; both
+are counted in the :class:`Fp16Report`.
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import ModelFormatError
 
 __all__ = ["DEFAULT_KEEP_FP32", "FP16_MAX", "Fp16Report", "convert_to_fp16",
-           "convert_with_report", "fp16_report", "to_float16"]
+           "convert_with_report", "to_float16"]
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,7 @@ class Fp16Report:
 
 def to_float16(array: np.ndarray) -> tuple[np.ndarray, int, int]:
     """``array`` as float16, with the number of values clipped to ±65504 and flushed to 0.
-
-    Infinities stay infinite (they are meant, e.g. a mask's -inf); NaN stays NaN.
-    """
+    Infinities stay infinite (they are meant, e.g. a mask's -inf); NaN stays NaN."""
     array = np.asarray(array, np.float32)
     finite = np.isfinite(array)
     clipped = int(np.count_nonzero(finite & (np.abs(array) > FP16_MAX)))
@@ -94,35 +94,28 @@ def to_float16(array: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
                     keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
-    """A float16 copy of ``model`` (``model`` is not modified); ``metadata_props`` are kept.
-
-    With ``keep_io_fp32`` the float inputs and outputs stay float32 and are cast at the edges,
-    so callers feed and read the same arrays as with the fp32 model.
-    """
+    """A float16 copy of ``model`` (not modified), metadata kept; with ``keep_io_fp32`` float
+    inputs and outputs stay float32 (cast at the edges): fed and read as the fp32 model is."""
     return convert_with_report(model, keep_io_fp32, keep_fp32_ops)[0]
-
-
-def fp16_report(model: onnx.ModelProto, keep_io_fp32: bool = True,
-                keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32) -> Fp16Report:
-    """What converting the fp32 ``model`` does: tensors converted, values clipped, nodes kept.
-
-    Clipping cannot be read back from a converted model, so this runs the pass on a copy;
-    use :func:`convert_with_report` to get the model and its report from one pass.
-    """
-    return convert_with_report(model, keep_io_fp32, keep_fp32_ops)[1]
 
 
 def convert_with_report(model: onnx.ModelProto, keep_io_fp32: bool = True,
                         keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32
                         ) -> tuple[onnx.ModelProto, Fp16Report]:
-    """:func:`convert_to_fp16` and its :class:`Fp16Report` from one pass."""
-    _refuse_subgraphs(model.graph)
+    """:func:`convert_to_fp16` and its :class:`Fp16Report` (clipping cannot be read back from
+    a converted model)."""
+    # FCN graphs have no control flow; a half-converted If/Loop body would be silently wrong.
+    for node in model.graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            raise ModelFormatError(f"fp16 conversion does not support control flow "
+                                   f"({node.op_type} node {node.name!r}); export without it")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     casts_before = sum(n.op_type == "Cast" for n in out.graph.node)
     report = Fp16Report()
-    refolded = _refold_batchnorms(out.graph)
-    rewrite = _Rewrite(out, frozenset(keep_fp32_ops), refolded, keep_io_fp32, report)
+    rewrite = _Rewrite(out, frozenset(keep_fp32_ops), _refold_batchnorms(out.graph), keep_io_fp32,
+                       report)
     rewrite.isolate()
     half = rewrite.choose_fp16()
     rewrite.apply(half)
@@ -135,22 +128,13 @@ def convert_with_report(model: onnx.ModelProto, keep_io_fp32: bool = True,
     return out, report
 
 
-def _refuse_subgraphs(graph: onnx.GraphProto) -> None:
-    # FCN graphs have no control flow; a half-converted If/Loop body would be silently wrong.
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                raise ModelFormatError(f"fp16 conversion does not support control flow "
-                                       f"({node.op_type} node {node.name!r}); export without it")
-
-
 def _refold_batchnorms(graph: onnx.GraphProto) -> set[str]:
     """Rewrite inference BatchNormalizations as x·s + b (mean 0, var 1, epsilon 0), computed in
     fp32 first: var + 1e-5 and 1/sqrt of a tiny variance are where fp16 BN loses accuracy.
     Returns the outputs of the nodes rewritten; the others are kept fp32."""
     inits = {t.name: t for t in graph.initializer}
-    done: set[str] = set()
-    replaced: set[str] = set()
+    done: set[str] = set()   # the outputs of the BNs refolded
+    replaced: set[str] = set()   # their original parameters, dropped below where now unused
     for node in graph.node:
         if (node.op_type != "BatchNormalization" or len(node.output) != 1 or len(node.input) != 5
                 or any(n not in inits or inits[n].data_type != FLOAT for n in node.input[1:])):
@@ -166,8 +150,7 @@ def _refold_batchnorms(graph: onnx.GraphProto) -> set[str]:
         _set_attribute(node, "epsilon", 0.0)
         done.add(node.output[0])
     used = {name for node in graph.node for name in node.input} | {v.name for v in graph.output}
-    unused = [t for t in graph.initializer if t.name in replaced - used]
-    for tensor in unused:
+    for tensor in [t for t in graph.initializer if t.name in replaced - used]:
         graph.initializer.remove(tensor)
     return done
 
@@ -175,8 +158,7 @@ def _refold_batchnorms(graph: onnx.GraphProto) -> set[str]:
 def _finish(model: onnx.ModelProto) -> None:
     """Re-derive value_info from the new types and check the result."""
     del model.graph.value_info[:]
-    inferred = onnx.shape_inference.infer_shapes(model)
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(onnx.shape_inference.infer_shapes(model).graph.value_info)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
@@ -199,15 +181,13 @@ def _schema_params(node: onnx.NodeProto, opset: int) -> tuple[list[str], list[st
     return expand(schema.inputs, len(node.input)), expand(schema.outputs, len(node.output))
 
 
-
-
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """The element type of every tensor whose type ONNX shape inference can tell."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError as error:
-        raise ModelFormatError(f"fp16 conversion: the model does not type-check: {error}") \
-            from error
+        problem = f"fp16 conversion: the model does not type-check: {error}"
+        raise ModelFormatError(problem) from error
     graph = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*graph.input, *graph.output, *graph.value_info)
@@ -223,21 +203,18 @@ class _Rewrite:
                  keep_io: bool, report: Fp16Report) -> None:
         self.graph, self.keep_io, self.report = model.graph, keep_io, report
         self.keep_ops, self.refolded = keep_ops, refolded
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                          1)
+        self.opset = next((o.version for o in model.opset_import
+                           if o.domain in ("", "ai.onnx")), 1)
         self.types = _elem_types(model)
         self.pinned: set[str] = set()
         self.names = set(self.types) | {n for node in self.graph.node
                                         for n in (*node.input, *node.output, node.name)}
 
     # ---- step 1: isolate what stays fp32 behind casts ---------------------------------------
-
     def opaque(self, node: onnx.NodeProto) -> bool:
         """Whether ``node`` computes in fp32: kept ops, unfolded BN, and other domains."""
-        if node.domain not in ("", "ai.onnx"):
-            return True
-        return node.op_type in self.keep_ops or (node.op_type == "BatchNormalization"
-                                                 and node.output[0] not in self.refolded)
+        return node.domain not in ("", "ai.onnx") or node.op_type in self.keep_ops or (
+            node.op_type == "BatchNormalization" and node.output[0] not in self.refolded)
 
     def is_float(self, name: str) -> bool:
         return self.types.get(name) == FLOAT
@@ -261,12 +238,11 @@ class _Rewrite:
         if params is None:
             self.report.kept_fp32_nodes += 1
             return [True] * len(node.input), [True] * len(node.output)
-        return ([p == "tensor(float)" for p in params[0]],
-                [p == "tensor(float)" for p in params[1]])
+        return tuple([p == "tensor(float)" for p in slots] for slots in params)
 
     def isolate(self) -> None:
         nodes: list[onnx.NodeProto] = []
-        fp32_copies: dict[str, str] = {}
+        fp32_copies: dict[str, str] = {}   # a tensor → its fp32 copy, one per tensor
         for node in self.graph.node:
             fixed_in, fixed_out = self.fixed_slots(node)
             for i, name in enumerate(node.input):
@@ -283,13 +259,10 @@ class _Rewrite:
                     self.pinned.add(node.output[i])
                     self.types[node.output[i]] = FLOAT
                     nodes.append(self.cast(node.output[i], name))
-            if node.op_type == "Cast" and self.is_float(node.output[0]) \
-                    and self.types.get(node.input[0]) in _WIDE_INTS:
-                self.pinned.add(node.output[0])   # shape/index arithmetic: see the docstring
-        if self.keep_io:
-            nodes = self._isolate_io(nodes)
+            if node.op_type == "Cast" and self.types.get(node.input[0]) in _WIDE_INTS:
+                self.pinned.update(filter(self.is_float, node.output))   # shape arithmetic
         del self.graph.node[:]
-        self.graph.node.extend(nodes)
+        self.graph.node.extend(self._isolate_io(nodes) if self.keep_io else nodes)
 
     def _isolate_io(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         """Float graph inputs are read through a Cast; float outputs are written by one."""
@@ -319,24 +292,17 @@ class _Rewrite:
         return head + nodes + tail
 
     # ---- steps 2 and 3: precision groups ---------------------------------------------------
-
     def choose_fp16(self) -> set[str]:
         """The float tensors that become fp16."""
-        parent = {name: name for name, t in self.types.items() if t == FLOAT}
-
-        def find(name: str) -> str:
-            while parent[name] != name:
-                parent[name] = parent[parent[name]]
-                name = parent[name]
-            return name
-
+        parent = {name: name for name, t in self.types.items() if t == FLOAT}   # union-find
+        find = partial(_follow, parent)
         consumed = set()   # tensors read by ordinary compute (not only by casts or fp32 ops)
         for node in self.graph.node:
             if node.op_type in ("Cast", "Constant") or self.opaque(node):
                 continue
-            params = _schema_params(node, self.opset)
             by_param: dict[str, list[str]] = defaultdict(list)
-            for names, kinds in zip((node.input, node.output), params or ((), ())):
+            params = _schema_params(node, self.opset) or ((), ())
+            for names, kinds in zip((node.input, node.output), params):
                 for name, kind in zip(names, kinds):
                     if name in parent and not kind.startswith("tensor("):
                         by_param[kind].append(name)
@@ -350,7 +316,6 @@ class _Rewrite:
         return {n for n in parent if find(n) not in fp32_roots and find(n) in live_roots}
 
     # ---- step 4: rewrite the sources of fp16 tensors -----------------------------------------
-
     def apply(self, half: set[str]) -> None:
         for i, tensor in enumerate(self.graph.initializer):
             if tensor.name in half:
@@ -382,33 +347,24 @@ class _Rewrite:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT:
                 attr.t.CopyFrom(self.to_half(attr.t))
             elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
-                value = np.array(attr.f if attr.name == "value_float" else list(attr.floats),
-                                 np.float32)
-                new = helper.make_attribute("value", self.to_half(numpy_helper.from_array(value)))
-                attr.CopyFrom(new)
+                value = numpy_helper.from_array(np.asarray(
+                    attr.f if attr.name == "value_float" else list(attr.floats), np.float32))
+                attr.CopyFrom(helper.make_attribute("value", self.to_half(value)))
 
     def drop_noop_casts(self, half: set[str]) -> None:
         """Remove casts whose input already has the target type (fp32 → fp32 after step 3)."""
-        def after(name: str) -> int | None:
-            return FLOAT16 if name in half else self.types.get(name)
-
         outputs = {v.name for v in self.graph.output}
         inputs = {v.name for v in self.graph.input}
         producers = {out: node for node in self.graph.node for out in node.output}
         alias: dict[str, str] = {}
-
-        def resolve(name: str) -> str:
-            while name in alias:
-                name = alias[name]
-            return name
-
         kept = []
         for node in self.graph.node:
             to = next((a.i for a in node.attribute if a.name == "to"), None)
-            if node.op_type != "Cast" or to not in (FLOAT, FLOAT16) or after(node.input[0]) != to:
+            if node.op_type != "Cast" or to not in (FLOAT, FLOAT16) or to != (
+                    FLOAT16 if node.input[0] in half else self.types.get(node.input[0])):
                 kept.append(node)
                 continue
-            source, target = resolve(node.input[0]), node.output[0]
+            source, target = _follow(alias, node.input[0]), node.output[0]
             if target not in outputs:
                 alias[target] = source
             elif source in producers and source not in outputs | inputs:
@@ -417,10 +373,17 @@ class _Rewrite:
             else:
                 kept.append(node)
         for node in kept:
-            for i, name in enumerate(node.input):
-                node.input[i] = resolve(name)
+            node.input[:] = [_follow(alias, name) for name in node.input]
         del self.graph.node[:]
         self.graph.node.extend(kept)
+
+
+def _follow(links: dict[str, str], name: str) -> str:
+    """The end of ``name``'s chain of links (a union-find root links to itself)."""
+    while links.get(name, name) != name:
+        links[name] = links.get(links[name], links[name])   # path halving
+        name = links[name]
+    return name
 
 
 def _rename(names, old: str, new: str) -> None:

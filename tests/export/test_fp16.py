@@ -20,8 +20,7 @@ from fcn_edge.data import normalize, open_dataset
 from fcn_edge.errors import BackendUnavailable, ModelFormatError
 from fcn_edge.export import execute
 from fcn_edge.export.execute import check_finite, ort_fp32_fallbacks, run_fp16
-from fcn_edge.export.fp16 import (FP16_MAX, convert_to_fp16, convert_with_report, fp16_report,
-                                  to_float16)
+from fcn_edge.export.fp16 import FP16_MAX, convert_to_fp16, convert_with_report, to_float16
 
 from support import ONNX_METADATA as METADATA
 from support import export_onnx, random_score_fcn8s, raw_frames_fcn8s
@@ -102,7 +101,7 @@ def test_keep_io_fp32_false_gives_fp16_io(exported):
     fp16 = convert_to_fp16(fp32, keep_io_fp32=False)
     assert elem_type(fp16.graph.input, "images") == FLOAT16
     assert elem_type(fp16.graph.output, "logits") == FLOAT16
-    assert fp16_report(fp32, keep_io_fp32=False).inserted_casts == 0
+    assert convert_with_report(fp32, keep_io_fp32=False)[1].inserted_casts == 0
 
 
 def test_raw_io_model(tmp_path, scenes):
