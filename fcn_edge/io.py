@@ -1,5 +1,6 @@
 """Small helpers shared by every layer (no torch here): crash-safe writing for checkpoints,
-exported models and outputs, a file's SHA-256 (the source hash artifacts carry, the engine cache
+exported models and outputs, the check that an output can be written before the work starts,
+a file's SHA-256 (the source hash artifacts carry, the engine cache
 key), the ``Log`` type of the progress callbacks every command takes, and the lazy package
 exports that keep ``import fcn_edge.runtime`` and ``import fcn_edge.models`` instant."""
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+from .errors import InputError
 
 #: Where a long operation reports progress, one line at a time (``print`` by default); every
 #: command that logs takes one.
@@ -46,6 +49,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_writable(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:
+    """Refuse, with one line naming ``flag`` and ``path``, an output that cannot be written —
+    before the work starts, so a ten-minute run never fails at the end on its last file.
+
+    ``path`` is a file to (re)write, or with ``folder=True`` a folder to write into; either may
+    not exist yet (its folders are made later). The test is a real probe file created and removed
+    in the nearest existing folder, so read-only mounts, ACLs and root all answer truthfully.
+    """
+    target = Path(path)
+    if target.exists() and target.is_dir() != folder:
+        what = "a folder" if target.is_dir() else "a file"
+        want = "a folder to write into" if folder else "a file name"
+        raise InputError(f"{flag} {target}: that is {what}; give {want}")
+    existing = target if folder and target.is_dir() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{flag} {target}: {existing} is a file, not a folder; "
+                         f"choose a path under a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fcn-edge-probe.", dir=existing)
+    except OSError as exc:
+        raise InputError(f"{flag} {target}: cannot write in {existing} "
+                         f"({exc.strerror or exc}); choose a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+    if target.exists() and not folder and not os.access(target, os.W_OK):
+        raise InputError(f"{flag} {target}: the file exists and is read-only; "
+                         f"choose another path or make it writable")
+    return target
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -2,7 +2,9 @@ import hashlib
 
 import pytest
 
-from fcn_edge.io import atomic_path, file_sha256
+from faults import read_only_folder
+from fcn_edge.errors import InputError
+from fcn_edge.io import atomic_path, check_writable, file_sha256
 
 
 def test_atomic_path_replaces_on_success(tmp_path):
@@ -51,3 +53,28 @@ def test_file_sha256_reads_in_chunks_and_matches_hashlib(tmp_path):
     path.write_bytes(data)
     assert file_sha256(path) == file_sha256(path, chunk=7) == hashlib.sha256(data).hexdigest()
     assert file_sha256(path) != hashlib.sha256(data[:-1]).hexdigest()
+
+
+def test_check_writable_accepts_new_files_and_folders_under_missing_folders(tmp_path):
+    assert check_writable(tmp_path / "a" / "b" / "stats.json", "--stats") == \
+        tmp_path / "a" / "b" / "stats.json"
+    assert check_writable(tmp_path / "masks", "--save-masks", folder=True) == tmp_path / "masks"
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind, makes no folder
+
+
+def test_check_writable_refuses_a_read_only_folder_naming_flag_and_path(tmp_path):
+    with read_only_folder(tmp_path / "ro") as ro:
+        with pytest.raises(InputError, match=r"^--stats .*ro/s\.json: cannot write in .*ro "):
+            check_writable(ro / "s.json", "--stats")
+        with pytest.raises(InputError, match=r"^--save-masks .*ro/m: cannot write in"):
+            check_writable(ro / "m", "--save-masks", folder=True)
+
+
+def test_check_writable_refuses_paths_under_a_file_and_the_wrong_kind(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match=r"f is a file, not a folder"):
+        check_writable(tmp_path / "f" / "out.mp4", "--output")
+    with pytest.raises(InputError, match=r"that is a folder; give a file name"):
+        check_writable(tmp_path, "--stats")
+    with pytest.raises(InputError, match=r"that is a file; give a folder"):
+        check_writable(tmp_path / "f", "--save-masks", folder=True)

@@ -1,0 +1,94 @@
+"""Faults that real deployments send, made real for tests: ``from faults import ...``.
+
+- ``read_only_folder``: a folder this process truly cannot write (a read-only tmpfs when we are
+  root, since root ignores permission bits; ``chmod 555`` otherwise).
+- ``small_filesystem``: a size-limited tmpfs, for "disk full" (ENOSPC) on every write.
+- ``limit_file_size``: a ``preexec_fn`` giving a child process ``RLIMIT_FSIZE`` (writes past the
+  limit fail with EFBIG), for where no file system can be mounted.
+- ``run_cli`` / ``start_cli``: ``fcn-edge`` as a real child process (``python -m fcn_edge``).
+
+Each skips the test (naming why) where the machine cannot give the fault, never fakes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+
+def _mount_tmpfs(where: Path, options: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def _unmount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only_folder(where: Path) -> Iterator[Path]:
+    """``where`` made a folder that cannot be written (created if missing)."""
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(where, "ro,size=64k"):
+            pytest.skip("running as root and cannot mount a read-only tmpfs here")
+        try:
+            yield where
+        finally:
+            _unmount(where)
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    where.chmod(0o555)
+    try:
+        yield where
+    finally:
+        where.chmod(0o755)
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where``: writing more fails with ENOSPC."""
+    if not _mount_tmpfs(where, f"size={size}"):
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root and mount rights); "
+                    "the RLIMIT_FSIZE tests cover the same code")
+    try:
+        yield where
+    finally:
+        _unmount(where)
+
+
+def limit_file_size(limit_bytes: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child may not write any file past ``limit_bytes`` (EFBIG, the
+    signal SIGXFSZ ignored so the write fails instead of killing the process)."""
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return preexec
+
+
+def cli_command(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "fcn_edge", *map(str, args)]
+
+
+def run_cli(args: Sequence[str], *, cwd: Path | None = None, timeout: float = 300,
+            preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+    """``fcn-edge ARGS`` to the end, in a real child process; output captured as text."""
+    return subprocess.run(cli_command(args), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec_fn)
+
+
+def start_cli(args: Sequence[str], *, cwd: Path | None = None,
+              preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen:
+    """``fcn-edge ARGS`` started in a real child process (send it signals, then ``communicate``)."""
+    return subprocess.Popen(cli_command(args), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
