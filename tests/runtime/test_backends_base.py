@@ -146,3 +146,17 @@ def test_opening_the_backends_imports_neither_models_nor_export():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_check_threads_bounds_counts_by_the_cpus_and_names_the_flag():
+    import os
+
+    from fcn_edge.errors import InputError
+    from fcn_edge.runtime.backends.base import THREADS_PER_CPU, check_threads, max_threads
+
+    assert max_threads() == THREADS_PER_CPU * len(os.sched_getaffinity(0))
+    assert check_threads(None) is None and check_threads(max_threads()) == max_threads()
+    assert check_threads(0, zero="one per core") == 0
+    for bad in (0, -2, max_threads() + 1, 100000, 2.5, True):
+        with pytest.raises(InputError, match=r"^--threads must be an integer from 1 to \d+"):
+            check_threads(bad, "--threads")
