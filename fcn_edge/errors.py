@@ -5,6 +5,8 @@ so messages say what was wrong *and* what to do about it.
 """
 from __future__ import annotations
 
+import signal
+
 
 class FcnEdgeError(Exception):
     """Base class of every error fcn-edge raises on purpose."""
@@ -34,3 +36,16 @@ class BackendUnavailable(FcnEdgeError, ImportError):
 
 class TrainingDiverged(FcnEdgeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived (``timeout``, systemd, Docker, Kubernetes, a closed terminal).
+
+    A KeyboardInterrupt, so that every path that finishes cleanly on Ctrl-C — a playable video,
+    an atomic checkpoint — finishes the same way on these; ``signum`` is the signal, the exit
+    code is ``128 + signum`` as a shell reports it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

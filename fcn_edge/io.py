@@ -6,6 +6,7 @@ exports that keep ``import fcn_edge.runtime`` and ``import fcn_edge.models`` ins
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib
 import os
@@ -13,7 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .errors import InputError
+from .errors import FcnEdgeError, InputError
+
+try:
+    import resource  # POSIX only
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 #: Where a long operation reports progress, one line at a time (``print`` by default); every
 #: command that logs takes one.
@@ -31,8 +37,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it atomically replaces ``path``.
 
     The temporary file lives in the same directory (``os.replace`` is atomic only within one
-    file system) and is fsynced before the rename, so a crash at any moment leaves either the
-    old file or the new one, never a truncated mix. On an exception the temporary is removed.
+    file system). It is fsynced before the rename and the directory after it (POSIX: the
+    rename itself is durable only once its directory is), so a crash or power cut at any moment
+    leaves either the old file or the new one, never a truncated mix. On an exception the
+    temporary is removed; a full disk or file size limit becomes an ``OSError`` (ENOSPC,
+    EFBIG) naming ``path``, even when the writer (torch, a C library) lost the errno.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,13 +51,61 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's).
     os.chmod(tmp_path, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            yield tmp_path
+            _fsync(tmp_path)
+        except Exception as exc:
+            code = _out_of_space(exc, tmp_path)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(target)) from exc
         os.replace(tmp_path, target)
+        _fsync(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: The errnos of a write that failed for want of room: the disk, a quota, a file size limit.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk."""
+    if path.is_dir() and os.name == "nt":  # Windows cannot open a directory; NTFS journals it
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _out_of_space(exc: BaseException, tmp: Path) -> int | None:
+    """The errno in ``NO_ROOM`` behind a failed write into ``tmp``, or None. torch's writer
+    raises RuntimeError("unexpected pos ...") with the errno lost (or only as the context), so
+    when no OSError says it, the limits are read: the file at RLIMIT_FSIZE, or the disk full."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in NO_ROOM:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, FcnEdgeError) or isinstance(exc, OSError) and exc.errno is not None:
+        return None  # a refusal of ours, or an OSError that says what it is (permission, I/O)
+    try:
+        size, disk = tmp.stat().st_size, os.statvfs(tmp.parent)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    if limit != getattr(resource, "RLIM_INFINITY", -1) and size >= limit:
+        return errno.EFBIG
+    free = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail  # root may use the reserve
+    return errno.ENOSPC if free * disk.f_frsize < _FULL_BELOW else None
+
+
+#: A failed write is a full disk when less than this is left: the kernel fills the disk to
+#: its last block before it answers ENOSPC, so a full disk has nearly nothing free.
+_FULL_BELOW = 1 << 20
 
 
 def check_writable(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -89,6 +92,48 @@ def run_cli(args: Sequence[str], *, cwd: Path | None = None, timeout: float = 30
 
 def start_cli(args: Sequence[str], *, cwd: Path | None = None,
               preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen:
-    """``fcn-edge ARGS`` started in a real child process (send it signals, then ``communicate``)."""
+    """``fcn-edge ARGS`` started in a real child process (send it signals, then ``communicate``,
+    or watch its output with ``ChildOutput``). Its output is unbuffered, as on a terminal, so a
+    progress line is there to see when it is printed."""
     return subprocess.Popen(cli_command(args), cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+class ChildOutput:
+    """A started child's stdout and stderr, read line by line as they come (one thread each),
+    so that a test can wait for a known progress line before it sends a signal."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.out, self.err = proc, [], []
+        self._threads = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+                         for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> str:
+        """The first line (stdout or stderr) matching the regex ``pattern``; fails the test if
+        the child ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in (*self.out, *self.err):
+                if re.search(pattern, line):
+                    return line
+            if self.proc.poll() is not None and not any(t.is_alive() for t in self._threads):
+                break
+            time.sleep(0.01)
+        self.proc.kill()
+        pytest.fail(f"no line matching {pattern!r} (exit {self.proc.poll()}):\n"
+                    f"{''.join(self.out)}{''.join(self.err)[-3000:]}")
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        """Wait for the end: (exit code, stdout, stderr)."""
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return code, "".join(self.out), "".join(self.err)

@@ -1,4 +1,7 @@
+import errno
 import hashlib
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +81,100 @@ def test_check_writable_refuses_paths_under_a_file_and_the_wrong_kind(tmp_path):
         check_writable(tmp_path, "--stats")
     with pytest.raises(InputError, match=r"that is a file; give a folder"):
         check_writable(tmp_path / "f", "--save-masks", folder=True)
+
+
+def _recorded_calls(monkeypatch, target):
+    """Record, in order, the fsyncs (of the temporary file, of the folder) and the renames
+    atomic_path makes. Recording only: the real os.fsync and os.replace still run."""
+    import os
+
+    calls, fsync, replace = [], os.fsync, os.replace
+    folder = os.stat(target.parent)
+
+    def recording_fsync(fd):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):  # which folder: the target's
+            calls.append(("fsync", "folder", (st.st_dev, st.st_ino) ==
+                          (folder.st_dev, folder.st_ino)))
+        else:  # which file: the one written, by its size
+            calls.append(("fsync", "file", st.st_size))
+        return fsync(fd)
+
+    def recording_replace(src, dst):
+        calls.append(("replace", Path(src).parent == Path(dst).parent, Path(dst) == target))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    return calls
+
+
+def test_atomic_path_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path,
+                                                                            monkeypatch):
+    """The tests above see only the final file: without these fsyncs, or with the rename
+    first, a power cut could leave an empty or missing file that they never notice."""
+    target = tmp_path / "model.bin"
+    calls = _recorded_calls(monkeypatch, target)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"12345")
+    assert calls == [("fsync", "file", 5),            # the data is on the disk ...
+                     ("replace", True, True),         # ... before the name points at it,
+                     ("fsync", "folder", True)]       # and the new name is on the disk too
+    assert target.read_bytes() == b"12345"
+
+
+def _write_in_a_limited_child(tmp_path, writer: str, limit: int):
+    """``atomic_path`` in a child under RLIMIT_FSIZE=limit; its outcome as JSON."""
+    import json
+    import subprocess
+    import sys
+
+    from faults import limit_file_size
+
+    code = f"""
+import errno, json, sys
+from fcn_edge.io import atomic_path
+target = sys.argv[1]
+try:
+    with atomic_path(target) as tmp:
+{writer}
+    print(json.dumps({{"ok": True}}))
+except OSError as exc:
+    print(json.dumps({{"errno": errno.errorcode[exc.errno], "filename": exc.filename,
+                      "strerror": exc.strerror}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.bin")],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit_file_size(limit))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("writer", [
+    "        open(tmp, 'wb').write(b'x' * 100_000)",
+    # torch's writer loses the errno (RuntimeError "unexpected pos"): atomic_path finds it
+    "        import torch; torch.save({'w': torch.zeros(100_000)}, tmp)",
+], ids=["python-write", "torch.save"])
+def test_a_write_past_the_file_size_limit_is_efbig_naming_the_target(tmp_path, writer):
+    (tmp_path / "out.bin").write_bytes(b"old")
+    outcome = _write_in_a_limited_child(tmp_path, writer, 50_000)
+    assert outcome == {"errno": "EFBIG", "filename": str(tmp_path / "out.bin"),
+                       "strerror": "File too large"}
+    assert (tmp_path / "out.bin").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temporary left
+
+
+def test_a_write_onto_a_full_disk_is_enospc_naming_the_target(tmp_path):
+    import torch
+
+    from faults import small_filesystem
+
+    with small_filesystem(tmp_path / "disk", "256k") as disk:
+        (disk / "last.pt").write_bytes(b"old")
+        with pytest.raises(OSError) as caught:
+            with atomic_path(disk / "last.pt") as tmp:
+                torch.save({"w": torch.zeros(200_000)}, tmp)  # 800 kB
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == \
+            str(disk / "last.pt")
+        assert (disk / "last.pt").read_bytes() == b"old"
+        assert [p.name for p in disk.iterdir()] == ["last.pt"]
