@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 from ..errors import ModelFormatError
 from ..io import atomic_path
+from .fields import FieldReader, bounded, text
 from .metadata import ArtifactMeta
 
 MAGIC = b"FCNEDGE\0"
@@ -38,6 +39,7 @@ FORMAT_VERSION = 1
 _LENGTH = struct.Struct("<I")
 _MAX_HEADER = 16 << 20  # a sane header is a few kB; more means the length field is garbage
 _REQUIRED = ("meta", "tensorrt_version", "gpu", "plan_bytes")
+_REBUILD = "rebuild it with `fcn-edge build MODEL.onnx`"
 
 
 def cache_root() -> Path:
@@ -142,8 +144,9 @@ def _read_header(f, path: Path) -> dict[str, Any]:
                                f"({length} bytes) is garbled")
     try:
         header = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: the engine header is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd numbers, nesting
+        raise ModelFormatError(f"{path}: the engine header is not valid JSON "
+                               f"({str(exc)[:80] or type(exc).__name__}); {_REBUILD}") from None
     return _check_header(header, path)
 
 
@@ -155,9 +158,25 @@ def _check_header(header: Any, path: Path) -> dict[str, Any]:
                                f"fcn-edge reads format {FORMAT_VERSION}: rebuild it with "
                                f"`fcn-edge build MODEL.onnx`")
     missing = [k for k in _REQUIRED if k not in header]
-    if missing or not isinstance(header["plan_bytes"], int):
-        raise ModelFormatError(f"{path}: the engine header lacks {missing or ['plan_bytes']}")
+    if missing:
+        raise ModelFormatError(f"{path}: the engine header lacks {missing}; {_REBUILD}")
+    read = FieldReader(header, str(path), _REBUILD)  # each field's type, once, before use
+    read("tensorrt_version", text)
+    read("plan_bytes", bounded(0, 1 << 40))
+    read("onnx_file", text, None)
+    gpu = read.nested("gpu")
+    gpu("name", text)
+    gpu("compute_capability", _capability)
     return header
+
+
+def _capability(value: Any) -> str:
+    """A compute capability as ``"8.6"`` or ``[8, 6]``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{bounded(0, 99)(value[0])}.{bounded(0, 99)(value[1])}"
+    if isinstance(value, str) and re.fullmatch(r"\d{1,2}\.\d{1,2}", value):
+        return value
+    raise ValueError('must be "MAJOR.MINOR" or [major, minor]')
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ Plain Python: the runtime imports it on boxes without torch.
 """
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -89,6 +90,16 @@ def count(value: Any) -> int:
     return value
 
 
+def bounded(low: int, high: int) -> Callable[[Any], int]:
+    """An integer from ``low`` to ``high``: the bound that keeps a file's numbers sane."""
+    def parse(value: Any) -> int:
+        value = integer(value)
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return value
+    return parse
+
+
 def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError("must be true or false")
@@ -107,6 +118,23 @@ def names(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def name(value: Any) -> str:
+    """A non-empty string of at most 256 characters (a tensor, task or model name)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise TypeError("must be a non-empty string of at most 256 characters")
+    return value
+
+
+def name_list(most: int) -> Callable[[Any], tuple[str, ...]]:
+    """A list of 1 to ``most`` strings (class names)."""
+    def parse(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or not 0 < len(value) <= most \
+                or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"must be a list of 1 to {most} strings")
+        return tuple(value)
+    return parse
+
+
 def palette(value: Any) -> tuple[tuple[int, int, int], ...]:
     """A list of [r, g, b] colours, each 0..255."""
     colours = []
@@ -122,11 +150,24 @@ def palette(value: Any) -> tuple[tuple[int, int, int], ...]:
 
 
 def three_floats(value: Any) -> tuple[float, float, float]:
-    """Three numbers (a per-channel mean or std)."""
+    """Three finite numbers (a per-channel mean or std)."""
     if not isinstance(value, (list, tuple)) or len(value) != 3 or \
             not all(isinstance(v, Real) and not isinstance(v, bool) for v in value):
         raise TypeError("must be three numbers")
-    return tuple(float(v) for v in value)
+    floats = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in floats):
+        raise ValueError("must be three finite numbers")
+    return floats
+
+
+def three_in(low: float, high: float) -> Callable[[Any], tuple[float, float, float]]:
+    """Three numbers from ``low`` to ``high``."""
+    def parse(value: Any) -> tuple[float, float, float]:
+        floats = three_floats(value)
+        if not all(low <= v <= high for v in floats):
+            raise ValueError(f"must be three numbers from {low:g} to {high:g}")
+        return floats
+    return parse
 
 
 def height_width(value: Any) -> tuple[int, int]:
@@ -134,6 +175,23 @@ def height_width(value: Any) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise TypeError("must be [height, width]")
     return count(value[0]), count(value[1])
+
+
+def check_values(record: Any, parsers: Mapping[str, Callable[[Any], Any]],
+                 where: str = "") -> None:
+    """Run each parser on ``record``'s attribute of that name (None is skipped): the same
+    checks a parsed file gets, for a record built in code. A ModelFormatError names the field
+    (``where``: the record's place, ``heads[1]``); whoever knows the file adds it."""
+    for key, parse in parsers.items():
+        value = getattr(record, key)
+        if value is None:
+            continue
+        try:
+            parse(value)
+        except (TypeError, ValueError) as exc:
+            field = f"{where}.{key}" if where else key
+            raise ModelFormatError(f"metadata field {field!r} {exc}, got {_short(value)}"
+                                   ) from None
 
 
 def one_of(*choices: str) -> Callable[[Any], str]:

@@ -15,13 +15,13 @@ This module is plain Python: the runtime imports it on boxes without torch or on
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from ..errors import InputError, ModelFormatError
-from .fields import (FieldReader, count, flag, height_width, integer, names, obj, one_of,
-                     palette, text, three_floats)
+from .fields import (REQUIRED, FieldReader, bounded, check_values, flag, height_width, name,
+                     name_list, obj, one_of, palette, text, three_in)
+from .shapes import MAX_BATCH, MAX_SIDE, Shapes, default_shapes, parse_shapes  # noqa: F401
 
 FORMAT = "fcn-edge/onnx"
 FORMAT_VERSION = 1
@@ -42,6 +42,15 @@ TENSOR_LAYOUTS = (NCHW, NHWC)
 #: it (``depth``: N×1×H×W, ``hha``: N×3×H×W, encoded by ``runtime.modalities``; raw IO changes
 #: only the RGB input). Models with several heads give one output per task,
 #: ``logits_<task>`` or ``labels_<task>``.
+LABELS_DTYPES = ("uint8", "int32")
+
+#: Bounds on what an artifact may say, checked when it is parsed or built: past them a file is
+#: garbage, not a model (a size multiple of 4096 made a 64×96 frame run at 4096×4096).
+MAX_CLASSES = 1 << 16      # labels are int32 past 256 classes; no data set has more than this
+MAX_STRIDE = 512           # output stride and size multiple (FCN's strides are 8 to 32)
+MAX_CHANNELS = 64          # of one input tensor (RGB and HHA 3, depth 1)
+#: mean and std normalise pixel / 255, a value in 0..1 (a std of 1/255 keeps pixel units).
+MEAN_RANGE, STD_RANGE = (0.0, 1.0), (0.001, 10.0)
 
 
 def input_tensor_name(modality: str, raw_io: bool) -> str:
@@ -55,77 +64,6 @@ def output_tensor_name(task: str | None, argmax: bool) -> str:
     """The tensor that carries ``task``'s scores or labels (``task=None``: a one-task model)."""
     base = OUTPUT_LABELS if argmax else OUTPUT_LOGITS
     return base if task is None else f"{base}_{task}"
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """An optimisation profile: (batch, height, width) at its minimum, optimum and maximum."""
-
-    min: tuple[int, int, int]
-    opt: tuple[int, int, int]
-    max: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        for name in ("min", "opt", "max"):
-            value = getattr(self, name)
-            if len(value) != 3 or any(not isinstance(v, int) or v < 1 for v in value):
-                raise InputError(f"shape {name}={value}: need three positive integers "
-                                 f"(batch, height, width)")
-        for axis, label in enumerate(("batch", "height", "width")):
-            if not self.min[axis] <= self.opt[axis] <= self.max[axis]:
-                raise InputError(f"shapes: {label} must satisfy min ≤ opt ≤ max, got "
-                                 f"{self.min[axis]}, {self.opt[axis]}, {self.max[axis]}")
-
-    def check_multiple(self, multiple: int) -> None:
-        """Refuse heights/widths that are not multiples of ``multiple`` (1: any size)."""
-        for name in ("min", "opt", "max"):
-            _, h, w = getattr(self, name)
-            if h % multiple or w % multiple:
-                raise InputError(f"shapes: {name} {h}x{w} is not a multiple of {multiple}, "
-                                 f"which this model's layout needs")
-
-    def covers(self, batch: int, height: int, width: int) -> bool:
-        return all(lo <= v <= hi for lo, v, hi in zip(self.min, (batch, height, width), self.max))
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Shapes":
-        try:
-            return cls(*(tuple(int(v) for v in data[k]) for k in ("min", "opt", "max")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"malformed shapes {data!r}: {exc}") from None
-
-    def __str__(self) -> str:
-        return ":".join("x".join(str(v) for v in s) for s in (self.min, self.opt, self.max))
-
-
-_SHAPE = re.compile(r"^(?:(\d+)x)?(\d+)x(\d+)$")
-
-
-def parse_shapes(text: str) -> Shapes:
-    """``MIN:OPT:MAX``, each ``HxW`` (batch 1) or ``NxHxW``, e.g. ``256x256:512x512:1024x1024``."""
-    parts = text.strip().lower().split(":")
-    if len(parts) != 3:
-        raise InputError(f"--shapes {text!r}: expected MIN:OPT:MAX, e.g. "
-                         f"256x256:512x512:1024x1024 (HxW) or 1x256x256:4x512x512:8x1024x1024")
-    dims = []
-    for part in parts:
-        match = _SHAPE.match(part.strip())
-        if not match:
-            raise InputError(f"--shapes {text!r}: {part!r} is not HxW or NxHxW")
-        n, h, w = match.groups()
-        dims.append((int(n or 1), int(h), int(w)))
-    return Shapes(*dims)
-
-
-def default_shapes(train_size: tuple[int, int] | None, stride: int = 32) -> Shapes:
-    """Recommended profile: 32×32 up to 2048×2048, optimal at the training size (rounded up to
-    the output stride), batch 1. Any size works with ONNX Runtime; the profile bounds TensorRT."""
-    h, w = train_size or (512, 512)
-    opt = tuple(min(2048, max(32, -(-v // stride) * stride)) for v in (h, w))
-    return Shapes((1, 32, 32), (1,) + opt, (1, 2048, 2048))
 
 
 @dataclass(frozen=True)
@@ -172,11 +110,8 @@ class InputInfo:
 
     @classmethod
     def read(cls, read: FieldReader) -> "InputInfo":
-        return cls(name=read("name", text), modality=read("modality", text),
-                   channels=read("channels", count),
-                   layout=read("layout", one_of(*TENSOR_LAYOUTS)),
-                   dtype=read("dtype", one_of("float32", "uint8")),
-                   encoding=read("encoding", _encoding, None))
+        return cls(**{key: read(key, parse, None if key == "encoding" else REQUIRED)
+                      for key, parse in _INPUT_FIELDS.items()})
 
 
 @dataclass(frozen=True)
@@ -192,9 +127,10 @@ class HeadInfo:
     metrics: dict = field(default_factory=dict)  # the task's validation metrics
 
     def __post_init__(self) -> None:
-        if len(self.classes) != self.num_classes:  # (labels without a colour are black)
+        if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
             raise ModelFormatError(f"head {self.task!r} has {self.num_classes} classes but "
-                                   f"{len(self.classes)} names")
+                                   f"{len(self.classes)} names and {len(self.palette)} colours")
+        _check_labels_dtype(self.labels_dtype, self.num_classes, f"head {self.task!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,11 +138,9 @@ class HeadInfo:
     @classmethod
     def read(cls, read: FieldReader, labels_dtype: str) -> "HeadInfo":
         """``labels_dtype``: the artifact's, for heads written before each had its own."""
-        values = dict(task=read("task", text), output=read("output", text),
-                      num_classes=read("num_classes", count), classes=read("classes", names),
-                      palette=read("palette", palette),
-                      labels_dtype=read("labels_dtype", text, labels_dtype),
-                      metrics=read("metrics", obj, {}))
+        defaults = {"labels_dtype": labels_dtype, "metrics": {}}
+        values = {key: read(key, parse, defaults.get(key, REQUIRED))
+                  for key, parse in _HEAD_FIELDS.items()}
         try:
             return cls(**values)
         except ModelFormatError as exc:  # classes that disagree with the count
@@ -254,18 +188,31 @@ class ArtifactMeta:
     heads: tuple[HeadInfo, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ModelFormatError(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if self.color_order not in ("rgb", "bgr"):
-            raise ModelFormatError(f"color_order {self.color_order!r} must be 'rgb' or 'bgr'")
-        if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
-            raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
-                                   f"and {len(self.palette)} palette colours")
+        """Every field's type and range (the parsers ``from_dict`` reads with, so metadata
+        built in code — the exporter's, a checkpoint's — is held to what a file is), then
+        the fields against each other."""
         if not isinstance(self.dataset, DatasetInfo) or \
                 not all(isinstance(i, InputInfo) for i in self.inputs) or \
                 not all(isinstance(h, HeadInfo) for h in self.heads):
             raise TypeError("ArtifactMeta takes dataset as DatasetInfo, inputs as InputInfo and "
                             "heads as HeadInfo")
+        check_values(self, {**_REQUIRED_FIELDS, **_OPTIONAL_FIELDS})
+        for i, info in enumerate(self.inputs):
+            check_values(info, _INPUT_FIELDS, f"inputs[{i}]")
+        for i, head in enumerate(self.heads):
+            check_values(head, _HEAD_FIELDS, f"heads[{i}]")
+        if len(self.classes) != self.num_classes or len(self.palette) < self.num_classes:
+            raise ModelFormatError(f"{self.num_classes} classes but {len(self.classes)} names "
+                                   f"and {len(self.palette)} palette colours (metadata fields "
+                                   f"'num_classes', 'classes', 'palette': a name and a colour "
+                                   f"per class)")
+        _check_labels_dtype(self.labels_dtype, self.num_classes, "the artifact")
+        if not self.shapes.holds_multiple(self.size_multiple):
+            raise ModelFormatError(f"metadata field 'size_multiple' is {self.size_multiple} but "
+                                   f"no height or width of 'shapes' {self.shapes} is a "
+                                   f"multiple of it: no frame could run")
+        _check_inputs(self.inputs, self.raw_io)
+        _check_heads(self.heads, self.num_classes)
 
     @property
     def input_name(self) -> str:
@@ -368,8 +315,8 @@ class ArtifactMeta:
                 continue
             try:
                 data[key] = json.loads(value)
-            except json.JSONDecodeError:
-                data[key] = value  # plain strings were stored as they are
+            except (ValueError, TypeError, RecursionError):  # bad JSON, 5000-digit numbers,
+                data[key] = value  # deep nesting: plain strings, checked field by field
         # Strings that happen to parse as JSON numbers stay strings where the schema says so.
         for key in ("model", "backbone", "color_order", "precision", "labels_dtype",
                     "source_sha256", "fcn_edge_version"):
@@ -378,7 +325,44 @@ class ArtifactMeta:
         return cls.from_dict(data, source)
 
 
+def _check_labels_dtype(dtype: str, classes: int, what: str) -> None:
+    if dtype == "uint8" and classes > 256:
+        raise ModelFormatError(f"{what} has {classes} classes but uint8 labels (metadata field "
+                               f"'labels_dtype'), which hold 256")
+
+
+def _check_inputs(inputs: tuple[InputInfo, ...], raw_io: bool) -> None:
+    """Each input tensor is named, laid out and typed as the exporter makes it for its
+    modality (raw IO: uint8 NHWC frames for RGB only), once per modality, RGB in 3 channels."""
+    for i, info in enumerate(inputs):
+        raw = info.modality == "rgb" and raw_io
+        expected = (input_tensor_name(info.modality, raw_io), NHWC if raw else NCHW,
+                    "uint8" if raw else "float32")
+        if (info.name, info.layout, info.dtype) != expected or \
+                (info.modality == "rgb" and info.channels != 3) or \
+                [m.modality for m in inputs].count(info.modality) > 1:
+            raise ModelFormatError(
+                f"metadata field 'inputs[{i}]' ({info.name} {info.layout} {info.dtype}, "
+                f"{info.channels} channels) is not a {info.modality} input of this artifact "
+                f"(once per modality: {' '.join(expected)}{', 3 channels' if info.modality == 'rgb' else ''})")
+
+
+def _check_heads(heads: tuple[HeadInfo, ...], num_classes: int) -> None:
+    """One head per task, each with its own output; the first is the head the top-level
+    classes describe."""
+    for i, head in enumerate(heads):
+        if [h.task for h in heads].count(head.task) > 1 or \
+                [h.output for h in heads].count(head.output) > 1:
+            raise ModelFormatError(f"metadata field 'heads[{i}]' (task {head.task!r}, output "
+                                   f"{head.output!r}) repeats another head's task or output")
+    if heads and heads[0].num_classes != num_classes:
+        raise ModelFormatError(f"metadata field 'heads[0].num_classes' is "
+                               f"{heads[0].num_classes} but 'num_classes' is {num_classes}")
+
+
 def _shapes(value: Any) -> Shapes:
+    if isinstance(value, Shapes):
+        return value
     try:
         return Shapes.from_json(obj(value))
     except (ModelFormatError, InputError):
@@ -386,14 +370,24 @@ def _shapes(value: Any) -> Shapes:
                          "min ≤ opt ≤ max") from None
 
 
-#: How each field of the metadata is read (``from_dict``): those an artifact must have …
-_REQUIRED_FIELDS = {"model": text, "backbone": text, "num_classes": count, "classes": names,
-                    "palette": palette, "mean": three_floats, "std": three_floats}
+#: How each field of the metadata is read (``from_dict``) and checked (``__post_init__``):
+#: those an artifact must have …
+_CLASS_COUNT, _CLASS_NAMES = bounded(1, MAX_CLASSES), name_list(MAX_CLASSES)
+_REQUIRED_FIELDS = {"model": name, "backbone": name, "num_classes": _CLASS_COUNT,
+                    "classes": _CLASS_NAMES, "palette": palette, "mean": three_in(*MEAN_RANGE),
+                    "std": three_in(*STD_RANGE)}
 #: … and those with a default; ``dataset``, ``inputs`` and ``heads`` are read by their classes.
-_OPTIONAL_FIELDS = {"color_order": one_of("rgb", "bgr"), "output_stride": count,
-                    "size_multiple": count, "raw_io": flag, "argmax": flag,
-                    "precision": one_of(*PRECISIONS), "labels_dtype": text, "shapes": _shapes,
-                    "ignore_index": integer, "model_options": obj, "source_sha256": text,
-                    "fcn_edge_version": text, "export_options": obj, "parity": obj,
-                    "metrics": obj}
+_OPTIONAL_FIELDS = {"color_order": one_of("rgb", "bgr"), "output_stride": bounded(1, MAX_STRIDE),
+                    "size_multiple": bounded(1, MAX_STRIDE), "raw_io": flag, "argmax": flag,
+                    "precision": one_of(*PRECISIONS), "labels_dtype": one_of(*LABELS_DTYPES),
+                    "shapes": _shapes, "ignore_index": bounded(-(1 << 31), (1 << 31) - 1),
+                    "model_options": obj, "source_sha256": text, "fcn_edge_version": text,
+                    "export_options": obj, "parity": obj, "metrics": obj}
+#: The fields of one input and of one head.
+_INPUT_FIELDS = {"name": name, "modality": name, "channels": bounded(1, MAX_CHANNELS),
+                 "layout": one_of(*TENSOR_LAYOUTS), "dtype": one_of("float32", "uint8"),
+                 "encoding": _encoding}
+_HEAD_FIELDS = {"task": name, "output": name, "num_classes": _CLASS_COUNT,
+                "classes": _CLASS_NAMES, "palette": palette,
+                "labels_dtype": one_of(*LABELS_DTYPES), "metrics": obj}
 
