@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .errors import InputError
 from .models.registry import MODEL_LAYOUTS, backbone_names, get_backbone
+from .runtime.bounds import Bound, Many, Rule, Size, Threads, check_bounds
 from .runtime.modalities import MODALITY_CHANNELS as _MODALITY_CHANNELS
 from .runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -25,6 +26,14 @@ MODALITY_CHANNELS = _MODALITY_CHANNELS
 #: ``in_channels`` → inputs, when a config names no inputs (``create_model(in_channels=4)``).
 _DEFAULT_INPUTS = {c: tuple((name, MODALITY_CHANNELS[name]) for name in names) for c, names in
                    {3: ("rgb",), 4: ("rgb", "depth"), 6: ("rgb", "hha"), 1: ("depth",)}.items()}
+
+# The ranges more than one config (and flag) shares. Sides stop at 16384 px, TensorRT's largest
+# practical profile; seeds are what numpy's generators take (0 … 2³²−1).
+IMAGE_SIZE = Size(Bound(1, 16384))
+SEED = Bound(0, 2**32 - 1)
+IMAGES = Bound(1, 1_000_000)
+#: A probability that must leave something (dropout, loss sampling): 0 up to but not 1.
+PROBABILITY = Bound(0.0, 1.0, integer=False, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class ModelConfig:
     inputs: tuple[tuple[str, int], ...] = ()
     fusion: str = "early"
 
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "num_classes": Bound(1, 10_000), "fc_channels": Bound(1, 65_536),
+        "dropout": PROBABILITY}
+
     def __post_init__(self) -> None:
         heads = _check_heads(self.heads) if self.heads else ()
         object.__setattr__(self, "heads", heads)  # normalised to tuples: JSON gives lists
@@ -86,15 +99,10 @@ class ModelConfig:
             having = [b for b in backbone_names() if self.layout in get_backbone(b).layouts]
             raise InputError(f"layout '{self.layout}' exists only for {', '.join(having)}; use "
                              f"layout='edge' with backbone '{self.backbone}'")
-        for field, low in (("num_classes", 1), ("fc_channels", 1)):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InputError(f"{field} must be an integer ≥ {low}, got {value!r}")
+        check_bounds(self, self.BOUNDS)
         if not spec.fc_layers and self.fc_channels != 4096:
             raise InputError(f"fc_channels sets the width of fc6/fc7, which {self.backbone} does "
                              f"not have; leave it at its default for {self.backbone}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def output_stride(self) -> int:
@@ -240,6 +248,22 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None    # stop early (for smoke runs and tests)
 
+    #: Each numeric field's range; the flags of the same name read their text with these.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "num_images": IMAGES, "val_images": IMAGES, "image_size": IMAGE_SIZE,
+        "epochs": Bound(1, 100_000), "batch_size": Bound(1, 4096),
+        "lr": Bound(0.0, 10.0, integer=False, low_open=True),
+        "momentum": Bound(0.0, 1.0, integer=False, high_open=True),
+        "weight_decay": Bound(0.0, 1.0, integer=False),
+        "bias_lr_mult": Bound(0.0, 100.0, integer=False, low_open=True),
+        "class_weights": Many(Bound(0.0, math.inf, integer=False)),
+        "task_weights": Many(Bound(0.0, math.inf, integer=False)),
+        "loss_sample_p": PROBABILITY, "translate": Bound(0, 4096),
+        "scale": Many(Bound(0.0, 16.0, integer=False, low_open=True), count=2),
+        "crop": IMAGE_SIZE, "threads": Threads(),
+        "workers": Threads(zero="load data in the training process"),
+        "seed": SEED, "max_steps": Bound(1, 1_000_000_000)}
+
     def __post_init__(self) -> None:
         _check_choice("recipe", self.recipe, RECIPES)
         _check_choice("schedule", self.schedule, SCHEDULES)
@@ -249,13 +273,9 @@ class TrainConfig:
             raise InputError("the heavy recipe is SGD with momentum 0.99: optimizer='sgd'")
         if self.recipe == "heavy" and self.batch_size != 1:
             raise InputError("the heavy recipe trains on one whole image at a time: batch_size=1")
-        for field in ("epochs", "batch_size", "num_images", "val_images"):
-            if getattr(self, field) < 1:
-                raise InputError(f"{field} must be ≥ 1, got {getattr(self, field)}")
-        if not 0.0 <= self.loss_sample_p < 1.0:
-            raise InputError(f"loss_sample_p must be in [0, 1), got {self.loss_sample_p}")
-        if self.lr is not None and self.lr <= 0:
-            raise InputError(f"lr must be positive, got {self.lr}")
+        check_bounds(self, self.BOUNDS)
+        if self.scale is not None and self.scale[0] > self.scale[1]:
+            raise InputError(f"scale is a range MIN,MAX with MIN ≤ MAX, got {self.scale}")
         if self.weights and self.init_from:
             raise InputError("give either weights (ImageNet initialisation) or init_from "
                              "(staged training), not both")
@@ -316,16 +336,19 @@ class EvalConfig:
     seed: int = 0
     difficulty: str | None = None               # synthetic data only
 
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "num_images": IMAGES, "image_size": IMAGE_SIZE, "seed": SEED}
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", str(self.checkpoint))
         if self.difficulty is not None:
             _check_choice("difficulty", self.difficulty, DIFFICULTIES)
-        if self.num_images < 1:
-            raise InputError(f"num_images must be ≥ 1, got {self.num_images}")
+        check_bounds(self, self.BOUNDS)
 
 
 def _check_tasks(tasks: tuple[str, ...] | None, weights: tuple[float, ...] | None) -> None:
-    """Task names are distinct identifiers; weights are finite, ≥ 0, not all 0, one per task."""
+    """Task names are distinct identifiers; weights (each finite and ≥ 0 by ``BOUNDS``) are
+    not all 0, one per task."""
     if tasks is not None:
         names = [tasks] if isinstance(tasks, str) else list(tasks)
         if isinstance(tasks, str) or not names or len(set(names)) != len(names) or \
@@ -334,13 +357,8 @@ def _check_tasks(tasks: tuple[str, ...] | None, weights: tuple[float, ...] | Non
                              f"geometric), got {tasks!r}")
     if weights is None:
         return
-    try:
-        values = [float(w) for w in weights]
-    except (TypeError, ValueError):
-        raise InputError(f"task_weights must be numbers, got {weights!r}") from None
-    if not values or not all(math.isfinite(w) and w >= 0 for w in values) or max(values) == 0:
-        raise InputError(f"task_weights must be finite, ≥ 0 and not all 0 (one per head), got "
-                         f"{weights!r}")
-    if tasks is not None and len(values) != len(tasks):
-        raise InputError(f"task_weights has {len(values)} values for the {len(tasks)} tasks "
+    if max(weights) == 0:
+        raise InputError(f"task_weights must not all be 0 (one per head), got {weights!r}")
+    if tasks is not None and len(weights) != len(tasks):
+        raise InputError(f"task_weights has {len(weights)} values for the {len(tasks)} tasks "
                          f"{', '.join(tasks)}: give one weight per task, in the same order")

@@ -33,10 +33,11 @@ def test_frozen():
     ({"backbone": "vgg19"}, ["vgg19", "resnet18"]),
     ({"layout": "caffe"}, ["caffe", "edge, reference"]),
     ({"backbone": "resnet18", "layout": "reference"}, ["only for vgg16", "layout='edge'"]),
-    ({"num_classes": 0}, ["num_classes", "≥ 1", "0"]),
+    ({"num_classes": 0}, ["num_classes", "an integer from 1 to 10000", "got 0"]),
     ({"num_classes": 2.5}, ["num_classes", "2.5"]),
     ({"fc_channels": -1}, ["fc_channels"]),
-    ({"dropout": 1.0}, ["dropout", "[0, 1)"]),
+    ({"dropout": 1.0}, ["dropout", "from 0 to below 1"]),
+    ({"dropout": float("nan")}, ["dropout", "from 0 to below 1", "nan"]),
 ])
 def test_bad_values_say_what_is_wrong(kwargs, words):
     with pytest.raises(InputError) as info:

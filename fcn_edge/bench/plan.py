@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..config import IMAGE_SIZE
 from ..errors import InputError
+from ..runtime.bounds import Many
 from ..runtime.metadata import PRECISIONS  # an artifact's precisions are the rows' precisions
 
 IO_KINDS = ("plain", "raw")
@@ -56,19 +58,10 @@ class Combo:
         return self.backend.split("+")[0]
 
 
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """``"256x512,512x1024"`` → ((256, 512), (512, 1024)): HEIGHTxWIDTH, comma-separated."""
-    sizes = []
-    for item in _items(text, "--sizes"):
-        parts = item.lower().split("x")
-        try:
-            h, w = (int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"--sizes: {item!r} is not HEIGHTxWIDTH (e.g. 256x512)") from None
-        if h < 1 or w < 1:
-            raise InputError(f"--sizes: {item!r} must be positive")
-        sizes.append((h, w))
-    return tuple(dict.fromkeys(sizes))
+def parse_sizes(text: str, flag: str = "--sizes") -> tuple[tuple[int, int], ...]:
+    """``"256x512,512x1024"`` → ((256, 512), (512, 1024)): HEIGHTxWIDTH, comma-separated,
+    each size once, each side within the range every image size has (``config.IMAGE_SIZE``)."""
+    return tuple(dict.fromkeys(Many(IMAGE_SIZE).parse(text, flag)))
 
 
 def parse_choices(text: str, choices: Iterable[str], flag: str) -> tuple[str, ...]:

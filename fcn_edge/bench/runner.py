@@ -19,6 +19,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field, replace
+from typing import ClassVar, Mapping
 from datetime import date
 from pathlib import Path
 
@@ -26,9 +27,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, InputError
+from ..config import IMAGE_SIZE
 from ..io import Log
 from ..runtime import Segmenter
 from ..runtime.backends import artifact_kind, available_backends
+from ..runtime.bounds import Bound, Many, Rule, Threads, check_bounds
 from ..runtime.engine_file import engine_meta, read_engine_header
 from ..runtime.metadata import ArtifactMeta
 from ..runtime.onnx_file import read_onnx_metadata
@@ -63,6 +66,17 @@ class BenchConfig:
     calib: str | None = None
     out_dir: str = "runs/bench"
     artifacts_dir: str | None = None              # exports; default <out_dir>/artifacts
+
+    #: Each numeric field's range; the flags of the same name read their text with these.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "images": Bound(1, 100_000), "sizes": Many(IMAGE_SIZE), "runs": Bound(1, 1_000_000),
+        "warmup": Bound(0, 100_000),
+        "max_seconds": Bound(0.0, 86_400.0, integer=False, low_open=True),
+        "threads": Threads(zero="every core")}
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.BOUNDS)
+        object.__setattr__(self, "sizes", tuple(dict.fromkeys(self.sizes)))  # each size once
 
 
 @dataclass

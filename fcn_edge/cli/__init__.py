@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, Terminated
 from ..io import NO_ROOM
 from . import export, info, run, train
-from .args import convert
+from .args import FlagError, convert
 
 __all__ = ["StopSignals", "build_parser", "main"]
 
@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except FlagError as exc:  # a flag's value out of its range: one line, like any input error
+        print(f"{exc.prog}: {exc}", file=sys.stderr)
+        return 1
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -1,11 +1,14 @@
-"""What every command's parser shares: configs filled from parsed flags, and flag values
-converted after parsing.
+"""What every command's parser shares: configs filled from parsed flags, numbers read within
+their ranges, and the other flag values converted after parsing.
 
 A flag's ``dest`` is the name of the config field it sets, so :func:`config_from_args` fills
 any frozen config dataclass from argparse's namespace by field name; a flag left out (None)
-keeps the field's default. Values that need parsing (sizes, number lists, modality lists) are
-converted by :func:`convert` after argparse has run, so a bad value is one ``fcn-edge CMD:``
-line and exit code 1 like every other input error, not argparse's usage and exit code 2.
+keeps the field's default. A numeric flag (counts, sizes, rates, seconds, number lists) is added
+with :func:`add_bounded`: argparse reads it with its config field's rule (the config's
+``BOUNDS``, ``runtime/bounds.py``), so the range is written once and a value outside it stops
+the command while parsing. Names and modality lists are converted by :func:`convert` after
+argparse has run. Either way a bad value is one ``fcn-edge CMD:`` line naming the flag (and
+its range) and exit code 1, like every other input error, not argparse's usage and exit code 2.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Iterator
 
-from ..errors import InputError
+from ..errors import FcnEdgeError, InputError
 from ..models.registry import resolve
 
 
@@ -52,27 +55,43 @@ INT8_TARGETS = LazyChoices("fcn_edge.export.int8:INT8_TARGETS")
 LABELS_DTYPES = LazyChoices("fcn_edge.export.graph:LABELS_DTYPES")
 
 
-def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
-    """``"512x1024"`` → ``(512, 1024)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"{flag} must look like HEIGHTxWIDTH (e.g. 512x1024), "
-                         f"got {text!r}") from None
-    if h < 1 or w < 1:
-        raise InputError(f"{flag} must be positive, got {text!r}")
-    return h, w
+class FlagError(FcnEdgeError):
+    """A flag's value is malformed or out of its range, found while argparse parses it.
+
+    Not a ValueError, so argparse lets it through instead of replacing its message with
+    "invalid value"; ``main`` prints it as one ``fcn-edge CMD:`` line with exit code 1, as
+    every other input error, before any work."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
 
 
-def parse_floats(text: str, flag: str, count: int | None = None) -> tuple[float, ...]:
-    """``"0.5,2"`` → ``(0.5, 2.0)``; ``count`` numbers exactly when given."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"{flag} takes comma-separated numbers, got {text!r}") from None
-    if count is not None and len(values) != count:
-        raise InputError(f"{flag} takes {count} comma-separated numbers, got {text!r}")
-    return values
+class FlagValue:
+    """An argparse ``type``: reads a flag's text with the rule of the config field it sets —
+    ``BOUNDS[field]`` of ``rules``, a config class, or ``rules`` itself when it is a rule.
+    ``rules`` may be a ``"module:name"`` imported only when the flag is given, so that building
+    the parser imports nothing heavy."""
+
+    def __init__(self, prog: str, flag: str, rules: Any, field: str) -> None:
+        self.prog, self.flag, self.rules, self.field = prog, flag, rules, field
+
+    def __call__(self, text: str) -> Any:
+        rules = resolve(self.rules)
+        rule = rules.BOUNDS[self.field] if hasattr(rules, "BOUNDS") else rules
+        try:
+            return rule.parse(text, self.flag)
+        except InputError as exc:
+            raise FlagError(self.prog, str(exc)) from None
+
+
+def add_bounded(p: argparse.ArgumentParser, flag: str, rules: Any, **kwargs: Any) -> None:
+    """Add ``flag``, whose value is read and range-checked at parse time by the rule of the
+    config field its ``dest`` names (``--max-steps`` → ``max_steps``; ``rules`` is the config
+    class or its ``"module:Class"``), or by ``rules`` itself when it is a rule: the range is
+    stated once, beside the field, and a bad value never reaches the work."""
+    dest = kwargs.get("dest") or flag.lstrip("-").replace("-", "_")
+    p.add_argument(flag, type=FlagValue(p.prog, flag, rules, dest), **kwargs)
 
 
 def parse_inputs(text: str, flag: str = "--inputs") -> tuple[tuple[str, int], ...]:
@@ -90,12 +109,10 @@ def _names(text: str, flag: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-#: dest → how its text becomes the config value. A dest means one thing in every command.
+#: dest → how its text becomes the config value, for the flags that are not numbers (those
+#: are read by their range's rule while parsing: :func:`add_bounded`). A dest means one thing
+#: in every command.
 CONVERTERS: dict[str, Callable[[str, str], Any]] = {
-    "size": parse_size, "image_size": parse_size, "crop": parse_size,
-    "parity_sizes": lambda text, flag: tuple(parse_size(t, flag) for t in text.split(",")),
-    "scale": lambda text, flag: parse_floats(text, flag, count=2),
-    "class_weights": parse_floats, "task_weights": parse_floats,
     "tasks": _names, "trt_versions": _names, "inputs": parse_inputs,
 }
 

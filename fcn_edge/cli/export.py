@@ -7,12 +7,18 @@ import json
 from pathlib import Path
 
 from ..errors import BackendUnavailable, InputError
-from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, config_from_args
+from ..io import check_writable
+from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, add_bounded, config_from_args
+
+# The configs whose ranges the flags read, imported (with torch) only when a flag is given.
+_EXPORT = "fcn_edge.export.exporter:ExportConfig"
+_BUILD = "fcn_edge.export.trt_options:BuildOptions"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export.exporter import ExportConfig, export
 
+    # export() refuses unwritable --output/--triton-repo folders itself, before any work.
     result = export(config_from_args(ExportConfig, args), log=print)
     print(f"export done in {result.report['seconds']:.1f} s: "
           + ", ".join(f"{k} {v}" for k, v in result.artifacts.items()))
@@ -31,7 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     options = config_from_args(
         BuildOptions, args, precision="fp16" if args.fp16 else "fp32",
         shapes=parse_shapes(args.shapes) if args.shapes else None,
-        output=Path(args.output) if args.output else None,
+        output=check_writable(args.output, "--output") if args.output else None,
         **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
     print(f"wrote {build_engine(Path(args.model), options)}")
     return 0
@@ -74,15 +80,15 @@ def _add_export_parser(sub) -> None:
                    help="also write an INT8 (QDQ) ONNX by ONNX Runtime static quantization")
     p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
                                    "(default: the checkpoint's data when synthetic)")
-    p.add_argument("--calib-images", type=int)
+    add_bounded(p, "--calib-images", _EXPORT)
     p.add_argument("--int8-target", choices=INT8_TARGETS, metavar="TARGET",
                    help="cpu: ONNX Runtime's fast uint8 activations; tensorrt: symmetric int8 "
                         "activations and float biases (what TensorRT accepts). Default: "
                         "tensorrt with --target tensorrt, else cpu")
     p.add_argument("--eval-data", help="labelled data for the FP16/INT8 ΔmIoU (default: as "
                                        "--calib)")
-    p.add_argument("--eval-images", type=int)
-    p.add_argument("--opset", type=int)
+    add_bounded(p, "--eval-images", _EXPORT)
+    add_bounded(p, "--opset", _EXPORT)
     p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
                                     "(default 32x32:<training size>:2048x2048)")
     p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
@@ -100,12 +106,13 @@ def _add_export_parser(sub) -> None:
                    help="uint8 BGR NHWC frames in; normalisation inside the graph")
     p.add_argument("--no-simplify", dest="simplify", action="store_false",
                    help="skip onnxslim")
-    p.add_argument("--parity-sizes", help="comma-separated HxW sizes for the parity check")
+    add_bounded(p, "--parity-sizes", _EXPORT,
+                help="comma-separated HxW sizes for the parity check")
     p.add_argument("--triton-repo", help="also write a Triton model repository here")
     p.add_argument("--no-engine", dest="build_engine", action="store_false",
                    help="with --fp16: do not build a TensorRT engine even if TensorRT is here")
-    p.add_argument("--workspace", dest="workspace_gb", metavar="WORKSPACE", type=float,
-                   help="TensorRT workspace, GB")
+    add_bounded(p, "--workspace", _EXPORT, dest="workspace_gb", metavar="WORKSPACE",
+                help="TensorRT workspace, GB")
     p.set_defaults(func=cmd_export)
 
 
@@ -129,8 +136,8 @@ def _add_build_parser(sub) -> None:
                                                        "TensorRT ≥ 11)")
     p.add_argument("--shapes", help="profile MIN:OPT:MAX, each HxW or NxHxW (default: the "
                                     "ONNX's recommended shapes)")
-    p.add_argument("--workspace", dest="workspace_gb", metavar="WORKSPACE", type=float,
-                   help="workspace limit, GB")
+    add_bounded(p, "--workspace", _BUILD, dest="workspace_gb", metavar="WORKSPACE",
+                help="workspace limit, GB")
     p.add_argument("-o", "--output", help="engine path (default: next to the ONNX)")
     p.add_argument("--cache-dir", help="engine and timing cache folder (default: engines/ "
                                        "under $FCN_EDGE_CACHE, else $XDG_CACHE_HOME/fcn-edge, "

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from ..errors import BackendUnavailable
-from .args import config_from_args
+from ..config import IMAGE_SIZE, ModelConfig
+from .args import add_bounded, config_from_args
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -48,8 +49,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_checks)
 
     p = sub.add_parser("models", help="list the FCN models with parameters and GFLOPs")
-    p.add_argument("--size", default="512x512", help="input HEIGHTxWIDTH for GFLOPs")
-    p.add_argument("--num-classes", type=int, default=21)
+    add_bounded(p, "--size", IMAGE_SIZE, default="512x512", help="input HEIGHTxWIDTH for GFLOPs")
+    add_bounded(p, "--num-classes", ModelConfig, default=21)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
@@ -62,6 +63,6 @@ def add_demo_parser(sub) -> None:
                                    "benchmark, segment a rendered video and write report.md.")
     p.add_argument("--out", dest="out_dir", metavar="OUT",
                    help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=float,
-                   help="training budget in minutes (default 4; the other stages add ~2-3)")
+    add_bounded(p, "--minutes", "fcn_edge.demo.state:DemoConfig",
+                help="training budget in minutes (default 4; the other stages add ~2-3)")
     p.set_defaults(func=cmd_demo)

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from ..config import (DIFFICULTIES, FUSIONS, MODEL_LAYOUTS, MODEL_NAMES, OPTIMIZERS, RECIPES,
-                      SCHEDULES, TrainConfig)
+                      SCHEDULES, EvalConfig, ModelConfig, TrainConfig)
+from ..io import check_writable
 from ..models.registry import backbone_names
-from .args import DATA_LAYOUTS, config_from_args
+from .args import DATA_LAYOUTS, add_bounded, config_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainConfig, args, model=config_from_args(TrainConfig.model, args),
         epochs=args.epochs if args.epochs is not None else (1 if resume else 10),
         out_dir=args.out_dir or (str(Path(resume).parent) if resume else "runs/train"))
+    check_writable(config.out_dir, "--out", folder=True)
     result = train(config, progress=not args.quiet)
     if result.best_path is not None:
         print(f"best mean IU {result.best_miou:.4f}: {result.best_path}")
@@ -27,11 +29,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..config import EvalConfig
     from ..io import atomic_path
     from ..train.evaluation import evaluate_checkpoint_tasks
 
-    results = evaluate_checkpoint_tasks(config_from_args(EvalConfig, args))
+    config = config_from_args(EvalConfig, args)
+    if args.json:  # refused before the evaluation, not after it
+        check_writable(args.json, "--json")
+    if config.predictions_dir:
+        check_writable(config.predictions_dir, "--save-predictions", folder=True)
+    results = evaluate_checkpoint_tasks(config)
     (metrics, classes), *others = results.values()
     for i, (task, (m, names)) in enumerate(results.items()):  # a table per task (Table 5)
         if others:
@@ -46,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+def _add_data_arguments(p: argparse.ArgumentParser, config: type) -> None:
     # No defaults here or below where the config has one: a flag left out keeps its field's.
     p.add_argument("--data", help="'synthetic' (procedural scenes), 'synthetic-rgbd' (with "
                                   "depth), 'synthetic-twotask' (semantic + geometric labels) "
@@ -54,13 +60,13 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                                   "Flow or images/+masks/, detected)")
     p.add_argument("--data-layout", choices=DATA_LAYOUTS, metavar="LAYOUT",
                    help="override the detected layout: %(choices)s")
-    p.add_argument("--num-images", type=int,
-                   help="synthetic scenes (train: 1000 training scenes; eval: 100 validation)")
-    p.add_argument("--image-size", help="synthetic image HEIGHTxWIDTH (train: 256x256; eval: "
-                                        "the checkpoint's training size)")
+    add_bounded(p, "--num-images", config,
+                help="synthetic scenes (train: 1000 training scenes; eval: 100 validation)")
+    add_bounded(p, "--image-size", config, help="synthetic image HEIGHTxWIDTH (train: 256x256; "
+                                                "eval: the checkpoint's training size)")
     p.add_argument("--difficulty", choices=DIFFICULTIES,
                    help="synthetic scenes: standard (default; eval: the checkpoint's) or hard")
-    p.add_argument("--seed", type=int)
+    add_bounded(p, "--seed", config)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
 
@@ -68,7 +74,7 @@ def add_parsers(sub) -> None:
     _add_train_parser(sub)
     p = sub.add_parser("eval", help="score a checkpoint with the paper's four metrics")
     p.add_argument("checkpoint")
-    _add_data_arguments(p)
+    _add_data_arguments(p, EvalConfig)
     p.add_argument("--split")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--save-predictions", dest="predictions_dir", metavar="SAVE_PREDICTIONS",
@@ -92,34 +98,34 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train an FCN and write deployable checkpoints",
                        description="Train an FCN (paper §4). Under torchrun, trains with DDP.")
-    _add_data_arguments(p)
+    _add_data_arguments(p, TrainConfig)
     p.add_argument("--train-split")
     p.add_argument("--val-split")
-    p.add_argument("--val-images", type=int, help="synthetic validation images")
+    add_bounded(p, "--val-images", TrainConfig, help="synthetic validation images")
     _add_model_arguments(p)
-    p.add_argument("--epochs", type=int, help="default 10; with --resume, the saved run's")
-    p.add_argument("--batch-size", type=int, help="1 = whole-image training")
+    add_bounded(p, "--epochs", TrainConfig, help="default 10; with --resume, the saved run's")
+    add_bounded(p, "--batch-size", TrainConfig, help="1 = whole-image training")
     p.add_argument("--recipe", choices=RECIPES,
                    help="paper: momentum 0.9, mean loss; heavy: momentum 0.99, summed loss")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="sgd (the paper's) or adamw (faster from scratch on short runs)")
-    p.add_argument("--lr", type=float, help="default: per backbone and recipe (adamw: 1e-3)")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    add_bounded(p, "--lr", TrainConfig, help="default: per backbone and recipe (adamw: 1e-3)")
+    add_bounded(p, "--momentum", TrainConfig)
+    add_bounded(p, "--weight-decay", TrainConfig)
     p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--class-weights", help="comma-separated, one per class (of the first "
-                                           "head's task)")
+    add_bounded(p, "--class-weights", TrainConfig,
+                help="comma-separated, one per class (of the first head's task)")
     p.add_argument("--tasks", help="multi-task data: comma-separated tasks to train, one "
                                    "head each, e.g. semantic,geometric (default: all; one "
                                    "task trains a plain FCN on its labels)")
-    p.add_argument("--task-weights", help="comma-separated loss weight per task, in --tasks "
-                                          "order (default: 1 each)")
-    p.add_argument("--loss-sample-p", type=float,
-                   help="drop final-layer cells from the loss with this probability (§3.4)")
+    add_bounded(p, "--task-weights", TrainConfig,
+                help="comma-separated loss weight per task, in --tasks order (default: 1 each)")
+    add_bounded(p, "--loss-sample-p", TrainConfig,
+                help="drop final-layer cells from the loss with this probability (§3.4)")
     p.add_argument("--no-mirror", dest="mirror", action="store_false")
-    p.add_argument("--translate", type=int, help="jitter up to N pixels (§4.3)")
-    p.add_argument("--scale", help="random scale range MIN,MAX, e.g. 0.5,2.0")
-    p.add_argument("--crop", help="random crop HEIGHTxWIDTH (padded batches)")
+    add_bounded(p, "--translate", TrainConfig, help="jitter up to N pixels (§4.3)")
+    add_bounded(p, "--scale", TrainConfig, help="random scale range MIN,MAX, e.g. 0.5,2.0")
+    add_bounded(p, "--crop", TrainConfig, help="random crop HEIGHTxWIDTH (padded batches)")
     p.add_argument("--weights", help="ImageNet classifier state dict to initialise the trunk")
     p.add_argument("--init-from", help="a coarser FCN checkpoint (staged 32s → 16s → 8s)")
     p.add_argument("--resume", help="a last.pt to continue exactly, with its saved settings "
@@ -129,8 +135,9 @@ def _add_train_parser(sub) -> None:
                         "folder)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction,
                    help="mixed precision (default: on for CUDA)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: cores / ranks)")
-    p.add_argument("--workers", type=int, help="data loader processes")
-    p.add_argument("--max-steps", type=int, help="stop each epoch after N steps (smoke runs)")
+    add_bounded(p, "--threads", TrainConfig, help="CPU threads (default: cores / ranks)")
+    add_bounded(p, "--workers", TrainConfig, help="data loader processes")
+    add_bounded(p, "--max-steps", TrainConfig,
+                help="stop each epoch after N steps (smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

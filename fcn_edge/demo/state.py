@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import InputError
+from ..runtime.bounds import Bound, Rule, check_bounds
 
 if TYPE_CHECKING:  # annotations only: these modules load when the stages that use them run
     from ..bench.runner import BenchReport, BenchRow
@@ -37,9 +38,12 @@ class DemoConfig:
     samples: int = 4                           # rows of the overlay grid
     seed: int = 0
 
+    #: ``--minutes``: a training budget of up to a week.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "minutes": Bound(0.0, 7 * 24 * 60.0, integer=False, low_open=True)}
+
     def check(self) -> None:
-        if not self.minutes > 0:
-            raise InputError(f"--minutes must be positive, got {self.minutes}")
+        check_bounds(self, self.BOUNDS, flags=True)
         if self.epochs < 1 or self.batch_size < 1 or self.video_frames < 1:
             raise InputError("epochs, batch_size and video_frames must be at least 1")
 

@@ -22,12 +22,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from ..errors import BackendUnavailable, InputError
 from ..runtime.backends.base import input_specs
 from ..runtime.backends.optional import TRT_EXTRA
 from ..runtime.backends.tensorrt import profile_shapes
+from ..runtime.bounds import Bound, Rule, check_bounds
 from ..runtime.engine_file import cache_root
 from ..runtime.metadata import PRECISIONS, ArtifactMeta, Shapes
 
@@ -68,12 +69,15 @@ class BuildOptions:
     force: bool = False
     check: bool = True
 
+    #: ``--workspace``'s range (GiB), for ``fcn-edge export`` and ``build`` alike.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "workspace_gb": Bound(0.0, 1024.0, integer=False, low_open=True)}
+
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in BUILD_PRECISIONS:
             raise InputError(f"precision {self.precision!r}: TensorRT builds take one of "
                              f"{BUILD_PRECISIONS}")
-        if not self.workspace_gb > 0:
-            raise InputError(f"workspace_gb must be positive, got {self.workspace_gb}")
+        check_bounds(self, self.BOUNDS)
         for name in ("timing_cache", "cache_dir", "output"):  # accept str paths from callers
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ModelFormatError
+from ..runtime.engine_file import MAGIC as ENGINE_MAGIC
 from .registry import backbone_names, backbones
 
 CHECKPOINT_FORMAT = "fcn-edge/checkpoint"
@@ -55,6 +56,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     if not path.is_file():
         raise ModelFormatError(f"weights file {path} does not exist (weights are read from local "
                                f"files only; nothing is downloaded)")
+    _refuse_exported(path)
     obj = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
     checkpoint = obj if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT else None
     version = (checkpoint or {}).get("version", CHECKPOINT_VERSION)
@@ -68,6 +70,25 @@ def read_weights(path: str | Path) -> WeightsFile:
     if checkpoint is not None:
         kind = "checkpoint"
     return WeightsFile(path, state, kind, backbone, variant, checkpoint)
+
+
+def _refuse_exported(path: Path) -> None:
+    """An exported model is not a checkpoint: say so, rather than torch.load's words about
+    pickles. Known by its suffix, the fcn-edge engine magic, or an ONNX protobuf's first bytes
+    (field 1, ir_version 3 … 12; a torch file starts with a zip's ``PK`` or a pickle's 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(ENGINE_MAGIC))
+    except OSError:
+        return  # the loader says why it cannot be read
+    onnx = path.suffix.lower() == ".onnx" or (len(head) > 1 and head[0] == 0x08
+                                                and 3 <= head[1] <= 12)
+    engine = path.suffix.lower() in (".engine", ".plan") or head == ENGINE_MAGIC
+    if onnx or engine:
+        what = "an ONNX model" if onnx and not engine else "a TensorRT engine"
+        raise ModelFormatError(f"{path} is an exported model ({what}), not a training "
+                               f"checkpoint: pass the checkpoint it was exported from (the .pt "
+                               f"fcn-edge train wrote, e.g. runs/train/best.pt)")
 
 
 def _load_torch(path: Path) -> Any:

@@ -304,7 +304,8 @@ def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
      "fcn-edge bench: --backends: unknown tensorflow; choose from tensorrt, "
      "onnxruntime:tensorrt, onnxruntime:cuda, onnxruntime:cpu, torch:cuda+graphs, torch:cuda, "
      "torch:cpu or all"),
-    (["--sizes", "0x10"], "fcn-edge bench: --sizes: '0x10' must be positive"),
+    (["--sizes", "0x10"], "fcn-edge bench: --sizes must have each side an integer from 1 to "
+                          "16384, got '0x10'"),
     (["--precisions", "fp64"], "fcn-edge bench: --precisions: unknown fp64; choose from fp32, "
                                "fp16, int8 or all"),
 ])
