@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .args import DATA_LAYOUTS, config_from_args
+from ..io import check_writable
+from .args import DATA_LAYOUTS, add_bounded, config_from_args
+
+# The configs whose ranges the flags read, imported only when a flag is given.
+_RUN = "fcn_edge.runtime.run:RunConfig"
+_BENCH = "fcn_edge.bench.runner:BenchConfig"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -40,16 +45,15 @@ def _latest_artifact(root: Path) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices, parse_sizes
+    from ..bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices
     from ..bench.report import format_table, write_report
     from ..bench.runner import BenchConfig, bench
 
     lists = {dest: parse_choices(getattr(args, dest), choices, f"--{dest}")
              for dest, choices in (("backends", BENCH_BACKENDS), ("precisions", PRECISIONS),
                                    ("io", IO_KINDS)) if getattr(args, dest)}
-    if args.sizes:
-        lists["sizes"] = parse_sizes(args.sizes)
     config = config_from_args(BenchConfig, args, **lists)
+    check_writable(config.out_dir, "--out", folder=True)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     report = bench(config, log=log)
     print(format_table(report))
@@ -71,7 +75,7 @@ def _add_run_parser(sub) -> None:
                                    "statistics out. Ctrl-C ends cleanly.")
     p.add_argument("source", nargs="?", help="video file, image, folder, glob (quoted), "
                                              "rtsp:// or http(s):// URL, or a camera index")
-    p.add_argument("--camera", type=int, help="camera index, instead of SOURCE")
+    add_bounded(p, "--camera", _RUN, help="camera index, instead of SOURCE")
     p.add_argument("--model", help="an artifact of fcn-edge export (.onnx, .engine) or a "
                                    "checkpoint (default: the newest export under runs/)")
     p.add_argument("--backend",
@@ -80,17 +84,17 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--output", help="video (.mp4, .avi), image, or folder of overlays")
     p.add_argument("--save-masks", help="folder for palette PNG label maps")
     p.add_argument("--show", action="store_true", help="show a window (when a display exists)")
-    p.add_argument("--alpha", type=float, help="overlay opacity")
-    p.add_argument("--max-frames", type=int)
+    add_bounded(p, "--alpha", _RUN, help="overlay opacity")
+    add_bounded(p, "--max-frames", _RUN)
     p.add_argument("--stats", help="write the end statistics to this JSON file")
     p.add_argument("--live", action=argparse.BooleanOptionalAction,
                    help="latest-frame policy (default: on for cameras and URLs)")
-    p.add_argument("--threads", type=int, help="CPU inference threads")
-    p.add_argument("--queue-size", type=int)
-    p.add_argument("--reconnect-timeout", type=float,
-                   help="seconds to keep reopening a dropped live source")
-    p.add_argument("--progress-every", type=float,
-                   help="seconds between progress lines (0: none)")
+    add_bounded(p, "--threads", _RUN, help="CPU inference threads")
+    add_bounded(p, "--queue-size", _RUN)
+    add_bounded(p, "--reconnect-timeout", _RUN,
+                help="seconds to keep reopening a dropped live source")
+    add_bounded(p, "--progress-every", _RUN,
+                help="seconds between progress lines (0: none)")
     p.add_argument("--head", metavar="TASK",
                    help="multi-head models: the task the overlays show (default: the first); "
                         "--save-masks writes every head's, a subfolder per task")
@@ -120,20 +124,20 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--data-layout", choices=DATA_LAYOUTS, metavar="LAYOUT",
                    help="override the detected layout: %(choices)s")
     p.add_argument("--split")
-    p.add_argument("--images", type=int, help="evaluation images per size")
+    add_bounded(p, "--images", _BENCH, help="evaluation images per size")
     p.add_argument("--backends", help="comma-separated, or all: "
                    "tensorrt, onnxruntime:tensorrt, onnxruntime:cuda, onnxruntime:cpu, "
                    "torch:cuda+graphs, torch:cuda, torch:cpu")
     p.add_argument("--precisions", help="fp32,fp16,int8 or all")
     p.add_argument("--io", help="plain (float NCHW in, logits out), raw (--raw-io --argmax "
                                 "artifacts) or all")
-    p.add_argument("--sizes", help="HEIGHTxWIDTH,…")
-    p.add_argument("--runs", type=int, help="timed calls per measurement")
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--max-seconds", type=float,
-                   help="stop a measurement after this long (at least 5 calls)")
-    p.add_argument("--threads", type=int,
-                   help="threads for every CPU backend (default: every core)")
+    add_bounded(p, "--sizes", _BENCH, help="HEIGHTxWIDTH,…")
+    add_bounded(p, "--runs", _BENCH, help="timed calls per measurement")
+    add_bounded(p, "--warmup", _BENCH)
+    add_bounded(p, "--max-seconds", _BENCH,
+                help="stop a measurement after this long (at least 5 calls)")
+    add_bounded(p, "--threads", _BENCH,
+                help="threads for every CPU backend (default: every core)")
     p.add_argument("--reference", help="the checkpoint an exported MODEL came from (ΔmIoU)")
     p.add_argument("--calib", help="int8 calibration data (default: the checkpoint's)")
     p.add_argument("--out", dest="out_dir", metavar="OUT",
