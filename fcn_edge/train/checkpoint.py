@@ -86,6 +86,16 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
             "state_dict": weights.state_dict}
 
 
+def remove_unfinished_writes(out_dir: Path) -> list[Path]:
+    """Remove what checkpoint writes that never finished left in ``out_dir`` (kill -9, a power
+    cut: atomic_path's ``.last.pt.XXXX.tmp``). None is ever read as a checkpoint, but each is
+    as large as one, and a preemptible job restarted many times would fill the disk."""
+    stale = [path for name in ("last.pt", "best.pt") for path in out_dir.glob(f".{name}.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def copy_checkpoint(source: Path, target: Path) -> None:
     """Copy atomically: a crash mid-copy leaves the old ``target`` intact."""
     with atomic_path(target) as tmp:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from ..config import TrainConfig
+from ..io import atomic_path
 from ..metrics import SegmentationMetrics
 
 _COLUMNS = ("epoch", "train_loss", "lr", "pixel_accuracy", "mean_accuracy", "mean_iou",
@@ -54,7 +55,8 @@ class RunLog:
     def __init__(self, out_dir: Path, config: TrainConfig) -> None:
         self.out_dir, self.epochs = out_dir, config.epochs
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        with atomic_path(out_dir / "config.json") as tmp:  # a stopped run: old or new, whole
+            tmp.write_text(json.dumps(config.to_dict(), indent=2))
         self.tensorboard = _tensorboard(out_dir)
 
     def progress(self, epoch: int, total: int) -> Progress:

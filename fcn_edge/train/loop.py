@@ -25,7 +25,8 @@ from ..errors import InputError, TrainingDiverged
 from ..models import build
 from ..models.loading import apply_weights
 from ..models.weights import read_weights
-from .checkpoint import copy_checkpoint, load_training_state, save_training_checkpoint
+from .checkpoint import (copy_checkpoint, load_training_state, remove_unfinished_writes,
+                         save_training_checkpoint)
 from .distributed import Context, barrier, mean_across_ranks, setup, teardown
 from .evaluation import evaluate_tasks
 from .loader import AugmentedDataset, EpochSampler, make_loader
@@ -95,6 +96,9 @@ class _Trainer:
             self._restore(resume)
         self.net = self._wrap(self.model)
         self.log = RunLog(Path(config.out_dir), config) if ctx.is_main else None
+        if ctx.is_main and (stale := remove_unfinished_writes(Path(config.out_dir))):
+            print(f"removed {len(stale)} unfinished checkpoint write(s) a stopped run left in "
+                  f"{config.out_dir}")
 
     # --- setup ---------------------------------------------------------------------------
     def _build_model(self, resume: dict | None) -> nn.Module:
@@ -262,10 +266,14 @@ class _Trainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": _plain(np.random.get_state()),
                     "python": _plain(random.getstate())},
         }
-        save_training_checkpoint(out / "last.pt", self.model, self.config, self.train_set,
+        # best.pt first: stopped between the two writes (SIGTERM, kill -9), last.pt is still
+        # the previous epoch, so --resume redoes this one and writes both; the other order
+        # would resume past an improvement that best.pt never got.
+        first = out / ("best.pt" if improved else "last.pt")
+        save_training_checkpoint(first, self.model, self.config, self.train_set,
                                  metrics, state, per_task if self.heads else None)
         if improved:
-            copy_checkpoint(out / "last.pt", out / "best.pt")
+            copy_checkpoint(first, out / "last.pt")
 
 
 def _open_data(config: TrainConfig):
