@@ -5,9 +5,15 @@ PyTorch fp32 reference *before* anything is written (fp32: parity at three sizes
 export when out of tolerance; fp16 / int8: NaN/Inf fail it, label agreement and ΔmIoU are
 measured and reported). Every artifact meant for TensorRT (fp16; int8 for ``--int8-target
 tensorrt``; all of them with ``--target tensorrt``) must also pass the TensorRT compatibility
-check of ``trt_compat`` for each release in ``trt_versions``. Only when every artifact has
-passed are they written, each atomically, so a failed or interrupted export leaves no artifact
-behind. The figures go into each artifact's metadata and into ``<name>.export.json``.
+check of ``trt_compat`` for each release in ``trt_versions``, and every artifact's metadata,
+read back as a runtime reads it, must match the checkpoint field by field (``meta_check``).
+
+Every option is checked when the ``ExportConfig`` is made, and the outputs' folders and the
+data sets before any work. Only when every artifact has passed are they written, all into
+hidden staging folders first and then renamed into place together (``staging``), so a failed,
+interrupted (Ctrl-C, SIGTERM) or disk-full export leaves nothing new behind — no folder, no
+partial artifact — and a previous export in the same place stays as it was. The figures go
+into each artifact's metadata and into ``<name>.export.json``.
 """
 from __future__ import annotations
 
@@ -17,23 +23,30 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 import onnx
 
+from ..config import IMAGE_SIZE
 from ..data import SYNTHETIC_READERS, open_dataset
 from ..errors import BackendUnavailable, InputError
-from ..io import Log, atomic_path
+from ..io import Log, atomic_path, check_writable
 from ..models import load_model
+from ..runtime.bounds import Bound, Many, Rule, check_bounds
 from ..runtime.metadata import ArtifactMeta, parse_shapes
 from . import parity
 from .artifact_meta import artifact_meta
-from .onnx_export import DEFAULT_OPSET, build_graph, save_onnx, simplify, trace_to_onnx
+from .onnx_export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_graph, save_onnx, simplify,
+                          trace_to_onnx)
+from .graph import LABELS_DTYPES
+from .meta_check import check_written_meta
 from .onnx_props import set_metadata
 from .runners import ort_latency, ort_run
 from .trt_compat import parse_versions, require_tensorrt_compat
 from .trt_support import TRT_VERSIONS
+from .staging import Staging
+from .trt_options import BuildOptions
 
 EXPORT_TARGETS = ("any", "tensorrt")  # who runs the artifacts: "tensorrt" checks every one for it
 FP16_MIN_AGREEMENT = 0.99  # below this an FP16 graph is broken, not merely rounded
@@ -66,9 +79,22 @@ class ExportConfig:
     target: str = "any"                 # "tensorrt": every artifact must build with TensorRT
     trt_versions: tuple[str, ...] = TRT_VERSIONS   # the releases TensorRT-bound artifacts pass
 
+    #: Each numeric field's range; the flags of the same name read their text with these.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "calib_images": Bound(1, 100_000), "eval_images": Bound(1, 100_000),
+        "opset": Bound(MIN_OPSET, MAX_OPSET), "parity_sizes": Many(IMAGE_SIZE),
+        "workspace_gb": BuildOptions.BOUNDS["workspace_gb"]}
+
     def __post_init__(self) -> None:
-        if self.target not in EXPORT_TARGETS:
-            raise InputError(f"target {self.target!r}: choose one of {', '.join(EXPORT_TARGETS)}")
+        check_bounds(self, self.BOUNDS)
+        _check_choice("--target", self.target, EXPORT_TARGETS)
+        _check_choice("--labels-dtype", self.labels_dtype, LABELS_DTYPES)
+        if self.int8_target is not None:
+            from .int8 import INT8_TARGETS  # lazily: it imports onnxruntime's quantization
+
+            _check_choice("--int8-target", self.int8_target, INT8_TARGETS)
+        if self.shapes is not None:
+            parse_shapes(self.shapes)  # a bad --shapes is refused now, not after the export
         object.__setattr__(self, "trt_versions", parse_versions(self.trt_versions))
         if self.int8_target is None:  # follow the target: int8 for TensorRT is symmetric Q/DQ
             object.__setattr__(self, "int8_target",
@@ -95,40 +121,57 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
     """Run the whole export; see the module docstring."""
     started = time.perf_counter()
     checkpoint = Path(config.checkpoint)
-    out_dir = _writable_dir(Path(config.out_dir) if config.out_dir else checkpoint.parent)
-    shapes = parse_shapes(config.shapes) if config.shapes else None
+    out_dir = check_writable(config.out_dir or checkpoint.parent, "--output", folder=True)
+    if config.triton_repo:
+        check_writable(config.triton_repo, "--triton-repo", folder=True)
     model = load_model(checkpoint).eval()
     options = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "out_dir")}
     meta = artifact_meta(model, checkpoint, raw_io=config.raw_io, argmax=config.argmax,
-                         shapes=shapes, options=options, labels_dtype=config.labels_dtype)
-    def named(precision: str, suffix: str = ".onnx") -> Path:
-        return artifact_path(out_dir, checkpoint, precision, config.raw_io, config.argmax, suffix)
-
+                         shapes=parse_shapes(config.shapes) if config.shapes else None,
+                         options=options, labels_dtype=config.labels_dtype)
+    samples = _eval_samples(config, meta, log)  # the data sets opened before any work
+    calib = _calibration_inputs(config, meta) if config.int8 else []
     result = ExportResult(meta=meta)
     fp32_model, meta = export_fp32(model, meta, config, log)
     models = {"fp32": fp32_model}
     result.report["fp32"] = {"parity": meta.parity,
                              "tensorrt": check_tensorrt(fp32_model, "fp32", config, log)}
-    samples = _eval_samples(config, meta, log)
     if config.fp16:
         models["fp16"], result.report["fp16"] = export_fp16(model, fp32_model, meta, config,
                                                             samples, log)
     if config.int8:
         models["int8"], result.report["int8"] = export_int8(model, fp32_model, meta, config,
-                                                            samples, log)
-    for precision, onnx_model in models.items():  # all checked: now write them
-        path = result.artifacts[precision] = named(precision)
-        save_onnx(onnx_model, path)
-        size = result.report[precision]["bytes"] = _size(path)
-        log(f"wrote {path} ({size / 1e6:.1f} MB)")
-    _engine_and_triton(config, result, meta, log)
+                                                            calib, samples, log)
+    for precision, onnx_model in models.items():  # the metadata as written, once more
+        check_written_meta(onnx_model, model, precision)
     result.meta = meta
-    result.report["seconds"] = round(time.perf_counter() - started, 2)
-    report_path = named("fp32", ".export.json")
-    with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps({k: _jsonable(v) for k, v in result.report.items()}, indent=2))
-    result.artifacts["report"] = report_path
+    _write(config, models, result, out_dir, started, log)
     return result
+
+
+def _write(config: ExportConfig, models: dict[str, onnx.ModelProto], result: ExportResult,
+           out_dir: Path, started: float, log: Log) -> None:
+    """Write every artifact, the engine, the Triton model and the report: all, or nothing."""
+    def named(precision: str, suffix: str = ".onnx") -> Path:
+        return artifact_path(out_dir, Path(config.checkpoint), precision, config.raw_io,
+                             config.argmax, suffix)
+
+    finals = {precision: named(precision) for precision in models}
+    with Staging() as staging:
+        for precision, onnx_model in models.items():
+            path = save_onnx(onnx_model, staging.path(finals[precision]))
+            result.report[precision]["bytes"] = _size(path)
+        extra = _engine_and_triton(config, staging, finals, result.meta, log)
+        result.report["seconds"] = round(time.perf_counter() - started, 2)
+        report = {k: _jsonable(v) for k, v in result.report.items()}
+        with atomic_path(staging.path(named("fp32", ".export.json"))) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        staging.commit()
+    for precision, path in finals.items():
+        log(f"wrote {path} ({result.report[precision]['bytes'] / 1e6:.1f} MB)")
+    for path in extra.values():
+        log(f"wrote {path}")
+    result.artifacts.update({**finals, **extra, "report": named("fp32", ".export.json")})
 
 
 def artifact_path(out_dir: Path, checkpoint: Path, precision: str = "fp32",
@@ -147,6 +190,9 @@ def export_fp32(model, meta: ArtifactMeta, config: ExportConfig,
     set_metadata(onnx_model, meta.to_props())
     if config.simplify:
         onnx_model = simplify(onnx_model)
+    # Parity feeds the artifact as a runtime will: from the metadata it reads back, held to
+    # the checkpoint first (a wrong field is named here, not found as a parity figure).
+    meta = check_written_meta(onnx_model, model, "fp32")
     sizes = config.parity_sizes or parity.parity_sizes(_opt_size(meta))
     results = parity.check_parity(model, ort_run(onnx_model), meta, sizes)
     meta = meta.with_(parity={"reference": "pytorch fp32", "sizes": parity.as_dicts(results)})
@@ -191,12 +237,13 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
 
 
 def export_int8(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: ExportConfig,
-                samples: list, log: Log) -> tuple[onnx.ModelProto, dict]:
-    """ONNX Runtime static quantization (QDQ), calibrated on dataset images; checked against
-    TensorRT's rules for ``--int8-target tensorrt``."""
+                calib: list[dict[str, np.ndarray]], samples: list,
+                log: Log) -> tuple[onnx.ModelProto, dict]:
+    """ONNX Runtime static quantization (QDQ), calibrated on ``calib`` (the artifact's inputs
+    for dataset images, ``_calibration_inputs``); checked against TensorRT's rules for
+    ``--int8-target tensorrt``."""
     from .int8 import quantize_int8
 
-    calib = _calibration_inputs(config, meta)
     with tempfile.TemporaryDirectory(prefix="fcn-edge-int8-") as work:  # ORT reads files
         source, quantized_path = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         save_onnx(fp32_model, source)
@@ -239,30 +286,36 @@ def check_tensorrt(onnx_model: onnx.ModelProto, precision: str, config: ExportCo
             for r in reports}
 
 
-def _engine_and_triton(config: ExportConfig, result: ExportResult, meta: ArtifactMeta,
-                       log: Log) -> None:
-    """TensorRT engine where TensorRT is installed (with --fp16); Triton repository if asked."""
+def _engine_and_triton(config: ExportConfig, staging: Staging, finals: dict[str, Path],
+                       meta: ArtifactMeta, log: Log) -> dict[str, Path]:
+    """Stage a TensorRT engine where TensorRT is installed (with --fp16) and the Triton model
+    if asked; returns where they will be once committed (``finals``: the artifacts')."""
+    extra: dict[str, Path] = {}
     if config.fp16 and config.build_engine:
-        from .tensorrt import BuildOptions, build_engine
+        from .tensorrt import build_engine
+        from .trt_options import default_output_path
 
+        engine = default_output_path(finals["fp16"], "fp16")
         try:
-            result.artifacts["engine"] = build_engine(
-                result.artifacts["fp16"], BuildOptions(precision="fp16",
-                                                       workspace_gb=config.workspace_gb))
-            log(f"wrote {result.artifacts['engine']}")
+            build_engine(staging.staged(finals["fp16"]),
+                         BuildOptions(precision="fp16", workspace_gb=config.workspace_gb,
+                                      output=staging.path(engine)))
+            extra["engine"] = engine
         except BackendUnavailable:
             log(f"TensorRT is not installed here: build the engine on the target with "
-                f"`fcn-edge build {result.artifacts['fp16']} --fp16` (engines are specific "
+                f"`fcn-edge build {finals['fp16']} --fp16` (engines are specific "
                 f"to the GPU and TensorRT version they are built with)")
     if config.triton_repo:
         from .triton import write_triton_repo
 
-        primary = result.artifacts.get("fp16", result.artifacts["fp32"])
-        name = result.artifacts["fp32"].stem.replace(".", "_")
-        repo = write_triton_repo(Path(config.triton_repo), name, primary, meta,
-                                 platform="onnxruntime_onnx")
-        result.artifacts["triton"] = repo
-        log(f"wrote Triton model repository {config.triton_repo} (model {name})")
+        primary = finals.get("fp16", finals["fp32"])
+        name = finals["fp32"].stem.replace(".", "_")
+        repo = Path(config.triton_repo)
+        staging.path(repo / name)  # the model folder, moved into the repository at the end
+        write_triton_repo(staging.folder(repo), name, staging.staged(primary), meta,
+                          platform="onnxruntime_onnx")
+        extra["triton"] = repo / name
+    return extra
 
 
 def _eval_samples(config: ExportConfig, meta: ArtifactMeta, log: Log) -> list:
@@ -282,7 +335,8 @@ def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[dict[s
         raise InputError("--int8 needs calibration images: pass --calib DATA (a data set "
                          "folder or 'synthetic')")
     count = min(len(dataset), config.calib_images)
-    return [parity.artifact_feed(meta, parity.sample_arrays(dataset[i], meta.modalities)) for i in range(count)]
+    return [parity.artifact_feed(meta, parity.sample_arrays(dataset[i], meta.modalities))
+            for i in range(count)]
 
 
 def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
@@ -302,16 +356,9 @@ def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
     return dataset
 
 
-def _writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove it writable before any work is done."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".fcn-edge-probe-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write to output directory {path}: {exc.strerror or exc}; "
-                         f"pass a writable one with -o DIR") from None
-    return path
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
 
 
 def _opt_size(meta: ArtifactMeta) -> tuple[int, int]:

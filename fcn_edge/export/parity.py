@@ -11,8 +11,12 @@ Two measurements, both against the reference model in PyTorch fp32 on the same p
 
 The artifact is anything that maps its input tensors by name to its output tensors by name
 (``infer``), so ONNX Runtime, the ONNX reference evaluator and TensorRT are all held to the same
-test. Models with depth or HHA inputs (paper §5) are fed procedural RGB-D scenes; models with
-several heads are held to the bounds on every head.
+test. The two sides are prepared independently: the artifact is fed as a runtime would feed it,
+from the artifact's metadata (``artifact_feed``); the reference is fed as training fed the model,
+from the checkpoint's meta and the model's config (``reference_heads``). So metadata written
+wrong — mean and std swapped, the colour order reversed — fails parity instead of passing it
+on both sides at once. Models with depth or HHA inputs (paper §5) are fed procedural RGB-D
+scenes; models with several heads are held to the bounds on every head.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from ..data.procedural import render_scene
 from ..data.procedural_multi import depth_for_scene
 from ..errors import ModelFormatError
 from ..metrics import ConfusionMatrix
+from ..models.checkpoint import checkpoint_meta
 from ..runtime.metadata import ArtifactMeta
 from ..runtime.modalities import encode_input, stack_inputs
 from ..runtime.processing import frames_to_input
@@ -105,23 +110,24 @@ def artifact_input(meta: ArtifactMeta, image_rgb: np.ndarray) -> np.ndarray:
     return artifact_feed(meta, {"rgb": image_rgb})[meta.input_name]
 
 
-def reference_heads(model: nn.Module, meta: ArtifactMeta, arrays: Mapping[str, np.ndarray]
-                    ) -> list[np.ndarray]:
-    """PyTorch fp32 logits (1×C×H×W) per head, in head order, through the same numpy
-    preprocessing."""
+def reference_heads(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """PyTorch fp32 logits (1×C×H×W) per head, in the model's head order, through the numpy
+    preprocessing with the normalisation and colour order of the checkpoint (``model.meta``)
+    and the modalities of the model's config — never the artifact's metadata."""
+    trained = checkpoint_meta(model)
     bgr = {**arrays, "rgb": arrays["rgb"][..., ::-1]}
-    x = stack_inputs(bgr, meta.modalities, meta.mean, meta.std, frame_order="bgr",
-                     color_order=meta.color_order)
+    x = stack_inputs(bgr, model.config.input_names, trained.mean, trained.std,
+                     frame_order="bgr", color_order=trained.color_order)
     with torch.no_grad():
         out = model.eval().float()(torch.from_numpy(x))
     if isinstance(out, dict):
-        return [out[task].numpy() for task in meta.tasks]
+        return [out[task].numpy() for task, _ in model.config.heads]
     return [out.numpy()]
 
 
-def reference_logits(model: nn.Module, meta: ArtifactMeta, image_rgb: np.ndarray) -> np.ndarray:
+def reference_logits(model: nn.Module, image_rgb: np.ndarray) -> np.ndarray:
     """PyTorch fp32 logits (1×C×H×W) of an RGB, one-head model for one RGB image."""
-    return reference_heads(model, meta, {"rgb": image_rgb})[0]
+    return reference_heads(model, {"rgb": image_rgb})[0]
 
 
 def compare_outputs(meta: ArtifactMeta, output: np.ndarray, reference: np.ndarray) -> SizeParity:
@@ -162,7 +168,7 @@ def check_parity(model: nn.Module, infer: Infer, meta: ArtifactMeta,
     results = []
     for arrays in scene_arrays(meta, list(sizes)):
         outputs = infer(artifact_feed(meta, arrays))
-        results.append(compare_heads(meta, outputs, reference_heads(model, meta, arrays)))
+        results.append(compare_heads(meta, outputs, reference_heads(model, arrays)))
     for r in results:
         where = f"{label} artifact at {r.height}×{r.width}"
         if not r.finite:
@@ -188,7 +194,7 @@ def compare_on_dataset(model: nn.Module, infer: Infer, meta: ArtifactMeta,
     for sample in samples:
         count += 1
         arrays = sample_arrays(sample, meta.modalities)
-        references = reference_heads(model, meta, arrays)
+        references = reference_heads(model, arrays)
         outputs = infer(artifact_feed(meta, arrays))
         for i, (task, name) in enumerate(zip(tasks, meta.output_names)):
             output = outputs[name]

@@ -81,7 +81,7 @@ def test_two_heads_export_one_output_per_task_described(two_heads, tmp_path):
     model = load_model(two_heads)
     arrays = parity.scene_arrays(meta, [(40, 56)], seed=3)[0]
     outputs = ort_run(path)(parity.artifact_feed(meta, arrays))
-    references = parity.reference_heads(model, meta, arrays)
+    references = parity.reference_heads(model, arrays)
     for name, ref in zip(meta.output_names, references):
         assert np.abs(outputs[name] - ref).max() <= 1e-4 * np.abs(ref).max()
     assert len(np.unique(references[0].argmax(1))) > 1  # the check is not on constant labels
@@ -95,7 +95,7 @@ def test_two_heads_raw_io_argmax_gives_labels_per_task(two_heads, tmp_path):
     meta = _meta(path)
     image = parity.scenes([(45, 61)], seed=4)[0]
     outputs = ort_run(path)({"frames": np.ascontiguousarray(image[None, ..., ::-1])})
-    references = parity.reference_heads(load_model(two_heads), meta, {"rgb": image})
+    references = parity.reference_heads(load_model(two_heads), {"rgb": image})
     for name, ref in zip(meta.output_names, references):
         assert outputs[name].dtype == np.uint8
         assert (outputs[name] == ref.argmax(1)).mean() > 0.999
@@ -130,7 +130,7 @@ def test_rgbd_exports_take_one_tensor_per_modality(tmp_path, options, names):
         assert meta.inputs[1].encoding["mean_m"] == pytest.approx(2.8)
     arrays = parity.scene_arrays(meta, [(40, 56)], seed=5)[0]
     feed = parity.artifact_feed(meta, arrays)
-    reference = parity.reference_heads(load_model(checkpoint), meta, arrays)[0]
+    reference = parity.reference_heads(load_model(checkpoint), arrays)[0]
     assert np.abs(ort_run(path)(feed)["logits"] - reference).max() <= 1e-4 * np.abs(
         reference).max()
     # The extra modality matters: another depth/HHA gives other scores.
