@@ -332,6 +332,7 @@ def _shutdown(run: _Pipeline, done: list[threading.Event],
     run.stats.rss_end_mb = rss_mb()
     run.stats.rss_peak_mb = max(run.stats.rss_peak_mb, run.stats.rss_end_mb)
     run.stats.skipped = run.source.skipped
+    run.stats.skipped_files = list(run.source.skipped_names)
     run.stats.reconnects = run.source.reconnects
     if not run.stats.seconds:
         run.stats.seconds = time.perf_counter() - run.started

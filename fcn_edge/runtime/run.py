@@ -12,21 +12,28 @@ multi-head artifact the overlays show one head (``--head TASK``, default the fir
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..errors import InputError
-from ..io import Log, atomic_path
+from ..io import Log, atomic_path, check_writable
+from .bounds import Bound, Rule, Threads, check_bounds
 from .modalities import MODALITIES, file_reader
 from .paired import with_extras
 from .pipeline import RunStats, run_pipeline
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
+from .source_spec import MAX_CAMERA_INDEX, check_camera, parse_source
 from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
 
-__all__ = ["RunConfig", "input_folders", "run"]
+__all__ = ["RunConfig", "input_folders", "output_kind", "run", "MAX_QUEUE_SIZE"]
+
+#: Frames a queue between two stages may hold: each is a whole frame (25 MB at 4K), and a
+#: deeper queue only adds latency.
+MAX_QUEUE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -54,15 +61,33 @@ class RunConfig:
     #: RGB-D artifact (--depth DIR, --hha DIR, --input NAME=DIR); see ``input_folders``.
     inputs: tuple[tuple[str, str], ...] = ()
 
+    #: Each numeric field's range, checked by ``check`` and read by the flag of the same name.
+    BOUNDS: ClassVar[Mapping[str, Rule]] = {
+        "camera": Bound(0, MAX_CAMERA_INDEX), "alpha": Bound(0.0, 1.0, integer=False),
+        "max_frames": Bound(1, 10**12), "threads": Threads(),
+        "queue_size": Bound(1, MAX_QUEUE_SIZE),
+        "reconnect_timeout": Bound(0.0, 86_400.0, integer=False),
+        "progress_every": Bound(0.0, 86_400.0, integer=False, zero="no progress lines")}
+
     @property
     def extras(self) -> dict[str, str]:
         """Modality → folder, for the modalities given."""
         return dict(self.inputs)
 
     def check(self) -> None:
-        """Refuse contradictory or out-of-range settings before anything is opened."""
+        """Refuse contradictory or out-of-range settings, a source OpenCV would crash or hang
+        on, and outputs that cannot be written — before anything is opened or loaded."""
         if (self.source is None) == (self.camera is None):
             raise InputError("give exactly one of SOURCE or --camera N")
+        if self.camera is not None:
+            check_camera(self.camera)
+        else:
+            parse_source(self.source)
+        self._check_inputs()
+        self._check_numbers()
+        self._check_outputs()
+
+    def _check_inputs(self) -> None:
         names = [modality for modality, _ in self.inputs]
         for modality in names:
             file_reader(modality)  # an unknown name fails before anything opens
@@ -76,12 +101,36 @@ class RunConfig:
                              f"image sources for now (a folder, glob or image file), not "
                              f"cameras or streams: record frames to a folder "
                              f"and pass {flags} folders of files named like them")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"--alpha must be between 0 and 1, got {self.alpha}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise InputError(f"--max-frames must be at least 1, got {self.max_frames}")
-        if self.queue_size < 1 or self.reconnect_timeout < 0:
-            raise InputError("--queue-size must be ≥ 1 and --reconnect-timeout ≥ 0")
+
+    def _check_numbers(self) -> None:
+        check_bounds(self, self.BOUNDS, flags=True)
+
+    def _check_outputs(self) -> None:
+        """Every output writable now: a ten-minute run must not fail at its end on --stats."""
+        if self.output:
+            check_writable(self.output, "--output", folder=output_kind(self.output) == "folder")
+        if self.save_masks:
+            check_writable(self.save_masks, "--save-masks", folder=True)
+        if self.stats:
+            check_writable(self.stats, "--stats")
+
+
+def output_kind(output: str) -> str:
+    """What ``--output`` names: ``video`` (a video suffix), ``image`` (an image suffix), or
+    ``folder`` — a name that ends with ``/``, an existing folder, or a name without a suffix.
+    Any other suffix is refused: ``out.xyz`` is more likely a typo than a folder's name."""
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    raise InputError(f"--output {output}: unknown suffix {path.suffix}; give a video "
+                     f"({', '.join(VIDEO_SUFFIXES)}), an image "
+                     f"({', '.join(sorted(IMAGE_SUFFIXES))}), or a folder — end it with / "
+                     f"({output}/) for a folder named so")
 
 
 def input_folders(pairs: Sequence[str] = (),
@@ -112,7 +161,7 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
     try:
         source = with_extras(source, config.extras, log)
         if config.output:  # refuse a wrong --output before the (slower) model load
-            _output_kind(Path(config.output), source)
+            _output_kind(config.output, source)
         segmenter, backend = _open_segmenter(config)
     except BaseException:
         source.close()
@@ -185,7 +234,7 @@ def _check_model_inputs(config: RunConfig, segmenter: Any) -> str | None:
 def _make_sinks(config: RunConfig, source: Source, segmenter: Any, log: Log) -> list[Sink]:
     sinks: list[Sink] = []
     if config.output:
-        sinks.append(_output_sink(Path(config.output), source, log))
+        sinks.append(_output_sink(config.output, source, log))
     if config.save_masks and segmenter.tasks:  # every head's masks, a folder per task
         sinks.extend(MaskDirSink(Path(config.save_masks) / task, segmenter.palette_of(task),
                                  log=log, task=task) for task in segmenter.tasks)
@@ -196,21 +245,17 @@ def _make_sinks(config: RunConfig, source: Source, segmenter: Any, log: Log) -> 
     return sinks
 
 
-def _output_kind(path: Path, source: Source) -> str:
-    """``video`` for video suffixes, ``image`` for a single-image source, else ``folder``."""
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    if suffix in IMAGE_SUFFIXES and not path.is_dir():
-        if isinstance(source, ImageSource) and len(source) == 1:
-            return "image"
-        raise InputError(f"--output {path} is one image but {source.description} has several "
+def _output_kind(output: str, source: Source) -> str:
+    """:func:`output_kind`, and an image only for a single-image source."""
+    kind = output_kind(output)
+    if kind == "image" and not (isinstance(source, ImageSource) and len(source) == 1):
+        raise InputError(f"--output {output} is one image but {source.description} has several "
                          f"frames; give a folder or a video file ({', '.join(VIDEO_SUFFIXES)})")
-    return "folder"
+    return kind
 
 
-def _output_sink(path: Path, source: Source, log: Log) -> Sink:
-    kind = _output_kind(path, source)
+def _output_sink(output: str, source: Source, log: Log) -> Sink:
+    kind, path = _output_kind(output, source), Path(output)
     if kind == "video":
         return VideoSink(path, fps=source.fps, log=log)
     return ImageFileSink(path) if kind == "image" else ImageDirSink(path)

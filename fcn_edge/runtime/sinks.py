@@ -4,7 +4,11 @@ Every sink has ``write(result)`` and ``close()``, and is used from one thread (t
 writer), since OpenCV's writers and windows are not thread-safe. ``close()`` always leaves
 complete files: the video is written under a temporary name beside the target and renamed when
 it is closed, so an interrupted run (Ctrl-C) still ends with a playable file and never with a
-half-written one under the real name.
+half-written one under the real name. A video whose writing failed (a full disk) is removed,
+never renamed: ``cv2.VideoWriter.write`` says nothing when the disk fills (OpenCV 4 returns
+None; OpenCV 5 returns False, which is checked on every frame), so ``close()`` also reads the
+finished file's frame count back before giving it its name. Images and masks are written
+atomically (``fcn_edge.io.atomic_path``), one file at a time.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io import Log
+from ..io import Log, atomic_path, check_writable
 from .palette import write_palette_png
 from .sources import Frame
 
@@ -80,6 +84,7 @@ class VideoSink:
         self._writer: cv2.VideoWriter | None = None
         self._tmp: Path | None = None
         self._resized = False
+        self._failed = False
 
     def _open(self, path: Path, fourcc: str, size: tuple[int, int]) -> cv2.VideoWriter | None:
         # The container is chosen from the name's suffix, so the temporary keeps it.
@@ -98,8 +103,12 @@ class VideoSink:
         height, width = image.shape[:2]
         # Encoders work on 2×2 chroma blocks and silently drop an odd row or column: say it here.
         self.size = (max(2, width - width % 2), max(2, height - height % 2))
+        # An unwritable folder first, so that it is never reported as a missing codec.
+        check_writable(self.path, "--output")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._open(self.path, VIDEO_SUFFIXES[self.path.suffix.lower()], self.size)
+        if self._writer is None and _disk_full(self.path.parent):
+            raise InputError(self._failure())
         if self._writer is None and self.path.suffix.lower() != _FALLBACK[0]:
             fallback = self.path.with_suffix(_FALLBACK[0])
             self._log(f"{self.path}: this OpenCV cannot encode "
@@ -108,8 +117,8 @@ class VideoSink:
             self.path = fallback
             self._writer = self._open(fallback, _FALLBACK[1], self.size)
         if self._writer is None:
-            raise InputError(f"{self.path}: OpenCV cannot write video here (no encoder, or "
-                             f"the folder is not writable); use a folder for --output instead")
+            raise InputError(f"{self.path}: this OpenCV has no video encoder; use a folder "
+                             f"for --output instead")
 
     def write(self, result: Result) -> None:
         image = result.overlay if result.overlay is not None else result.frame.image
@@ -125,20 +134,60 @@ class VideoSink:
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             else:
                 image = image[:height, :width]
-        self._writer.write(np.ascontiguousarray(image))  # type: ignore[union-attr]
+        if self._writer.write(np.ascontiguousarray(image)) is False:  # type: ignore[union-attr]
+            self._failed = True  # OpenCV 5 says so; OpenCV 4 returns None (see close)
+            raise InputError(self._failure())
         self.frames += 1
 
+    def _failure(self) -> str:
+        where = self.path.parent
+        why = ("the disk is full" if _disk_full(where)
+               else "a full disk, a file-size limit or an I/O error")
+        return (f"--output {self.path}: writing the video failed after {self.frames} frames "
+                f"({why}); the partial video was removed: free space in {where} or choose "
+                f"another --output")
+
     def close(self) -> None:
-        """Finish the file and give it its real name (a run with no frames writes none)."""
+        """Finish the file and give it its real name (a run with no frames writes none); a
+        video that failed, or does not read back with every frame, is removed instead."""
         if self._writer is None:
             return
         self._writer.release()
         self._writer = None
         tmp, self._tmp = self._tmp, None
-        if tmp is not None and tmp.exists():
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+        if tmp is None or not tmp.exists():
+            return
+        try:
+            if not self._failed and not _holds_frames(tmp, self.frames):
+                self._failed = True
+                raise InputError(self._failure())
+            if not self._failed:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _disk_full(folder: Path) -> bool:
+    """Less than 4 MiB free where the video goes: too little for more than a few frames."""
+    try:
+        info = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return info.f_bavail * info.f_frsize < 4 << 20
+
+
+def _holds_frames(path: Path, frames: int) -> bool:
+    """True when the finished video opens and says it holds ``frames`` frames. Containers
+    that estimate their count from the duration (Matroska) may be one off; a truncated file
+    (no moov atom, no index) does not open or counts none."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else -1
+    finally:
+        capture.release()
+    return count >= frames - 1 - frames // 100
 
 
 def _encode(path: Path, image: np.ndarray) -> None:
@@ -146,7 +195,17 @@ def _encode(path: Path, image: np.ndarray) -> None:
     ok, buffer = cv2.imencode(path.suffix, image, params)
     if not ok:
         raise InputError(f"{path}: OpenCV cannot encode a {path.suffix} image")
-    path.write_bytes(buffer.tobytes())
+    _write_bytes(path, buffer.tobytes())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` atomically; a failed write (a full disk) is one line naming it."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc}); free space or choose "
+                         f"another folder") from None
 
 
 class ImageDirSink:
@@ -227,8 +286,10 @@ class MaskDirSink:
             if not self._warned:
                 self._log(f"{self.directory}: more than 256 classes; writing 16-bit PNGs")
                 self._warned = True
-            if not cv2.imwrite(str(path), labels.astype(np.uint16)):
-                raise InputError(f"{path}: cannot write the mask")
+            ok, png = cv2.imencode(".png", labels.astype(np.uint16))
+            if not ok:
+                raise InputError(f"{path}: cannot encode the mask")
+            _write_bytes(path, png.tobytes())
         self.frames += 1
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ import glob
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -28,19 +27,23 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import Log
+from .source_spec import KINDS_HELP, is_camera_device, is_url, parse_source, redact
 
 __all__ = ["Frame", "Source", "VideoSource", "ImageSource", "open_source", "redact",
            "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pnm"})
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _GLOB = re.compile(r"[*?\[]")
-# A stalled stream must not block the capture thread forever (FFmpeg's default is to wait).
-_STREAM_TIMEOUT_MS = 5000
+# A stalled stream must not block the capture thread forever (FFmpeg's default is to wait):
+# FFmpeg gives up on an open or a read after this long, or after what is left of the
+# reconnection timeout if that is shorter, but never sooner than the floor (a slow stream
+# sends a frame a second).
+_STREAM_TIMEOUT = 5.0
+_STREAM_TIMEOUT_FLOOR = 1.0
 _MAX_BACKOFF = 10.0
-_KINDS_HELP = ("give a video file, an image, a folder or glob of images, a camera index "
-               "(e.g. 0) or an rtsp:// / http:// URL")
+#: Skipped inputs named in ``Source.skipped_names`` (and the --stats file); the count goes on.
+MAX_SKIPPED_NAMES = 100
 _logger = logging.getLogger(__name__)
 
 
@@ -67,6 +70,7 @@ class Source:
         self.live = live
         self.fps: float | None = None
         self.skipped = 0          # unreadable inputs reported and skipped
+        self.skipped_names: list[str] = []  # the first MAX_SKIPPED_NAMES of them
         self.reconnects = 0       # reconnection attempts (live sources)
         self._log = log or _logger.warning
         self._stop = threading.Event()
@@ -77,6 +81,14 @@ class Source:
     def __len__(self) -> int:
         """Frames expected, or 0 where unknown (live sources, unknown frame counts)."""
         return 0
+
+    def skip(self, name: str, why: str) -> None:
+        """Report an unusable input by name, count it, and keep its name (up to a bound, so a
+        folder of a million broken files keeps flat memory)."""
+        self.skipped += 1
+        if len(self.skipped_names) < MAX_SKIPPED_NAMES:
+            self.skipped_names.append(name)
+        self._log(f"skipping {name}: {why}")
 
     def stop(self) -> None:
         """Make iteration end soon; safe from any thread (a backoff wait returns at once)."""
@@ -130,7 +142,7 @@ class VideoSource(Source):
     def _open_failed_message(self) -> str:
         if self.kind == "camera":
             return (f"camera {self._target} could not be opened within {self._timeout:g} s: "
-                    f"is it connected and free (ls /dev/video*)? {_KINDS_HELP}")
+                    f"is it connected and free (ls /dev/video*)? {KINDS_HELP}")
         return (f"{self.description}: could not connect within {self._timeout:g} s; check the "
                 f"address, port and credentials (try it in `ffplay {self.description}`)")
 
@@ -141,12 +153,17 @@ class VideoSource(Source):
         if self.kind == "file":
             self._frame_count = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
-    def _open(self, position: int = 0) -> cv2.VideoCapture | None:
-        """One attempt to open the target (a file seeks to ``position``); None on failure."""
+    def _open(self, position: int = 0, left: float = _STREAM_TIMEOUT) -> cv2.VideoCapture | None:
+        """One attempt to open the target (a file seeks to ``position``), a stream within
+        ``left`` seconds; None on failure."""
         params: list[int] = []
         if self.kind == "url":
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS,
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS]
+            # A stream that stalls with its socket open is noticed by FFmpeg's read timeout,
+            # kept within --reconnect-timeout so that a stall ends the run on time.
+            read = min(_STREAM_TIMEOUT, max(self._timeout, _STREAM_TIMEOUT_FLOOR))
+            opening = min(read, max(left, _STREAM_TIMEOUT_FLOOR))
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(opening * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read * 1000)]
         try:
             capture = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
         except cv2.error:
@@ -167,7 +184,7 @@ class VideoSource(Source):
             self._log(f"{self.description}: lost after frame {index}; reconnecting")
         while not self._stop.is_set():
             self.reconnects += 0 if first else 1
-            capture = self._open(index)
+            capture = self._open(index, deadline - time.monotonic())
             if capture is not None:
                 if failed or not first:
                     self._log(f"{self.description}: {'opened' if first else 'reconnected'}"
@@ -198,9 +215,9 @@ class VideoSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
-        # The outage clock runs from the first failed read until a frame arrives, so a stream
-        # that accepts connections but sends nothing still ends after ``reconnect_timeout``.
-        outage_deadline: float | None = None
+        # The outage clock runs from the last frame, so a stream that stalls (its read times
+        # out) or accepts connections but sends nothing ends ``reconnect_timeout`` after it.
+        last_frame = time.monotonic()
         # A file standing in for a camera delivers frame i at i / fps, as the camera would.
         pace = self.fps if self.kind == "file" and self.live else None
         started = time.perf_counter()
@@ -208,7 +225,7 @@ class VideoSource(Source):
             while self._capture is not None and not self._stop.is_set():
                 ok, image = self._capture.read()
                 if ok and image is not None:
-                    outage_deadline = None
+                    last_frame = time.monotonic()
                     if pace:
                         self._stop.wait(max(0.0, started + index / pace - time.perf_counter()))
                     yield Frame(index, _as_bgr(image), time.perf_counter(), f"{index:06d}")
@@ -216,10 +233,8 @@ class VideoSource(Source):
                     continue
                 if self._at_end(index):
                     break
-                if outage_deadline is None:
-                    outage_deadline = time.monotonic() + self._timeout
                 self._capture.release()
-                self._capture = self._reconnect(index, outage_deadline)
+                self._capture = self._reconnect(index, last_frame + self._timeout)
                 if self._capture is None and not self._stop.is_set():
                     self._log(f"{self.description}: no frames for {self._timeout:g} s; "
                               f"ending the run after {index} frames")
@@ -253,17 +268,10 @@ class ImageSource(Source):
                 break
             image = _read_image(path)
             if image is None:
-                self.skipped += 1
-                self._log(f"skipping {path}: not a readable image")
+                self.skip(str(path), "not a readable image")
                 continue
             yield Frame(index, image, time.perf_counter(), path.stem)
             index += 1
-
-
-def redact(spec: str) -> str:
-    """``rtsp://user:password@host/…`` → ``rtsp://***@host/…``: messages and --stats files
-    must not carry a camera's password."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", spec)
 
 
 def _read_image(path: Path) -> np.ndarray | None:
@@ -298,25 +306,6 @@ def _image_paths(candidates: list[Path]) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
-def _camera_index(spec: int | str | os.PathLike) -> int | None:
-    if isinstance(spec, bool):
-        return None
-    if isinstance(spec, int):
-        return spec
-    text = str(spec)
-    # A bare number is a camera index unless a file of that name is here.
-    if text.isdigit() and not Path(text).exists():
-        return int(text)
-    return None
-
-
-def _is_device(path: Path) -> bool:
-    try:
-        return stat.S_ISCHR(path.stat().st_mode)
-    except OSError:
-        return False
-
-
 def open_source(spec: int | str | os.PathLike, *, live: bool | None = None,
                 reconnect_timeout: float = 30.0, backoff: float = 0.5,
                 log: Log | None = None) -> Source:
@@ -335,11 +324,12 @@ def open_source(spec: int | str | os.PathLike, *, live: bool | None = None,
         InputError: a missing or undecodable file, an empty folder or glob, a camera or
             stream that cannot be opened within ``reconnect_timeout``.
     """
-    camera = _camera_index(spec)
-    if camera is not None:
-        return VideoSource(camera, "camera", _default(live, True), reconnect_timeout, backoff, log)
-    text = os.fspath(spec)
-    if _URL.match(text):
+    checked = parse_source(spec)  # nothing OpenCV would crash or hang on gets past this
+    if isinstance(checked, int):
+        return VideoSource(checked, "camera", _default(live, True), reconnect_timeout, backoff,
+                           log)
+    text = checked
+    if is_url(text):
         return VideoSource(text, "url", _default(live, True), reconnect_timeout, backoff, log)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -354,8 +344,8 @@ def open_source(spec: int | str | os.PathLike, *, live: bool | None = None,
             raise InputError(f"{text}: the pattern matches no image files")
         return ImageSource(paths, text, _default(live, False), log)
     if not path.exists():
-        raise InputError(f"{text}: no such file or folder; {_KINDS_HELP}")
-    if _is_device(path):
+        raise InputError(f"{text}: no such file or folder; {KINDS_HELP}")
+    if is_camera_device(path):
         return VideoSource(str(path), "camera", _default(live, True), reconnect_timeout,
                            backoff, log)
     if path.suffix.lower() in IMAGE_SUFFIXES:

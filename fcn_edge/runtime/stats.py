@@ -86,6 +86,7 @@ class RunStats:
     captured: int = 0          # read from the source
     dropped: int = 0           # live: stale frames replaced by newer ones before inference
     skipped: int = 0           # unreadable inputs reported and skipped
+    skipped_files: list[str] = field(default_factory=list)  # their names (the first 100)
     reconnects: int = 0        # live: reconnection attempts
     seconds: float = 0.0
     interrupted: bool = False  # Ctrl-C, a stop request or a key in the window
@@ -113,6 +114,10 @@ class RunStats:
                  f" — {self.source}" + (f" on {self.backend}" if self.backend else ""),
                  f"dropped {self.dropped} stale frames, skipped {self.skipped} unreadable "
                  f"inputs, {self.reconnects} reconnection attempts"]
+        if self.skipped_files:
+            shown = ", ".join(self.skipped_files[:5])
+            more = self.skipped - min(5, len(self.skipped_files))
+            lines.append(f"skipped: {shown}" + (f" and {more} more" if more > 0 else ""))
         if self.latency_ms:
             lines.append(f"{'latency ms':<12}{'p50':>9}{'p95':>9}{'p99':>9}")
             for stage, t in self.latency_ms.items():

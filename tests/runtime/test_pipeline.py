@@ -18,7 +18,7 @@ import pytest
 from fcn_edge.data import read_palette_png
 from fcn_edge.errors import InputError
 from fcn_edge.runtime.backends import open_backend
-from fcn_edge.runtime.pipeline import RunStats, StageTimes, run_pipeline
+from fcn_edge.runtime.pipeline import _END, RunStats, StageTimes, _LatestSlot, run_pipeline
 from fcn_edge.runtime.run import RunConfig, run
 from fcn_edge.runtime.segmenter import Segmenter
 from fcn_edge.runtime.sinks import Result, VideoSink
@@ -85,6 +85,19 @@ def test_a_live_source_keeps_only_the_latest_frame(tmp_path, segmenter):
     assert stats.frames == len(recorder.indices) < 40
     assert recorder.indices == sorted(set(recorder.indices))  # newer frames only, in order
     assert recorder.indices[-1] == 39                         # the newest is never dropped
+
+
+def test_the_latest_frame_slot_keeps_the_newest_frame_and_counts_what_it_replaced():
+    # The slot itself, in a fixed order: the timing-dependent test above passed 6 times in 7
+    # with a slot that kept the oldest frame.
+    slot, stop = _LatestSlot(), threading.Event()
+    assert [slot.put(frame, stop) for frame in (1, 2, 3)] == [False, True, True]  # 2 dropped
+    assert slot.get() == 3
+    assert slot.get() is None                  # taken: empty until the next frame
+    assert slot.put(4, stop) is False          # nothing unread was replaced
+    slot.close(stop)
+    assert slot.get() == 4                     # a frame put before the end is still delivered
+    assert slot.get() is _END
 
 
 @pytest.mark.parametrize("live", [False, True])
