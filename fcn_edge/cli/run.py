@@ -33,10 +33,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _latest_artifact(root: Path) -> str:
     """The newest exported model under ``root`` (engines first): `fcn-edge run --camera 0`
-    works right after `fcn-edge demo` or `fcn-edge export`."""
+    works right after `fcn-edge demo` or `fcn-edge export`. Never a leftover of a write that
+    did not finish: hidden files and folders (atomic writes' ``.NAME.XXXX.tmp``, a video's
+    ``.NAME.partial``) and empty files are passed over."""
+    def finished(path: Path) -> bool:
+        try:
+            hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+            return not hidden and path.is_file() and path.stat().st_size > 0
+        except OSError:  # vanished or unreadable while we looked
+            return False
+
     for pattern in ("*.engine", "*.onnx"):
-        found = sorted(root.rglob(pattern), key=lambda p: p.stat().st_mtime) \
-            if root.is_dir() else []
+        found = sorted(filter(finished, root.rglob(pattern)),
+                       key=lambda p: p.stat().st_mtime) if root.is_dir() else []
         if found:
             print(f"model: {found[-1]} (the newest under {root}/; choose with --model)")
             return str(found[-1])
