@@ -100,6 +100,15 @@ def start_cli(args: Sequence[str], *, cwd: Path | None = None,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def assert_stopped_by(signum: int, command: str, code: int, err: str) -> None:
+    """A child ``fcn-edge COMMAND`` ended as a signal must end it: exit 128 + ``signum`` and,
+    last on stderr, one line ``fcn-edge COMMAND: stopped by SIGTERM``; no traceback."""
+    assert code == 128 + signum, err
+    assert err.strip().splitlines()[-1] == \
+        f"fcn-edge {command}: stopped by {signal.Signals(signum).name}", err
+    assert "Traceback" not in err, err
+
+
 class ChildOutput:
     """A started child's stdout and stderr, read line by line as they come (one thread each),
     so that a test can wait for a known progress line before it sends a signal."""

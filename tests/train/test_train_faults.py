@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from faults import ChildOutput, limit_file_size, run_cli, small_filesystem, start_cli
+from faults import (ChildOutput, assert_stopped_by, limit_file_size, run_cli, small_filesystem,
+                    start_cli)
 
 TINY = ["--data", "synthetic", "--num-images", "8", "--image-size", "32x32", "--val-images",
         "2", "--model", "fcn32s", "--backbone", "resnet18", "--batch-size", "2", "--threads",
@@ -56,20 +57,13 @@ def _wait_for_a_write(child: ChildOutput, out: Path, timeout: float = 120) -> li
     pytest.fail(f"no checkpoint write seen (exit {child.proc.poll()}): {''.join(child.err)}")
 
 
-def _assert_stopped(code: int, err: str, signum: int = signal.SIGTERM) -> None:
-    assert code == 128 + signum, err
-    assert err.strip().splitlines()[-1] == \
-        f"fcn-edge train: stopped by {signal.Signals(signum).name}", err
-    assert "Traceback" not in err
-
-
 def test_sigterm_mid_epoch_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
     child = ChildOutput(start_cli(_train(out, 3)))
     child.wait_for(r"^epoch 2/3:\s+25%")  # one batch of epoch 2 done
     child.proc.send_signal(signal.SIGTERM)
     code, _, err = child.finish()
-    _assert_stopped(code, err)
+    assert_stopped_by(signal.SIGTERM, "train", code, err)
     assert _epoch(out / "last.pt") == 1 and _epoch(out / "best.pt") == 1
     assert _unfinished(out) == []
     done = run_cli(_resume(out, "--quiet"))
@@ -85,7 +79,7 @@ def test_sigterm_twice_during_a_checkpoint_write_abandons_it_whole(tmp_path):
     child.proc.send_signal(signal.SIGTERM)
     child.proc.send_signal(signal.SIGTERM)
     code, _, err = child.finish()
-    _assert_stopped(code, err)
+    assert_stopped_by(signal.SIGTERM, "train", code, err)
     assert _unfinished(out) == []  # abandoned: its temporary removed
     assert _epoch(out / "last.pt") in (1, 2) and _epoch(out / "best.pt") >= 1
     done = run_cli(_resume(out, "--quiet"))
