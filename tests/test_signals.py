@@ -80,6 +80,16 @@ def test_a_signalled_run_leaves_a_playable_video(checkpoint, tmp_path, signum, t
     assert f"wrote {frames} frames to" in stdout and "(interrupted)" in stdout
 
 
+def test_a_signal_before_the_run_starts_is_one_line(checkpoint):
+    # A camera that refuses: the run is still connecting (retrying) when the signal comes.
+    child = ChildOutput(start_cli(["run", "rtsp://127.0.0.1:9/stream", "--model", checkpoint,
+                                   "--reconnect-timeout", "60"]))
+    child.wait_for(r"cannot open; retry")
+    code, _, err = _stop(child, signal.SIGTERM)
+    assert_stopped_by(signal.SIGTERM, "run", code, err)
+    assert "interrupted" not in err  # one line says why it stopped, not two
+
+
 def test_a_signalled_export_writes_nothing(checkpoint, tmp_path):
     out = tmp_path / "export"
     child = ChildOutput(start_cli(["export", checkpoint, "-o", out, "--fp16"]))

@@ -23,11 +23,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     flags = {m.name: getattr(args, f"input_{m.name}", None) for m in extra_modalities()}
     config = config_from_args(RunConfig, args, model=model,
                               inputs=input_folders(args.input, flags))
-    try:
-        stats = run(config, log=print)
-    except KeyboardInterrupt:  # before the pipeline started (model load, first connection)
-        print("fcn-edge run: interrupted", file=sys.stderr)
-        return 130
+    # Ctrl-C or SIGTERM before the pipeline started (model load, first connection) reaches
+    # main(), which reports it in one line; once started, the pipeline finishes the outputs.
+    stats = run(config, log=print)
     return 130 if stats.interrupted else 0
 
 
