@@ -153,6 +153,20 @@ def test_a_file_size_limit_while_writing_the_video_is_one_line_and_leaves_no_vid
     _assert_no_video_left(out)
 
 
+def test_a_full_disk_while_writing_overlay_images_and_masks_leaves_only_whole_files(tmp_path,
+                                                                                   model):
+    # Before: a traceback (OSError from write_bytes) and a truncated last JPEG.
+    source = _noisy_video(tmp_path / "in.mp4")
+    with small_filesystem(tmp_path / "disk", size="256k") as disk:
+        done = run_cli(["run", source, "--model", model, "--output", f"{disk}/frames/",
+                        "--save-masks", disk / "masks", "--progress-every", "0"])
+        _one_error_line(done, f"{disk}/", "cannot write (No space left on device)")
+        written = list((disk / "frames").iterdir()) + list((disk / "masks").iterdir())
+        assert written and all(not p.name.startswith(".") for p in written)  # no temporaries
+        for path in written:
+            assert cv2.imread(str(path)) is not None, path  # every file left is whole
+
+
 def test_a_video_that_does_not_read_back_whole_is_detected(tmp_path):
     # What OpenCV 4 leaves on a full disk (its write() returns None, not False): a file
     # without its index. close() reads the count back before renaming.
