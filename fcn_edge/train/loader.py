@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data import TrainAugment
+from ..errors import FcnEdgeError
 from .tasks import keep_used, sample_input, sample_target
 
 
@@ -78,8 +79,35 @@ def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index
     return images, masks
 
 
+class _Loader(torch.utils.data.DataLoader):
+    """A DataLoader whose worker processes' fcn-edge errors arrive as themselves. Torch raises
+    an error from a worker again in the main process as the same class, but with the worker's
+    whole traceback for its message ("Caught InputError in DataLoader worker process 0.
+    Original Traceback …"), which the CLI would print as its "one line"; here the message is
+    the original one again (``voc/JPEGImages/x.jpg: unreadable image …``)."""
+
+    def __iter__(self) -> Iterator:
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except FcnEdgeError as exc:
+                raise _unwrapped(exc) from None
+            yield batch
+
+
+def _unwrapped(exc: FcnEdgeError) -> FcnEdgeError:
+    text = str(exc)
+    if "\nOriginal Traceback" not in text:
+        return exc
+    last = text.rstrip().splitlines()[-1]  # "fcn_edge.errors.InputError: <the message>"
+    return type(exc)(last.partition(": ")[2] or last)
+
+
 def make_loader(dataset: AugmentedDataset, sampler: EpochSampler, batch_size: int,
                 workers: int, ignore_index: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
+    return _Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index))
