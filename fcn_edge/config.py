@@ -262,7 +262,10 @@ class TrainConfig:
         "scale": Many(Bound(0.0, 16.0, integer=False, low_open=True), count=2),
         "crop": IMAGE_SIZE, "threads": Threads(),
         "workers": Threads(zero="load data in the training process"),
-        "seed": SEED, "max_steps": Bound(1, 1_000_000_000)}
+        "seed": SEED,
+        # 0 is no step, not "no limit" (None is): the initial model is validated and saved,
+        # which checks an initialisation (staged training's init_from) without training.
+        "max_steps": Bound(0, 1_000_000_000, zero="no training step; leave it out for no limit")}
 
     def __post_init__(self) -> None:
         _check_choice("recipe", self.recipe, RECIPES)
@@ -358,7 +361,7 @@ def _check_tasks(tasks: tuple[str, ...] | None, weights: tuple[float, ...] | Non
     if weights is None:
         return
     if max(weights) == 0:
-        raise InputError(f"task_weights must not all be 0 (one per head), got {weights!r}")
+        raise InputError(f"task_weights must be ≥ 0 and not all 0 (one per head), got {weights!r}")
     if tasks is not None and len(weights) != len(tasks):
         raise InputError(f"task_weights has {len(weights)} values for the {len(tasks)} tasks "
                          f"{', '.join(tasks)}: give one weight per task, in the same order")

@@ -138,6 +138,7 @@ def _add_train_parser(sub) -> None:
     add_bounded(p, "--threads", TrainConfig, help="CPU threads (default: cores / ranks)")
     add_bounded(p, "--workers", TrainConfig, help="data loader processes")
     add_bounded(p, "--max-steps", TrainConfig,
-                help="stop each epoch after N steps (smoke runs)")
+                help="stop each epoch after N steps (smoke runs; 0: no step, only the initial "
+                     "model is validated and saved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
