@@ -251,6 +251,12 @@ def test_bench_out_under_a_file_fails_before_benchmarking(checkpoint, tmp_path, 
                    f"is a file, not a folder; choose a path under a folder")
 
 
+def test_demo_out_into_a_read_only_folder_fails_before_the_demo(tmp_path, capsys):
+    with read_only_folder(tmp_path / "ro") as ro:
+        err = _one_line(["demo", "--minutes", "0.1", "--out", str(ro / "demo")], capsys)
+    assert err.startswith(f"fcn-edge demo: --out {ro / 'demo'}: cannot write in {ro}")
+
+
 def test_build_output_into_a_read_only_folder_names_the_flag(tmp_path, capsys):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"\x08\x07")

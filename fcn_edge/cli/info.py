@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import BackendUnavailable
+from ..io import check_writable
 from ..config import IMAGE_SIZE, ModelConfig
 from .args import add_bounded, config_from_args
 
@@ -38,7 +39,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo
 
-    result = run_demo(config_from_args(DemoConfig, args))
+    config = config_from_args(DemoConfig, args)
+    config.check()  # a bad setting first, then an unwritable --out, then minutes of work
+    check_writable(config.out_dir, "--out", folder=True)
+    result = run_demo(config)
     print(f"report: {result.report}")
     return 0
 
