@@ -8,7 +8,9 @@ export checks them against this module.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from numbers import Integral, Real
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -139,6 +141,9 @@ def group_by_size(frames: Any) -> tuple[int, dict[tuple[int, int], Any],
     """``(count, groups, order)`` of a batch of frames: each size's frames, and which of the
     ``count`` frames they are. An N×H×W×3 uint8 array goes in whole, without splitting; a
     sequence is split by size, each frame taken as :func:`as_frame` takes it."""
+    if not isinstance(frames, Iterable):
+        raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got "
+                         f"{type(frames).__name__}")
     if isinstance(frames, np.ndarray) and frames.ndim != 4:
         raise InputError(f"batch takes an N×H×W×C array or a sequence of frames, got shape "
                          f"{frames.shape}; for one frame call seg(frame)")
@@ -160,20 +165,42 @@ def _as_array(frame: Any, shape: Sequence[int] | None) -> np.ndarray:
     if isinstance(frame, np.ndarray):
         array = frame
     else:
-        try:
-            array = np.asarray(memoryview(frame))  # keeps the buffer's format and shape
-        except TypeError:
-            if not hasattr(frame, "__array_interface__") and not hasattr(frame, "__array__"):
-                raise InputError(f"a frame must be a numpy array or a buffer-protocol object, "
-                                 f"got {type(frame).__name__}") from None
-            array = np.asarray(frame)
+        array = _buffer_array(frame)
     if shape is None:
         return array
-    shape = tuple(int(s) for s in shape)
-    if array.size != int(np.prod(shape)):
+    shape = _frame_shape(shape)
+    if array.size != math.prod(shape):  # Python ints: a huge shape cannot overflow to a match
         raise InputError(f"a buffer of {array.size} {array.dtype} values cannot have shape "
-                         f"{shape} ({int(np.prod(shape))} values)")
+                         f"{shape} ({math.prod(shape)} values)")
     return array.reshape(shape)
+
+
+def _buffer_array(frame: Any) -> np.ndarray:
+    """A buffer-protocol object (or one with ``__array__``) as an array, keeping its format,
+    shape and strides; what numpy cannot read as numbers is an InputError."""
+    try:
+        view = memoryview(frame)
+    except TypeError:
+        if not hasattr(frame, "__array_interface__") and not hasattr(frame, "__array__"):
+            raise InputError(f"a frame must be a numpy array or a buffer-protocol object, "
+                             f"got {type(frame).__name__}") from None
+        view = frame
+    try:
+        return np.asarray(view)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise InputError(f"the frame's buffer ({type(frame).__name__}) cannot be read as an "
+                         f"array of pixels ({exc}); pass uint8 data") from None
+
+
+def _frame_shape(shape: Any) -> tuple[int, ...]:
+    """``shape=`` of a raw buffer: (height, width) or (height, width, channels), each a
+    positive integer (numpy would take -1 as "infer" and truncate 64.5 to 64)."""
+    dims = tuple(shape) if isinstance(shape, (tuple, list, np.ndarray)) else None
+    if dims is None or len(dims) not in (2, 3) or any(
+            isinstance(d, bool) or not isinstance(d, Integral) or d < 1 for d in dims):
+        raise InputError(f"shape must be (height, width) or (height, width, channels) of "
+                         f"positive integers, got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 def _dtype_hint(dtype: np.dtype) -> str:
@@ -216,8 +243,8 @@ def overlay(frame: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.nd
     """``(1 − alpha) · frame + alpha · colours``, rounded, as uint8 (both H×W×3 uint8)."""
     import cv2  # lazy: the runtime package must import quickly
 
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be between 0 and 1, got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be a number from 0 to 1, got {alpha!r}")
     if frame.shape != colours.shape or frame.dtype != np.uint8 or colours.dtype != np.uint8:
         raise InputError(f"frame and colours must be H×W×3 uint8 of one shape, got "
                          f"{frame.dtype} {frame.shape} and {colours.dtype} {colours.shape}")

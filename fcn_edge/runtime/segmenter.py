@@ -68,6 +68,7 @@ import numpy as np
 
 from ..errors import FcnEdgeError, InputError, ModelFormatError
 from .backends import Backend, open_backend
+from .backends.base import check_threads
 from .heads import Head, Labels, find_head, heads_of, pick, result_of, tasks_of
 from .metadata import ArtifactMeta, Shapes, parse_shapes
 from .modalities import check_extras, encode_batch, gather_extras, resize_extra
@@ -127,6 +128,8 @@ class Segmenter:
                  **options: Any) -> None:
         if color not in COLORS:
             raise InputError(f"color must be one of {COLORS}, got {color!r}")
+        if "threads" in options:  # before any engine starts that many (100000 never returned)
+            check_threads(options["threads"], "threads", zero="the engine's default")
         if isinstance(model, (str, os.PathLike)):
             self._backend, self._owns = open_backend(model, backend, **options), True
         elif isinstance(model, Backend):

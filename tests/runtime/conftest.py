@@ -219,6 +219,10 @@ class FakeEngine:
     def get_tensor_dtype(self, name):
         return self.types[name]
 
+    def get_tensor_shape(self, name):  # as the graph states it: -1 where dynamic
+        io = {t.name: t.shape for t in self.session.get_inputs() + self.session.get_outputs()}
+        return tuple(d if isinstance(d, int) else -1 for d in io[name])
+
     def get_tensor_profile_shape(self, name, profile):
         full = ((lambda n, h, w: (n, h, w, 3)) if self.meta.raw_io
                 else (lambda n, h, w: (n, 3, h, w)))

@@ -17,8 +17,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from fcn_edge.errors import ModelFormatError
-from fcn_edge.export.onnx_props import set_metadata
+from fcn_edge.export.onnx_props import get_metadata, set_metadata
 from fcn_edge.runtime import Segmenter
+from fcn_edge.runtime.backends.base import probe_feed
+from fcn_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from fcn_edge.runtime.engine_file import (MAGIC, engine_meta, read_engine_header,
                                           write_engine)
 from fcn_edge.runtime.metadata import ArtifactMeta
@@ -170,3 +172,93 @@ def test_a_size_multiple_of_4096_is_refused_when_a_real_artifact_opens(onnx_arti
     with pytest.raises(ModelFormatError) as caught:
         Segmenter(path, "onnxruntime:cpu", threads=1)
     _check(str(caught.value), "multiple.onnx", "size_multiple")
+
+
+# --- metadata that lies about the classes: refused, never labels without a name ------------
+
+def _relabel(source, path, classes: int):
+    """A copy of the real artifact ``source`` whose metadata — written by the exporter's own
+    writer — lists only its first ``classes`` classes."""
+    model = onnx.load(str(source))
+    meta = ArtifactMeta.from_props(get_metadata(model))
+    meta = meta.with_(num_classes=classes, classes=meta.classes[:classes],
+                      palette=meta.palette[:classes])
+    set_metadata(model, meta.to_props())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def label_range(onnx_artifact, scene):
+    """``(p, q, frame)`` of the real argmax artifact: the highest label of the probe each
+    backend runs when it opens, and the higher one a real frame gets."""
+    with OnnxRuntimeBackend(onnx_artifact("argmax"), threads=1) as backend:
+        probe = probe_feed(backend.input_specs, backend.meta.shapes)
+        p = int(backend.run(probe)["labels"].max())
+    frame = scene(64, 96, seed=1)
+    with Segmenter(onnx_artifact("argmax"), threads=1) as seg:
+        q = int(seg(frame).max())
+    assert q > p  # else this frame shows nothing the probe does not
+    return p, q, frame
+
+
+def test_an_argmax_artifact_listing_too_few_classes_is_refused_when_it_opens(
+        onnx_artifact, label_range, tmp_path):
+    p, _, _ = label_range
+    path = _relabel(onnx_artifact("argmax"), tmp_path / "few.onnx", p)
+    with pytest.raises(ModelFormatError) as caught:
+        Segmenter(path, "onnxruntime:cpu", threads=1)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: output 'labels' gave label {p} but its metadata lists "
+                              f"{p} classes") and "\n" not in message
+    assert message.endswith("export it again with `fcn-edge export`")
+
+
+def test_a_label_the_probe_missed_fails_the_call_not_silently(onnx_artifact, label_range,
+                                                             tmp_path):
+    p, q, frame = label_range
+    path = _relabel(onnx_artifact("argmax"), tmp_path / "few.onnx", p + 1)
+    with Segmenter(path, "onnxruntime:cpu", threads=1) as seg:  # the probe sees no lie
+        with pytest.raises(ModelFormatError) as caught:
+            seg(frame)
+    message = str(caught.value)
+    assert f"few.onnx: output 'labels' gave label {q} but its metadata lists {p + 1} " \
+           f"classes" in message and "\n" not in message
+
+
+def test_a_logits_artifact_listing_too_few_classes_is_refused_by_its_graph(onnx_artifact,
+                                                                          tmp_path):
+    path = _relabel(onnx_artifact("plain"), tmp_path / "few.onnx", 3)
+    with pytest.raises(ModelFormatError, match=r"few\.onnx: output 'logits' has 8 channels but "
+                                               r"its metadata lists 3 classes \(background, "):
+        Segmenter(path, "onnxruntime:cpu", threads=1)
+
+
+def test_a_tensorrt_engine_listing_too_few_classes_is_refused(fake_tensorrt, onnx_artifact,
+                                                              label_range, tmp_path):
+    p, q, frame = label_range
+    few = fake_tensorrt.engine(_relabel(onnx_artifact("argmax"), tmp_path / "a.onnx", p),
+                               name="few.engine")
+    with pytest.raises(ModelFormatError, match=rf"few\.engine: output 'labels' gave label {p} "
+                                               r".*rebuild it with `fcn-edge build`"):
+        Segmenter(few)
+    assert fake_tensorrt.cudart.live == {}  # what the probe allocated is freed
+    more = fake_tensorrt.engine(_relabel(onnx_artifact("argmax"), tmp_path / "b.onnx", p + 1),
+                                name="more.engine")
+    with Segmenter(more) as seg, pytest.raises(ModelFormatError, match=f"gave label {q}"):
+        seg(frame)
+    logits = fake_tensorrt.engine(_relabel(onnx_artifact("plain"), tmp_path / "c.onnx", 3),
+                                  name="logits.engine")
+    with pytest.raises(ModelFormatError, match="'logits' has 8 channels"):
+        Segmenter(logits)
+
+
+def test_a_checkpoint_whose_meta_lists_too_few_classes_names_the_checkpoint(tmp_path):
+    from fcn_edge.models import create_model, save_checkpoint
+
+    model = create_model("fcn32s", num_classes=8, backbone="resnet18")
+    path = save_checkpoint(model, tmp_path / "few.pt", {"classes": ["a", "b", "c"]})
+    with pytest.raises(ModelFormatError) as caught:
+        Segmenter(path, "torch:cpu", threads=1)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 8 classes but 3 names") and "\n" not in message

@@ -36,7 +36,8 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ...errors import FcnEdgeError, InputError, ModelFormatError
-from ..metadata import NCHW, NHWC, ArtifactMeta, Shapes
+from ..metadata import EXPORT_AGAIN, NCHW, NHWC, ArtifactMeta, Shapes
+from ..processing import fit_size
 
 #: More engine threads than this many per CPU only add switching (1000 threads took 42 s an
 #: image on 2 cores, 100000 never finished creating them), so they are refused.
@@ -159,6 +160,68 @@ def check_tensor_names(path: Path, inputs: Sequence[str], outputs: Sequence[str]
                                f"{', '.join(meta.output_names)}: {fix}")
 
 
+def check_outputs(meta: ArtifactMeta, outputs: Mapping[str, Any], path: Path,
+                  fix: str = EXPORT_AGAIN) -> None:
+    """Refuse outputs that do not fit the metadata's classes: logits whose channels are not
+    their head's class count, labels at or past it. An argmax artifact whose metadata lists
+    fewer classes than the model predicts would otherwise hand out labels without a name
+    (item 2 of the reliability issue); a labels map costs one ``max`` to check."""
+    for name, classes, _ in meta.output_tensors():
+        if name not in outputs:
+            continue  # a missing output is the caller's error to name
+        output = np.asarray(outputs[name])
+        if meta.argmax:
+            seen = int(output.max()) if output.size else 0
+            if seen >= classes:
+                raise _mismatch(meta, name, path, f"gave label {seen}", fix)
+        elif output.ndim != 4 or output.shape[1] != classes:
+            raise _mismatch(meta, name, path, f"gave logits of shape {output.shape}", fix)
+
+
+def check_channels(meta: ArtifactMeta, channels: Mapping[str, Any], path: Path,
+                   fix: str = EXPORT_AGAIN) -> bool:
+    """Hold each logits output's channel count, as the graph states it (``channels``: output
+    → an int, or anything else where it is dynamic or unknown), to its head's classes; True
+    when every output was checked this way, False when a probe run must tell."""
+    if meta.argmax:
+        return False
+    checked = True
+    for name, classes, _ in meta.output_tensors():
+        count = channels.get(name)
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            if count != classes:
+                raise _mismatch(meta, name, path, f"has {count} channels", fix)
+        else:
+            checked = False
+    return checked
+
+
+def probe_feed(specs: Mapping[str, InputSpec], shapes: Shapes,
+               multiple: int = 1) -> dict[str, np.ndarray]:
+    """A small batch for every input, at the smallest size ``shapes`` allows (a multiple of
+    ``multiple``): seeded noise, which shows a model more of its classes than a flat frame."""
+    h, w = fit_size(*shapes.min[1:], shapes.min[1:], shapes.max[1:], multiple)
+    rng = np.random.default_rng(0)
+    feed = {}
+    for name, spec in specs.items():
+        shape = spec.tensor_shape(shapes.min[0], h, w)
+        feed[name] = (rng.integers(0, 256, shape, np.uint8) if spec.dtype == np.uint8
+                      else rng.standard_normal(shape, np.float32))
+    return feed
+
+
+def _mismatch(meta: ArtifactMeta, output: str, path: Path, what: str,
+              fix: str) -> ModelFormatError:
+    heads = {h.output: h for h in meta.heads}
+    head = heads.get(output)
+    classes = head.classes if head else meta.classes
+    shown = ", ".join(classes[:4]) + (", …" if len(classes) > 4 else "")
+    task = f" (task {head.task!r})" if head else ""
+    return ModelFormatError(f"{path}: output '{output}'{task} {what} but its metadata lists "
+                            f"{len(classes)} classes ({shown}): the metadata does not match "
+                            f"the model; {fix}")
+
+
 @dataclass
 class CallTimes:
     """The ``run`` calls one thread made on a backend since it last asked: how many, when the
@@ -214,6 +277,8 @@ class BackendBase:
     name = "backend"
     thread_safe = True
     reason = ""
+    #: What to do about an artifact whose metadata does not match its model.
+    remake = EXPORT_AGAIN
     path: Path
     meta: ArtifactMeta
     input_spec: InputSpec
@@ -241,7 +306,19 @@ class BackendBase:
         started = time.perf_counter()
         outputs = self._run(feed)
         self._thread_call_times().add(started, time.perf_counter())
+        check_outputs(self.meta, outputs, self.path, self.remake)
         return outputs
+
+    def check_classes(self, channels: Mapping[str, Any] | None = None) -> None:
+        """Hold the metadata's classes to the model when it opens: each logits output's
+        channels where the graph states them (``channels``: output → count), else — argmax
+        labels, dynamic channels — one probe run at the smallest allowed size. A probe can
+        miss a label the model gives only to real frames: :meth:`run` checks every output."""
+        if check_channels(self.meta, channels or {}, self.path, self.remake):
+            return
+        shapes = self.input_spec.profile or self.meta.shapes
+        feed = probe_feed(self.input_specs, shapes, self.meta.size_multiple)
+        check_outputs(self.meta, self._run(feed), self.path, self.remake)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The one output for a batch of the one input (``run`` for several)."""

@@ -23,7 +23,7 @@ from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatE
 from ..engine_file import cache_root
 from ..metadata import ArtifactMeta
 from ..onnx_file import read_onnx_metadata
-from .base import BackendBase, InputSpec, check_tensor_names, input_specs
+from .base import BackendBase, InputSpec, check_tensor_names, check_threads, input_specs
 from .optional import has_module, lazy_import
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -73,8 +73,8 @@ class OnnxRuntimeBackend(BackendBase):
             raise InputError(f"{self.path}: no such ONNX file")
         if provider not in FALLBACKS:
             raise InputError(f"provider must be one of {', '.join(FALLBACKS)}, got {provider!r}")
-        if threads < 0:
-            raise InputError(f"threads must be ≥ 0 (0: one per core), got {threads}")
+        threads = check_threads(threads, "threads", zero="ONNX Runtime's default, one per "
+                                                         "core") or 0
         ort = _import_ort()
         ok, why = probe(provider)
         if not ok:
@@ -96,6 +96,7 @@ class OnnxRuntimeBackend(BackendBase):
         self.input_spec = InputSpec.for_meta(self.meta, profile)
         self._outputs = list(self.meta.output_names)
         self._version = ort.__version__
+        self.check_classes({o.name: _channels(o.shape) for o in self._session.get_outputs()})
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name for ``feed`` (input name → batch); concurrent calls allowed."""
@@ -176,6 +177,11 @@ def _session_meta(session: Any, path: Path) -> ArtifactMeta:
                        [o.name for o in session.get_outputs()], meta,
                        "export it again with `fcn-edge export`")
     return meta
+
+
+def _channels(shape: Any) -> Any:
+    """An output's channel dimension as the graph states it (a name or None when dynamic)."""
+    return shape[1] if isinstance(shape, (list, tuple)) and len(shape) == 4 else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -104,6 +104,7 @@ class TensorRTBackend(BackendBase):
 
     name = "tensorrt"
     thread_safe = False
+    remake = "export it again with `fcn-edge export` and rebuild it with `fcn-edge build`"
 
     def __init__(self, path: str | Path, *, device_id: int = 0,
                  preallocate: bool = False) -> None:
@@ -122,6 +123,8 @@ class TensorRTBackend(BackendBase):
                 self._open(trt, plan)
                 if preallocate:
                     self._reserve(self.input_spec.profile.max)
+                self.check_classes({out: _channels(self._engine.get_tensor_shape(out))
+                                    for out in self._outputs})
         except BaseException:
             self.__del__()  # free whatever was allocated before the failure, quietly
             raise
@@ -223,6 +226,12 @@ def _tensor_profile(engine: Any, spec: InputSpec) -> Shapes:
     """An input's optimisation profile 0 as (batch, height, width) triples."""
     lo, opt, hi = engine.get_tensor_profile_shape(spec.name, 0)
     return Shapes(*(spec.dims(tuple(int(d) for d in dims)) for dims in (lo, opt, hi)))
+
+
+def _channels(dims: Any) -> int | None:
+    """An output's channel count from its engine shape (None unless N×C×H×W; -1: dynamic)."""
+    dims = tuple(dims)
+    return int(dims[1]) if len(dims) == 4 else None
 
 
 def _engine_io(trt: Any, engine: Any) -> list[tuple[str, bool, np.dtype]]:

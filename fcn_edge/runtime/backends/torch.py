@@ -34,10 +34,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ...errors import BackendUnavailable, InputError
+from ...errors import BackendUnavailable, InputError, ModelFormatError
 from ..metadata import ArtifactMeta
 from ..processing import labels_dtype
-from .base import BackendBase, InputSpec
+from .base import BackendBase, InputSpec, check_threads
 from .optional import has_module, lazy_import
 
 TORCH_EXTRA = 'pip install "fcn-edge[train]"'
@@ -100,6 +100,9 @@ class TorchBackend(BackendBase):
         argmax: return labels instead of logits (default: on CUDA, to move labels, not logits).
     """
 
+    #: What to do when the checkpoint's meta does not describe its model.
+    remake = "save the checkpoint again with a meta that lists the model's classes"
+
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int = 0,
                  fp16: bool | None = None, cuda_graphs: bool = False,
                  channels_last: bool | None = None, argmax: bool | None = None) -> None:
@@ -108,6 +111,7 @@ class TorchBackend(BackendBase):
             raise InputError(f"{self.path}: no such checkpoint")
         if device not in DEVICES:
             raise InputError(f"device must be one of {DEVICES}, got {device!r}")
+        check_threads(threads, "threads", zero="leave torch's setting alone")
         torch = self._torch = _import_torch()
         on_gpu = device == "cuda"
         if on_gpu and not torch.cuda.is_available():
@@ -118,9 +122,7 @@ class TorchBackend(BackendBase):
             torch.set_num_threads(threads)
         self._fp16 = on_gpu if fp16 is None else fp16
         self._channels_last = on_gpu if channels_last is None else channels_last
-        self._model, self.meta = checkpoint_loader()(self.path, device,
-                                                     on_gpu if argmax is None else argmax,
-                                                     self._fp16)
+        self._model, self.meta = self._load(device, on_gpu if argmax is None else argmax)
         if self._channels_last:
             self._model = self._model.to(memory_format=torch.channels_last)
         self._device = torch.device(device)
@@ -131,6 +133,16 @@ class TorchBackend(BackendBase):
         self._outputs = output_names(self.meta)
         self._label_dtypes = {name: torch.uint8 if labels_dtype(n) == np.uint8 else torch.int32
                               for name, n in output_classes(self.meta).items()}
+
+    def _load(self, device: str, argmax: bool) -> tuple[Any, ArtifactMeta]:
+        """The model and its metadata; metadata its checkpoint's meta cannot make (a class
+        count that is not the model's, a std of 0) is one line naming the checkpoint."""
+        try:
+            return checkpoint_loader()(self.path, device, argmax, self._fp16)
+        except ModelFormatError as exc:
+            if str(self.path) in str(exc):
+                raise
+            raise ModelFormatError(f"{self.path}: {exc}; {self.remake}") from None
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Logits (or labels with ``argmax``) by output name, for encoded input batches."""
