@@ -91,13 +91,16 @@ def run_cli(args: Sequence[str], *, cwd: Path | None = None, timeout: float = 30
 
 
 def start_cli(args: Sequence[str], *, cwd: Path | None = None,
-              preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen:
+              preexec_fn: Callable[[], None] | None = None,
+              new_group: bool = False) -> subprocess.Popen:
     """``fcn-edge ARGS`` started in a real child process (send it signals, then ``communicate``,
     or watch its output with ``ChildOutput``). Its output is unbuffered, as on a terminal, so a
-    progress line is there to see when it is printed."""
+    progress line is there to see when it is printed. ``new_group``: the child leads its own
+    process group, for signals sent to the whole group (``os.killpg``) as systemd does."""
     return subprocess.Popen(cli_command(args), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=new_group)
 
 
 def assert_stopped_by(signum: int, command: str, code: int, err: str) -> None:

@@ -8,6 +8,7 @@ share the data, or on whether the run was interrupted.
 from __future__ import annotations
 
 import functools
+import signal
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -106,8 +107,20 @@ def _unwrapped(exc: FcnEdgeError) -> FcnEdgeError:
     return type(exc)(last.partition(": ")[2] or last)
 
 
+def _worker_stops_quietly(worker_id: int) -> None:
+    """systemd and ``kill -- -PGID`` send SIGTERM/SIGHUP to every process of the group, workers
+    included. Killed by it, a worker makes torch raise "DataLoader worker … is killed by signal"
+    over the main process's own clean stop; raising KeyboardInterrupt instead ends the worker
+    the way Ctrl-C does (torch's worker loop exits quietly on it), and the main process, which
+    got the signal too, stops as it does on Ctrl-C."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.default_int_handler)
+
+
 def make_loader(dataset: AugmentedDataset, sampler: EpochSampler, batch_size: int,
                 workers: int, ignore_index: int) -> torch.utils.data.DataLoader:
     return _Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index))
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        worker_init_fn=_worker_stops_quietly if workers else None)

@@ -9,6 +9,7 @@ enough to be caught in the middle.
 """
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -69,6 +70,20 @@ def test_sigterm_mid_epoch_keeps_the_last_checkpoint_and_resume_continues(tmp_pa
     done = run_cli(_resume(out, "--quiet"))
     assert done.returncode == 0, done.stderr
     assert _epoch(out / "last.pt") == 3
+
+
+def test_sigterm_to_the_process_group_stops_data_loader_workers_quietly(tmp_path):
+    """systemd (KillMode=control-group) and ``kill -- -PGID`` signal the workers too; a worker
+    killed by it made torch print "DataLoader worker … is killed by signal" over the stop."""
+    out = tmp_path / "run"
+    child = ChildOutput(start_cli(_train(out, 3, "--workers", "2", "--num-images", "32"),
+                                  new_group=True))
+    child.wait_for(r"^epoch 2/3:\s+\d+%")
+    os.killpg(child.proc.pid, signal.SIGTERM)
+    code, _, err = child.finish()
+    assert_stopped_by(signal.SIGTERM, "train", code, err)
+    assert "killed by signal" not in err and "Exception ignored" not in err, err
+    assert _epoch(out / "last.pt") == 1
 
 
 def test_sigterm_twice_during_a_checkpoint_write_abandons_it_whole(tmp_path):
