@@ -136,8 +136,10 @@ def name_list(most: int) -> Callable[[Any], tuple[str, ...]]:
 
 
 def palette(value: Any) -> tuple[tuple[int, int, int], ...]:
-    """A list of [r, g, b] colours, each 0..255."""
+    """A list of [r, g, b] colours, each 0..255 (at most 65536: one per class)."""
     colours = []
+    if len(_list(value)) > 1 << 16:
+        raise ValueError("must have at most 65536 colours")
     for rgb in _list(value):
         try:
             colour = tuple(integer(c) for c in _list(rgb))
