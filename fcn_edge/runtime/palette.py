@@ -16,8 +16,8 @@ import numpy as np
 from ..errors import InputError
 from ..io import atomic_path
 
-__all__ = ["PNG_SIGNATURE", "voc_palette", "full_palette", "png_kind", "decode_palette_png",
-           "encode_palette_png", "write_palette_png"]
+__all__ = ["PNG_SIGNATURE", "voc_palette", "full_palette", "colours", "png_kind",
+           "decode_palette_png", "encode_palette_png", "write_palette_png"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Pillow's mode of a PNG → the PNG colour type's name (grey PNGs open as 1, L, I or I;16).
@@ -42,12 +42,28 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return palette.astype(np.uint8)
 
 
+def colours(palette) -> np.ndarray:
+    """``palette`` (RGB triples of integers 0..255, nested or flat) as N×3 uint8; anything
+    else is an InputError, not numpy's OverflowError for 300 or a silent cut of 1.5 to 1."""
+    try:
+        values = np.asarray(palette)
+    except (TypeError, ValueError):  # ragged lists numpy cannot stack
+        values = np.asarray("ragged")  # a text array: refused below
+    integral = values.dtype.kind in "iu" or (
+        values.dtype.kind == "f" and bool(np.all(np.isfinite(values) & (values % 1 == 0))))
+    if not integral or values.size % 3 or (values.size and (values.min() < 0
+                                                            or values.max() > 255)):
+        raise InputError(f"a palette must be [r, g, b] colours of integers 0..255, got "
+                         f"{str(palette)[:60]}")
+    return values.reshape(-1, 3).astype(np.uint8)
+
+
 def full_palette(palette: np.ndarray | None) -> np.ndarray:
     """256×3 uint8: ``palette`` then the VOC colour map for the indices it does not cover, so
     that any uint8 label (255 = ignore included) has a colour in the PNG."""
     full = voc_palette(256)
     if palette is not None:
-        palette = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+        palette = colours(palette)[:256]
         full[:len(palette)] = palette
     return full
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from .palette import colours as as_colours
 
 #: The ImageNet statistics every backbone was pretrained with: the normalisation a model uses
 #: when its checkpoint or artifact names none (the one definition; config and data read it).
@@ -216,7 +217,7 @@ def _dtype_hint(dtype: np.dtype) -> str:
 def palette_lut(palette, color_order: str = "rgb", size: int = 256) -> np.ndarray:
     """A ``max(size, len(palette) + 1)`` × 3 uint8 lookup table in ``color_order``; entries past
     the palette are black, so labels without a class (255, the ignore label) show as black."""
-    colours = np.asarray(palette, np.uint8).reshape(-1, 3)
+    colours = as_colours(palette)  # checked: 300 is refused, not an OverflowError
     lut = np.zeros((max(size, len(colours) + 1), 3), np.uint8)
     lut[:len(colours)] = colours[:, ::-1] if color_order == "bgr" else colours
     return lut

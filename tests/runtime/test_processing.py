@@ -6,7 +6,9 @@ import pytest
 
 from fcn_edge.data import normalize
 from fcn_edge.errors import InputError
-from fcn_edge.runtime.processing import frames_to_input, labels_dtype, labels_from_logits
+from fcn_edge.runtime.palette import write_palette_png
+from fcn_edge.runtime.processing import (colorize, frames_to_input, labels_dtype,
+                                         labels_from_logits)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -41,3 +43,15 @@ def test_labels_take_the_first_maximum_and_the_smallest_dtype():
     labels = labels_from_logits(logits)
     assert labels.dtype == np.uint8 and labels.tolist() == [[[2, 0], [0, 0]]]
     assert labels_dtype(256) == np.uint8 and labels_dtype(257) == np.int32
+
+
+@pytest.mark.parametrize("palette", [[[300, 0, 0]], [[1.5, 0, 0]], [["a", 0, 0]],
+                                     [[0, 0, 0], [1, 2]], [[-1, 0, 0]]])
+def test_a_bad_palette_is_an_input_error_not_numpys_overflow(tmp_path, palette):
+    """A palette entry of 300 was numpy's OverflowError; 1.5 was cut to 1 without a word."""
+    labels = np.zeros((2, 3), np.uint8)
+    with pytest.raises(InputError, match=r"palette must be \[r, g, b\] colours of integers"):
+        colorize(labels, palette)
+    with pytest.raises(InputError, match=r"palette must be \[r, g, b\] colours of integers"):
+        write_palette_png(tmp_path / "mask.png", labels, palette)
+    assert colorize(labels + 1, [[0, 0, 0], [255.0, 128, 0]])[0, 0].tolist() == [255, 128, 0]
