@@ -1,4 +1,5 @@
-"""ResNet18 (He et al.) and FCN-ResNet18, the edge default (as jetson-inference's FCN-ResNet18).
+"""ResNet18 (He et al.) and FCN-ResNet18, the edge default (as jetson-inference's FCN-ResNet18);
+the Bottleneck block of ResNet50/101 (``torchvision_fcn.py`` builds torchvision's FCNs on it).
 
 ``ResNet18`` is the ImageNet classifier with torchvision's key names (``conv1``, ``bn1``,
 ``layer1.0.conv1`` … ``fc``). ``FCNResNet18`` keeps the trunk, discards the pooled classifier
@@ -17,6 +18,15 @@ from .fcn import FCN
 WIDTHS = (64, 128, 256, 512)
 
 
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Sequential | None:
+    """The 1×1 projection (torchvision's ``downsample``) where the block changes the map's
+    channels or stride; None (identity) where it keeps them."""
+    if stride == 1 and c_in == c_out:
+        return None
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions with an identity (or 1×1 projection) shortcut."""
 
@@ -27,15 +37,51 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.downsample = _shortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce, 3×3, 1×1 expand (×4), with torchvision's names and its v1.5 placement:
+    the stride sits on the 3×3 ``conv2`` (not the 1×1 ``conv1``), as does the dilation, whose
+    padding keeps the map's size."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = nn.Conv2d(c_in, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def bottleneck_stage(c_in: int, planes: int, blocks: int, stride: int, dilation: int,
+                     dilate: bool) -> tuple[nn.Sequential, int]:
+    """A stage of ``blocks`` Bottlenecks and the dilation after it. With ``dilate`` the
+    stride becomes dilation (DeepLab's trick, torchvision's ``replace_stride_with_dilation``):
+    the first block keeps the incoming dilation, the others use the multiplied one."""
+    new_dilation = dilation * stride if dilate else dilation
+    first = Bottleneck(c_in, planes, 1 if dilate else stride, dilation)
+    c_out = planes * Bottleneck.expansion
+    rest = [Bottleneck(c_out, planes, dilation=new_dilation) for _ in range(blocks - 1)]
+    return nn.Sequential(first, *rest), new_dilation
 
 
 def _stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
