@@ -1,0 +1,212 @@
+"""Downloading published weights into a cache: the library part of ``fcn-edge fetch``.
+
+Only the standard library (urllib) and no torch, so a box can fetch without the training
+stack. Nothing downloads at import or behind the user's back: :func:`download` is called on
+purpose, with the SHA-256 the source publishes. The file streams into ``NAME.part`` beside its
+target; an interrupted download keeps that part and the next call asks the server only for the
+rest (an HTTP ``Range`` request; a server that ignores it answers 200 and the part starts over).
+The hash is checked before the part is renamed into place, so the target is either absent or
+whole and verified, and a file already there with the right hash is never fetched again.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import __version__
+from ..errors import FcnEdgeError, InputError, ModelFormatError
+from ..io import Log, _fsync, check_writable, file_sha256
+
+#: Overrides the cache folder (as ``TORCH_HOME`` does torch.hub's).
+CACHE_ENV = "FCN_EDGE_CACHE"
+#: What to do when no download is possible; ``--weights FILE`` will be the flag for it.
+OFFLINE_HINT = "or pass the file you downloaded yourself"
+_CHUNK = 1 << 16
+_HEX = re.compile(r"[0-9a-f]{8,64}")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``$FCN_EDGE_CACHE``, else ``$XDG_CACHE_HOME/fcn-edge``, else
+    ``~/.cache/fcn-edge`` — torch.hub's rule for ``$TORCH_HOME`` (``_get_torch_home``),
+    which pip and huggingface_hub share: the XDG base directory spec's cache home."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fcn-edge"
+
+
+def download(url: str, sha256: str, dest: str | os.PathLike | None = None, *,
+             progress: bool = True, log: Log = print, timeout: float = 30.0) -> Path:
+    """Fetch ``url`` into ``dest`` (default: the cache folder, under the URL's file name) and
+    return its path once its SHA-256 matches ``sha256``.
+
+    ``sha256`` is the hex digest the source publishes, or a prefix of it of at least 8 digits
+    (torchvision publishes only the prefix in its file names, as torch.hub's ``check_hash``
+    reads it). ``progress`` draws a tqdm bar when tqdm is installed, else logs a line every
+    tenth; ``timeout`` bounds each connection and each wait for data, in seconds. Network
+    failures and a wrong hash raise one line naming the URL and what to do.
+    """
+    expected = _expected_hash(sha256)
+    target = Path(dest) if dest is not None else cache_dir() / _file_name(url)
+    if target.is_file():
+        if file_sha256(target).startswith(expected):
+            return target
+        log(f"{target}: its SHA-256 is not the published one; downloading it again")
+    check_writable(target, CACHE_ENV if dest is None else "download to")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    _fetch(url, part, timeout, progress, log)
+    got = file_sha256(part)
+    if not got.startswith(expected):
+        part.unlink()
+        raise ModelFormatError(
+            f"{url}: SHA-256 {got}, expected {expected}; the download was removed — run again, "
+            f"{OFFLINE_HINT} if this repeats")
+    os.replace(part, target)  # the part was fsynced as it closed
+    _fsync(target.parent)  # and the rename is durable once its folder is
+    return target
+
+
+def _expected_hash(sha256: str) -> str:
+    digest = str(sha256).strip().lower()
+    if not _HEX.fullmatch(digest):
+        raise InputError(f"sha256 {sha256!r}: give the published SHA-256, 64 hex digits "
+                         f"(or a prefix of at least 8)")
+    return digest
+
+
+def _file_name(url: str) -> str:
+    name = urllib.parse.unquote(Path(urllib.parse.urlparse(url).path).name)
+    if not name:
+        raise InputError(f"{url}: the URL names no file; give dest= the path to write")
+    return name
+
+
+def _fetch(url: str, part: Path, timeout: float, progress: bool, log: Log) -> None:
+    """Stream ``url`` into ``part``, resuming after the bytes already there."""
+    have = part.stat().st_size if part.exists() else 0
+    response = _open(url, have, timeout)
+    if response is None:  # 416: the part is already as long as the file, or longer than it
+        part.unlink()
+        have, response = 0, _open(url, 0, timeout)
+    with response:
+        asked = have
+        have, total = _resume_point(response, have)
+        if have:
+            log(f"resuming {url} at {have} bytes")
+        elif asked:
+            log(f"{url}: the server ignores Range, so it cannot resume; starting over")
+        else:
+            log(f"downloading {url} to {part.with_suffix('')}")
+        with open(part, "ab" if have else "wb") as out:
+            _copy(response, out, url, have, total, _Progress(part.stem, total, have, progress,
+                                                             log))
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _open(url: str, have: int, timeout: float) -> http.client.HTTPResponse | None:
+    """The server's response, asking for the bytes from ``have`` on; None for a 416."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"fcn-edge/{__version__}"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and have:
+            return None
+        raise FcnEdgeError(f"{url}: the server answered HTTP {exc.code} {exc.reason}; check "
+                           f"the address, {OFFLINE_HINT}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            reason = f"no answer within {timeout:g} s"
+        raise FcnEdgeError(f"{url}: cannot connect ({reason}); check the network, "
+                           f"{OFFLINE_HINT}") from None
+
+
+def _resume_point(response: http.client.HTTPResponse, have: int) -> tuple[int, int | None]:
+    """(bytes kept from the part, the whole file's size or None) for this response: a 206
+    continues at its Content-Range; anything else is the whole file from its first byte."""
+    if response.status == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+        if match and int(match[1]) == have:
+            return have, None if match[2] == "*" else int(match[2])
+    if response.status == 206:  # a range we did not ask for: cannot be appended
+        raise FcnEdgeError(f"{response.url}: the server sent a range other than bytes={have}-; "
+                           f"delete the .part file and run again, {OFFLINE_HINT}")
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _copy(response: http.client.HTTPResponse, out: BinaryIO, url: str, have: int,
+          total: int | None, bar: "_Progress") -> None:
+    """Append the body to ``out``; a connection that ends early leaves what arrived in the
+    part and raises the line that says to run again."""
+    done = have
+    try:
+        while chunk := response.read1(_CHUNK):  # as it arrives: a timeout loses nothing
+            out.write(chunk)
+            done += len(chunk)
+            bar.update(done)
+    except (http.client.IncompleteRead, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError,
+                                                             socket.timeout)):
+            raise  # a write that failed (disk full, …), not the network
+        reason = "no data within the timeout" if isinstance(exc, (TimeoutError, socket.timeout)) \
+            else "the connection closed"
+        _stopped(url, done, total, reason, out)
+    finally:
+        bar.close()
+    if total is not None and done < total:
+        _stopped(url, done, total, "the connection closed", out)
+
+
+def _stopped(url: str, done: int, total: int | None, reason: str, out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())  # keep what arrived, so the next run resumes after it
+    of = f" of {total}" if total is not None else ""
+    raise FcnEdgeError(f"{url}: the download stopped after {done}{of} bytes ({reason}); run "
+                       f"again to resume from there, {OFFLINE_HINT}")
+
+
+class _Progress:
+    """A tqdm bar on stderr when tqdm is installed (the train extra), else a log line at each
+    tenth of the file (or each 8 MiB when the server does not say its size)."""
+
+    def __init__(self, name: str, total: int | None, start: int, enabled: bool,
+                 log: Log) -> None:
+        self.log, self.total, self.last = (log if enabled else None), total, start
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, initial=start, desc=name, unit="B", unit_scale=True,
+                            unit_divisor=1024, file=sys.stderr)
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.last)
+            self.last = done
+        elif self.log is not None:
+            step = self.total // 10 if self.total else 8 << 20
+            if done - self.last >= max(step, 1) or done == self.total:
+                of = f" of {self.total} ({100 * done // self.total} %)" if self.total else ""
+                self.log(f"  {done} bytes{of}")
+                self.last = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
