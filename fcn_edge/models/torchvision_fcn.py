@@ -98,7 +98,8 @@ class TorchvisionFCN(nn.Module):
         self.classifier = FCNHead(2048, num_classes)
         self.aux_classifier = FCNHead(1024, num_classes) if aux else None
 
-    def forward(self, x: torch.Tensor, aux: bool = False):
+    def forward(self, x: torch.Tensor, aux: bool = False
+                ) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]
         x3, x4 = self.backbone(x)
         out = F.interpolate(self.classifier(x4), size=size, mode="bilinear",

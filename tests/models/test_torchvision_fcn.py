@@ -178,3 +178,23 @@ def test_eval_numerics_are_deterministic_and_dropout_is_off():
         first, again, other = a(x), a(x), b(x)
     assert torch.equal(first, again) and torch.equal(first, other)
     assert first.abs().max() > 0 and torch.isfinite(first).all()
+
+
+@pytest.mark.slow
+def test_plain_onnx_export_with_dynamic_size_matches_in_onnx_runtime(resnet50_model, tmp_path):
+    # What fcn-edge's export will wrap (not wired yet): the graph takes any N×3×H×W, the
+    # dilations and the resize to the input size survive, and ONNX Runtime agrees.
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "fcn_resnet50.onnx"
+    dynamic = {0: "n", 2: "h", 3: "w"}
+    torch.onnx.export(resnet50_model, torch.randn(1, 3, 72, 88), str(path), dynamo=False,
+                      input_names=["images"], output_names=["scores"], opset_version=17,
+                      dynamic_axes={"images": dynamic, "scores": dynamic})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 72, 88), (2, 3, 50, 61)):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            expected = resnet50_model(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == (shape[0], 21, *shape[2:])
+        assert abs(got - expected).max() < 1e-4
