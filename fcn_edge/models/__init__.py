@@ -18,7 +18,7 @@ from ..io import lazy_exports
 _EXPORTS = {
     "FCN": "fcn", "LateFusionFCN": "fusion", "MultiHeadFCN": "multihead",
     "FCNVGG16": "vgg", "VGG16": "vgg", "FCNAlexNet": "alexnet", "AlexNet": "alexnet",
-    "FCNResNet18": "resnet", "ResNet18": "resnet",
+    "FCNResNet18": "resnet", "ResNet18": "resnet", "TorchvisionFCN": "torchvision_fcn",
     "create_model": "_builder", "build": "_builder", "load_model": "_builder",
     "list_models": "_builder", "count_parameters": "_builder",
     "save_checkpoint": "checkpoint", "CheckpointMeta": "checkpoint", "read_weights": "weights",
@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .registry import BackboneSpec, backbone_names, get_backbone, register
     from .resnet import FCNResNet18, ResNet18
     from .shift_stitch import shift_and_stitch
+    from .torchvision_fcn import TorchvisionFCN
     from .upsample import bilinear_kernel
     from .vgg import FCNVGG16, VGG16
     from .weights import read_weights
