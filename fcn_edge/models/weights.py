@@ -167,6 +167,11 @@ def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, 
     for spec in backbones():
         if all(k in state for k in spec.torchvision_signs):
             return "torchvision", spec.name, None
+    if "backbone.conv1.weight" in state and "classifier.4.weight" in state:
+        # torchvision's segmentation FCN: its own head, no score_fr (torchvision_fcn.py).
+        raise ModelFormatError(
+            f"{path} is a torchvision fcn_resnet50/101 state dict, which load_model and export "
+            f"do not take yet; load it with fcn_edge.models.torchvision_fcn.from_state_dict")
     sample = ", ".join(list(state)[:5])
     raise ModelFormatError(
         f"{path} is neither an fcn-edge checkpoint, an FCN state dict, nor a torchvision "

@@ -198,3 +198,23 @@ def test_plain_onnx_export_with_dynamic_size_matches_in_onnx_runtime(resnet50_mo
         got = session.run(None, {"images": x.numpy()})[0]
         assert got.shape == (shape[0], 21, *shape[2:])
         assert abs(got - expected).max() < 1e-4
+
+
+def test_load_model_and_export_name_a_torchvision_fcn_file_instead_of_failing_vaguely(tmp_path):
+    # Until load_model/export take these files, they say what the file is and what reads it,
+    # and export writes nothing.
+    from faults import run_cli
+
+    from fcn_edge.models import load_model
+
+    path = tmp_path / "fcn_resnet50_coco.pth"
+    torch.save({"backbone.conv1.weight": torch.zeros(64, 3, 7, 7),
+                "classifier.4.weight": torch.zeros(21, 512, 1, 1)}, path)
+    with pytest.raises(ModelFormatError, match="torchvision fcn_resnet50/101 state dict.*"
+                       "torchvision_fcn.from_state_dict"):
+        load_model(path)
+    out = tmp_path / "out"
+    result = run_cli(["export", str(path), "-o", str(out)])
+    assert result.returncode != 0
+    assert "torchvision fcn_resnet50/101 state dict" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
