@@ -1,10 +1,11 @@
 """The ``fcn-edge`` command line: parses arguments into configs, calls library functions,
 nothing else.
 
-Each command group has its module — ``info`` (checks, models, demo), ``train`` (train, eval),
-``export`` (export, build), ``run`` (run, bench) — with ``add_parsers(sub)`` and one function
-``cmd_<name>(args) -> int`` per command; ``args`` holds what every command shares. A flag's
-choices come from the config and registry constants, its ``dest`` is the config field it sets.
+Each command group has its module — ``info`` (checks, models, demo), ``zoo`` (zoo, fetch),
+``train`` (train, eval), ``export`` (export, build), ``run`` (run, bench) — with
+``add_parsers(sub)`` and one function ``cmd_<name>(args) -> int`` per command; ``args`` holds
+what every command shares. A flag's choices come from the config and registry constants, its
+``dest`` is the config field it sets.
 An :class:`FcnEdgeError` becomes one line on stderr and exit code 1 (2 when an optional engine
 is missing), never a traceback; so does a write that found no room (a full disk, a file size
 limit). Ctrl-C exits 130; SIGTERM and SIGHUP stop a command as Ctrl-C does and exit 128 + the
@@ -24,7 +25,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, Terminated
 from ..io import NO_ROOM
-from . import export, info, run, train
+from . import export, info, run, train, zoo
 from .args import FlagError, convert
 
 __all__ = ["StopSignals", "build_parser", "main"]
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcn-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parsers(sub)
+    zoo.add_parsers(sub)
     train.add_parsers(sub)
     export.add_parsers(sub)
     run.add_parsers(sub)

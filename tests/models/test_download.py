@@ -4,12 +4,10 @@ request leaves this machine."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,55 +15,17 @@ import pytest
 
 from fcn_edge.errors import FcnEdgeError, InputError, ModelFormatError
 from fcn_edge.models.download import CACHE_ENV, cache_dir, download
+from support_http import serve_file
 
 DATA = os.urandom(300_000)  # a "weights file": random, so a wrong byte anywhere changes the hash
 SHA = hashlib.sha256(DATA).hexdigest()
 CUT = 120_000  # where "cut" and "stall" stop sending
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``DATA`` the way ``server.mode`` says and records every request's Range header
-    and the bytes of body it sent, in ``server.log``."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        mode, asked = self.server.mode, self.headers.get("Range")
-        entry = {"range": asked, "sent": 0}
-        self.server.log.append(entry)
-        if mode == "404":
-            self.send_error(404, "Not Found")
-            return
-        start = int(asked[len("bytes="):-1]) if asked and mode != "ignore-range" else 0
-        if start >= len(DATA):
-            self.send_error(416, "Range Not Satisfiable")
-            return
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(DATA) - 1}/{len(DATA)}")
-        self.send_header("Content-Length", str(len(DATA) - start))  # cut/stall: a promise broken
-        self.end_headers()
-        body = DATA[start:CUT] if mode in ("cut", "stall") else DATA[start:]
-        self.wfile.write(body)
-        self.wfile.flush()
-        entry["sent"] = len(body)
-        if mode == "stall":
-            time.sleep(1.5)  # longer than the tests' timeout, with the connection open
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:  # keep pytest's output clean
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.mode, httpd.log = "range", []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/weights/fcn_test-{SHA[:8]}.pth"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_file(DATA, f"fcn_test-{SHA[:8]}.pth", cut=CUT) as httpd:
+        yield httpd
 
 
 def fetch(server, dest, **kwargs) -> Path:
