@@ -1,5 +1,6 @@
 """``fcn-edge export`` (checkpoint → verified ONNX) and ``fcn-edge build`` (ONNX → TensorRT
-engine, or ``--check-only``: will it build?)."""
+engine, or ``--check-only``: will it build?) and ``fcn-edge import`` (a foreign segmentation ONNX
+made self-describing)."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,15 @@ from pathlib import Path
 
 from ..errors import BackendUnavailable, InputError
 from ..io import check_writable
+from ..runtime.bounds import Bound
 from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, add_bounded, config_from_args
 
 # The configs whose ranges the flags read, imported (with torch) only when a flag is given.
 _EXPORT = "fcn_edge.export.exporter:ExportConfig"
 _BUILD = "fcn_edge.export.trt_options:BuildOptions"
+#: --mean and --std of import: finite numbers here, held to a pixel's range by the import
+#: (which knows the scale they go with).
+_PIXEL = Bound(-65535.0, 65535.0, integer=False)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -61,9 +66,19 @@ def _check_only(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from ..export.import_onnx import ImportOptions, import_onnx
+
+    options = config_from_args(ImportOptions, args, **{
+        k: tuple(getattr(args, k)) for k in ("mean", "std") if getattr(args, k) is not None})
+    print(f"wrote {import_onnx(args.model, options, args.output)}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     _add_export_parser(sub)
     _add_build_parser(sub)
+    _add_import_parser(sub)
 
 
 def _add_export_parser(sub) -> None:
@@ -144,3 +159,34 @@ def _add_build_parser(sub) -> None:
                                        "else ~/.cache/fcn-edge)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached engine fits")
     p.set_defaults(func=cmd_build)
+
+
+def _add_import_parser(sub) -> None:
+    p = sub.add_parser("import", help="make a foreign segmentation ONNX self-describing, so "
+                                      "fcn-edge runs it like its own",
+                       description="Write fcn-edge's metadata into a segmentation ONNX from "
+                                   "elsewhere (NCHW or NHWC float input, fixed or dynamic size, "
+                                   "logits at full resolution or on a coarse grid), rename its "
+                                   "tensors, upsample a coarse grid in the graph, and check the "
+                                   "result against the original in ONNX Runtime.")
+    p.add_argument("model", help="the ONNX to import")
+    p.add_argument("--classes", required=True,
+                   help="voc (21 classes), cityscapes (the 19 train ids) or a file with one "
+                        "class name per line, in score-channel order")
+    add_bounded(p, "--mean", _PIXEL, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel mean the model subtracts, on pixel / --scale, in the "
+                        "model's --color order (default ImageNet's 0.485 0.456 0.406, as "
+                        "torchvision uses)")
+    add_bounded(p, "--std", _PIXEL, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel std it divides by, on pixel / --scale (default ImageNet's "
+                        "0.229 0.224 0.225)")
+    p.add_argument("--color", choices=("rgb", "bgr"),
+                   help="the channel order the model was trained on (default rgb)")
+    add_bounded(p, "--scale", Bound(0.0, 65535.0, integer=False, low_open=True),
+                   help="pixels are divided by this before --mean/--std (default 255; 1 for "
+                        "Caffe-style means in pixel units)")
+    p.add_argument("--score-output", help="the output that is the score map, for a model with "
+                                          "several outputs")
+    p.add_argument("-o", "--output", help="the ONNX to write (default: NAME.fcn-edge.onnx "
+                                          "beside the model)")
+    p.set_defaults(func=cmd_import)

@@ -91,8 +91,10 @@ class OnnxRuntimeBackend(BackendBase):
         self._providers = self._session.get_providers()
         active = next(k for k, v in PROVIDERS.items() if v == self._providers[0])
         self.name = f"onnxruntime:{active}"
-        # With the TensorRT provider, sizes outside the profile it was given would fail.
-        profile = self.meta.shapes if active == "tensorrt" else None
+        # With the TensorRT provider, sizes outside the profile it was given would fail; so
+        # would any other size with a graph of fixed height and width (an imported model).
+        fixed = _fixed_size(self._session.get_inputs()[0].shape)
+        profile = self.meta.shapes if active == "tensorrt" or fixed else None
         self.input_spec = InputSpec.for_meta(self.meta, profile)
         self._outputs = list(self.meta.output_names)
         self._version = ort.__version__
@@ -177,6 +179,13 @@ def _session_meta(session: Any, path: Path) -> ArtifactMeta:
                        [o.name for o in session.get_outputs()], meta,
                        "export it again with `fcn-edge export`")
     return meta
+
+
+def _fixed_size(shape: Any) -> bool:
+    """Whether an N×C×H×W or N×H×W×C input's height and width are fixed numbers."""
+    if not isinstance(shape, (list, tuple)) or len(shape) != 4:
+        return False
+    return all(isinstance(d, int) for d in shape[1:])
 
 
 def _channels(shape: Any) -> Any:

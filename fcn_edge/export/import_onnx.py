@@ -1,0 +1,371 @@
+"""``fcn-edge import``: a foreign segmentation ONNX made self-describing, so the runtime runs it
+like an fcn-edge export.
+
+The runtime knows an artifact by its metadata and its tensor names: a normalised N×3×H×W float32
+``images`` input and N×C×H×W float32 ``logits`` at the input's size. A foreign model (a
+torchvision FCN, jetson-inference's FCN-ResNet18, anything from ``torch.onnx.export``) meets that
+contract after at most three small edits, made here once instead of in every runtime:
+
+- its input is renamed ``images``; an NHWC input gets a Transpose in front (NCHW → NHWC);
+- its score output is renamed ``logits``; a coarse score grid (logits at 1/8 or 1/32 of the
+  input, as jetson-inference's) gets a bilinear Resize to the input's size appended, the output
+  the original graph gave stays an output under its own name;
+- fcn-edge's metadata (classes, palette, mean/std, colour order, shapes) goes into
+  ``metadata_props``.
+
+Upsampling in the graph, not in the runtime, keeps the runtime lean and every backend alike:
+ONNX Runtime, a TensorRT engine built from the file and Triton all get logits at the frame's
+size, and the runtime keeps one post-processing path (argmax). A fixed input size is written as
+the artifact's shapes (min = opt = max); the ONNX Runtime backend then treats it as a hard
+profile, so Segmenter resizes frames into it and maps the labels back.
+
+Before anything is written the result is checked: the original and the imported graph run in
+ONNX Runtime on the same input and every output of the original must come back identical (the
+resized logits: at the input's size), then a Segmenter segments a frame with it. onnx and
+onnxruntime, no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .. import __version__
+from ..errors import InputError, ModelFormatError
+from ..io import atomic_path, check_writable, file_sha256
+from ..runtime.metadata import (INPUT_IMAGES, NCHW, NHWC, OUTPUT_LOGITS, ArtifactMeta,
+                                MEAN_RANGE, STD_RANGE, Shapes, default_shapes)
+from ..runtime.palette import voc_palette
+from .onnx_props import set_metadata
+
+#: ImageNet statistics, RGB, on pixel / 255: what torchvision's segmentation models expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The size a dynamic-size model is probed at (distinct sides catch a transposed output).
+PROBE_SIZE = (128, 160)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What ``fcn-edge import`` was told about a foreign model."""
+
+    classes: str = "voc"              # voc | cityscapes | a file, one class name per line
+    mean: tuple[float, float, float] = IMAGENET_MEAN   # on pixel / scale
+    std: tuple[float, float, float] = IMAGENET_STD
+    color: str = "rgb"                # the channel order the model was trained on
+    scale: float = 255.0              # pixels are divided by this before mean/std
+    score_output: str | None = None   # which output is the score map, with several
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """What the import found in the foreign graph."""
+
+    input: str
+    layout: str                        # NCHW | NHWC
+    fixed: tuple[int, int] | None      # fixed (H, W), or None when dynamic
+    batch: int | None                  # fixed batch, or None
+    output: str
+    grid: tuple[int, int]              # the score map's (h, w) at the probe size
+    probe: tuple[int, int]             # the probe's (H, W)
+
+
+def import_onnx(model_path: str | Path, options: ImportOptions,
+                output: str | Path | None = None, log=print) -> Path:
+    """Write ``model_path`` with fcn-edge's metadata (and the edits above) to ``output``
+    (default: ``<name>.fcn-edge.onnx`` beside it); returns the path written. Any refusal is
+    one InputError/ModelFormatError line, and nothing is written."""
+    src = Path(model_path)
+    if not src.is_file():
+        raise InputError(f"{src}: no such ONNX file")
+    out = Path(output) if output else src.with_name(src.stem + ".fcn-edge.onnx")
+    if out.resolve() == src.resolve():
+        raise InputError(f"-o {out}: the output must not replace the model it imports")
+    check_writable(out, "-o")
+    classes, palette = class_names(options.classes)
+    model = _load(src)
+    found = inspect_graph(model, src, options.score_output)
+    channels = _channels(model, src, found)
+    if channels != len(classes):
+        raise InputError(f"{src}: output '{found.output}' has {channels} "
+                         f"score channels but --classes {options.classes} names {len(classes)} "
+                         f"classes: give the class list the model was trained on")
+    meta = _meta(src, found, classes, palette, options)
+    imported = rewrite(model, found)
+    set_metadata(imported, meta.to_props())
+    with atomic_path(out) as tmp:
+        onnx.save(imported, str(tmp))
+        verify(src, tmp, found)
+    coarse = found.grid != found.probe
+    log(f"imported {src.name}: {found.layout} input '{found.input}' "
+        f"({'fixed ' + 'x'.join(map(str, found.fixed)) if found.fixed else 'dynamic size'}), "
+        f"score output '{found.output}' ({len(classes)} classes"
+        f"{', coarse grid upsampled in the graph' if coarse else ''}); checked in ONNX Runtime")
+    return out
+
+
+def class_names(spec: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """``voc`` (21), ``cityscapes`` (the 19 train ids) or a file, one name per line; with
+    their palette (VOC's colour map for a file)."""
+    from ..data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES
+    from ..data.files import read_classes_file
+
+    if spec == "voc":
+        names = VOC_CLASSES
+    elif spec == "cityscapes":
+        return CITYSCAPES_CLASSES, tuple(map(tuple, CITYSCAPES_PALETTE.tolist()))
+    elif Path(spec).is_file():
+        names = read_classes_file(spec)
+    else:
+        raise InputError(f"--classes {spec}: neither voc, cityscapes nor a file of class names "
+                         f"(one per line)")
+    return names, tuple(map(tuple, voc_palette(len(names)).tolist()))
+
+
+def _load(src: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(src))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError …
+        raise ModelFormatError(f"{src}: not a valid ONNX model ({str(exc).splitlines()[0]})"
+                               ) from None
+    if any(p.key == "format" and p.value == "fcn-edge/onnx" for p in model.metadata_props):
+        raise InputError(f"{src} already carries fcn-edge metadata: run it as it is")
+    return model
+
+
+def _dims(value_info) -> list[int | None]:
+    """A tensor's dims: ints where fixed, None where dynamic (names or unset)."""
+    return [d.dim_value if d.HasField("dim_value") else None
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -> _Graph:
+    """The input (its layout, fixed or dynamic size) and the score output, probed in ONNX
+    Runtime; refuses what the runtime cannot feed or what cannot be a score map."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise InputError(f"{src} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)});"
+                         f" import takes models with one image input")
+    inp = inputs[0]
+    dims = _dims(inp)
+    if inp.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or \
+            3 not in (dims[1], dims[3]):
+        raise InputError(f"{src}: input '{inp.name}' is {_describe(inp)}; import takes a float32 "
+                         f"image batch, N×3×H×W or N×H×W×3")
+    layout = NCHW if dims[1] == 3 else NHWC
+    hw = dims[2:4] if layout == NCHW else dims[1:3]
+    fixed = tuple(hw) if None not in hw else None
+    output = _score_output(model, src, score_output)
+    probe = fixed or PROBE_SIZE
+    grid = _probe(model, inp.name, layout, dims[0] or 1, probe, output, src)
+    return _Graph(inp.name, layout, fixed, dims[0], output, grid, probe)
+
+
+def _describe(value_info) -> str:
+    dtype = TensorProto.DataType.Name(value_info.type.tensor_type.elem_type).lower()
+    return f"{dtype} [{', '.join(str(d or '?') for d in _dims(value_info))}]"
+
+
+def _score_output(model: onnx.ModelProto, src: Path, chosen: str | None) -> str:
+    names = [o.name for o in model.graph.output]
+    if chosen is not None and chosen not in names:
+        raise InputError(f"--score-output {chosen}: {src} has no such output (it has "
+                         f"{', '.join(names)})")
+    if chosen is None and len(names) > 1:
+        raise InputError(f"{src} has {len(names)} outputs ({', '.join(names)}): say which is "
+                         f"the score map with --score-output NAME")
+    name = chosen or names[0]
+    info = next(o for o in model.graph.output if o.name == name)
+    dims = _dims(info)
+    if info.type.tensor_type.elem_type != TensorProto.FLOAT or \
+            (dims and len(dims) != 4):
+        raise InputError(f"{src}: output '{name}' is {_describe(info)}, not a score map "
+                         f"(float32 N×classes×h×w); give the score output with --score-output")
+    return name
+
+
+def _probe(model: onnx.ModelProto, input_name: str, layout: str, batch: int,
+           size: tuple[int, int], output: str, src: Path) -> tuple[int, int]:
+    """Run the original once; the score map's (h, w), refused unless it is N×C×h×w, h ≤ H
+    and w ≤ W."""
+    result = _run(model.SerializeToString(), {input_name: _probe_batch(layout, batch, size)},
+                  [output], src)[0]
+    if result.ndim != 4 or result.shape[2] > size[0] or result.shape[3] > size[1]:
+        raise InputError(f"{src}: output '{output}' has shape {list(result.shape)} for a "
+                         f"{size[0]}×{size[1]} input, not a score map (N×classes×h×w, h and w "
+                         f"at most the input's): give the score output with --score-output")
+    return int(result.shape[2]), int(result.shape[3])
+
+
+def _channels(model: onnx.ModelProto, src: Path, found: _Graph) -> int:
+    batch = _probe_batch(found.layout, found.batch or 1, found.probe)
+    return int(_run(model.SerializeToString(), {found.input: batch}, [found.output],
+                    src)[0].shape[1])
+
+
+def _probe_batch(layout: str, batch: int, size: tuple[int, int]) -> np.ndarray:
+    shape = (batch, 3, *size) if layout == NCHW else (batch, *size, 3)
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _run(model: bytes | str, feed: dict, outputs: list[str] | None, src: Path) -> list:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return session.run(outputs, feed)
+    except Exception as exc:  # onnxruntime's own classes, all plain Exceptions
+        raise ModelFormatError(f"{src}: onnxruntime cannot run it "
+                               f"({str(exc).strip().splitlines()[0]})") from None
+
+
+def _meta(src: Path, found: _Graph, classes: tuple[str, ...], palette: tuple,
+          options: ImportOptions) -> ArtifactMeta:
+    """fcn-edge's metadata for the imported model; mean/std as the runtime applies them
+    (on pixel / 255), checked in range with the flags named."""
+    if not math.isfinite(options.scale) or options.scale <= 0:
+        raise InputError(f"--scale {options.scale:g}: must be a positive number (255: pixels "
+                         f"in 0..1; 1: pixel units)")
+    factor = options.scale / 255.0
+    mean = tuple(float(m) * factor for m in options.mean)
+    std = tuple(float(s) * factor for s in options.std)
+    if not all(MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in mean) or \
+            not all(STD_RANGE[0] <= s <= STD_RANGE[1] for s in std):
+        raise InputError(f"--mean {' '.join(map(str, options.mean))} --std "
+                         f"{' '.join(map(str, options.std))} with --scale {options.scale:g}: "
+                         f"the mean must lie in 0..{255 / options.scale:g} and the std in "
+                         f"{STD_RANGE[0] * 255 / options.scale:g}.."
+                         f"{STD_RANGE[1] * 255 / options.scale:g} (pixel / scale units)")
+    stride = max(1, round(found.probe[0] / found.grid[0]))
+    if found.fixed:
+        b = found.batch or 1
+        shapes = Shapes((b, *found.fixed), (b, *found.fixed), (b, *found.fixed))
+    else:
+        shapes = default_shapes(None, 32)
+        if found.batch:
+            shapes = Shapes(*((found.batch, *s[1:]) for s in (shapes.min, shapes.opt, shapes.max)))
+    return ArtifactMeta(
+        model="imported", backbone=src.stem[:256] or "unknown", num_classes=len(classes),
+        classes=classes, palette=palette, mean=mean, std=std, color_order=options.color,
+        output_stride=min(stride, 512), shapes=shapes, source_sha256=file_sha256(src),
+        fcn_edge_version=__version__,
+        labels_dtype="uint8" if len(classes) <= 256 else "int32",
+        export_options={"imported_from": src.name, "input": found.input,
+                        "layout": found.layout, "score_output": found.output,
+                        "upsampled": found.grid != found.probe, "scale": options.scale,
+                        "given_mean": list(options.mean), "given_std": list(options.std)})
+
+
+def rewrite(model: onnx.ModelProto, found: _Graph) -> onnx.ModelProto:
+    """A copy of ``model`` whose input is ``images`` (NCHW) and whose score output is
+    ``logits`` at the input's size."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inp = next(i for i in graph.input if i.name == found.input)
+    dims = list(inp.type.tensor_type.shape.dim)
+    if found.layout == NHWC:  # images (NCHW) → Transpose → the original NHWC input
+        if found.input == INPUT_IMAGES:  # the Transpose's output takes the original's place
+            _rename(graph, INPUT_IMAGES, INPUT_IMAGES + "_nhwc")
+        graph.node.insert(0, helper.make_node("Transpose", [INPUT_IMAGES], [inp.name],
+                                              perm=[0, 2, 3, 1], name="fcn_edge_nchw_to_nhwc"))
+        dims = [dims[0], dims[3], dims[1], dims[2]]
+        new = helper.make_tensor_value_info(INPUT_IMAGES, TensorProto.FLOAT, None)
+        new.type.tensor_type.shape.dim.extend(dims)
+        graph.input.remove(inp)
+        graph.input.insert(0, new)
+    else:
+        _rename(graph, found.input, INPUT_IMAGES)
+    scores = score_name(found)
+    _rename(graph, found.output, scores)
+    if scores != OUTPUT_LOGITS:
+        _append_resize(graph, scores)
+    return out
+
+
+def score_name(found: _Graph) -> str:
+    """What the score output is called in the imported graph: ``logits`` at full resolution;
+    its own name on a coarse grid (``logits_coarse`` if that was ``logits``), resized into
+    ``logits``."""
+    if found.grid == found.probe:
+        return OUTPUT_LOGITS
+    return OUTPUT_LOGITS + "_coarse" if found.output == OUTPUT_LOGITS else found.output
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` everywhere in ``graph`` (its inputs, outputs and node edges)."""
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def _append_resize(graph: onnx.GraphProto, scores: str) -> None:
+    """``logits`` = ``scores`` resized bilinearly (half-pixel, as torch's ``interpolate`` with
+    ``align_corners=False``) to N×C×H×W of ``images``; ``scores`` stays an output."""
+    def const(name: str, values: list[int]) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], name=name,
+                                value=helper.make_tensor(name, TensorProto.INT64,
+                                                         [len(values)], values))
+    p = "fcn_edge_upsample_"
+    graph.node.extend([
+        const(p + "0", [0]), const(p + "2", [2]), const(p + "4", [4]),
+        helper.make_node("Shape", [scores], [p + "nc_all"], name=p + "shape_scores"),
+        helper.make_node("Slice", [p + "nc_all", p + "0", p + "2"], [p + "nc"], name=p + "nc"),
+        helper.make_node("Shape", [INPUT_IMAGES], [p + "hw_all"], name=p + "shape_images"),
+        helper.make_node("Slice", [p + "hw_all", p + "2", p + "4"], [p + "hw"], name=p + "hw"),
+        helper.make_node("Concat", [p + "nc", p + "hw"], [p + "sizes"], axis=0,
+                         name=p + "sizes"),
+        helper.make_node("Resize", [scores, "", "", p + "sizes"], [OUTPUT_LOGITS],
+                         mode="linear", coordinate_transformation_mode="half_pixel",
+                         name=p + "resize")])
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT,
+                                                      ["N", None, "H", "W"]))
+
+
+def verify(src: Path, written: Path, found: _Graph) -> None:
+    """The written file against the original in ONNX Runtime on one input: every original
+    output identical, the logits at the input's size; then one frame through a Segmenter."""
+    from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from ..runtime.segmenter import Segmenter
+
+    batch = _probe_batch(found.layout, found.batch or 1, found.probe)
+    images = batch if found.layout == NCHW else batch.transpose(0, 3, 1, 2).copy()
+    original = onnx.load(str(src))
+    names = [o.name for o in original.graph.output]
+    before = dict(zip(names, _run(original.SerializeToString(), {found.input: batch},
+                                  None, src)))
+    after_model = onnx.load(str(written))
+    after_names = [o.name for o in after_model.graph.output]
+    after = dict(zip(after_names, _run(str(written), {INPUT_IMAGES: images}, None, written)))
+    renamed = {found.output: score_name(found)}
+    for name, value in before.items():
+        if not np.array_equal(value, after[renamed.get(name, name)], equal_nan=True):
+            raise ModelFormatError(f"the imported graph's output '{name}' differs from the "
+                                   f"original's: fcn-edge rewrote it wrong (please report "
+                                   f"this bug); nothing was written")
+    n, c = before[found.output].shape[:2]
+    if after[OUTPUT_LOGITS].shape != (n, c, *found.probe):
+        raise ModelFormatError(f"the imported logits have shape {after[OUTPUT_LOGITS].shape}, "
+                               f"not {(n, c, *found.probe)}: please report this bug; nothing "
+                               f"was written")
+    frame = np.random.default_rng(1).integers(0, 256, (*found.probe, 3), np.uint8)
+    with OnnxRuntimeBackend(written) as backend, Segmenter(backend) as seg:
+        labels = seg(frame)
+    if labels.shape != frame.shape[:2]:
+        raise ModelFormatError(f"the imported model's labels are {labels.shape} for a frame of "
+                               f"{frame.shape[:2]}: please report this bug; nothing was written")
+
+
+__all__ = ["ImportOptions", "IMAGENET_MEAN", "IMAGENET_STD", "import_onnx", "class_names",
+           "inspect_graph", "rewrite", "verify"]
