@@ -36,8 +36,6 @@ from .resnet import Bottleneck, bottleneck_stage
 
 #: Blocks per stage (layer1 … layer4) of each architecture.
 ARCHITECTURES = {"fcn_resnet50": (3, 4, 6, 3), "fcn_resnet101": (3, 4, 23, 3)}
-#: ``num_params`` in torchvision's weights metadata (with the aux head, 21 classes).
-PUBLISHED_NUM_PARAMS = {"fcn_resnet50": 35_322_218, "fcn_resnet101": 54_314_346}
 #: Which stages swap their stride 2 for dilation (torchvision's FCN: layer3 and layer4).
 _DILATE = (False, True, True)
 
