@@ -187,6 +187,8 @@ def _add_import_parser(sub) -> None:
                         "Caffe-style means in pixel units)")
     p.add_argument("--score-output", help="the output that is the score map, for a model with "
                                           "several outputs")
+    p.add_argument("--argmax", action="store_true",
+                   help="append ArgMax: labels out (uint8 up to 256 classes) instead of scores")
     p.add_argument("-o", "--output", help="the ONNX to write (default: NAME.fcn-edge.onnx "
                                           "beside the model)")
     p.set_defaults(func=cmd_import)

@@ -37,8 +37,8 @@ from onnx import TensorProto, helper
 from .. import __version__
 from ..errors import InputError, ModelFormatError
 from ..io import atomic_path, check_writable, file_sha256
-from ..runtime.metadata import (INPUT_IMAGES, NCHW, NHWC, OUTPUT_LOGITS, ArtifactMeta,
-                                MEAN_RANGE, STD_RANGE, Shapes, default_shapes)
+from ..runtime.metadata import (INPUT_IMAGES, MEAN_RANGE, NCHW, NHWC, OUTPUT_LABELS,
+                                OUTPUT_LOGITS, STD_RANGE, ArtifactMeta, Shapes, default_shapes)
 from ..runtime.palette import voc_palette
 from .onnx_props import set_metadata
 
@@ -59,6 +59,7 @@ class ImportOptions:
     color: str = "rgb"                # the channel order the model was trained on
     scale: float = 255.0              # pixels are divided by this before mean/std
     score_output: str | None = None   # which output is the score map, with several
+    argmax: bool = False              # append ArgMax: labels out, C times less to copy back
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def import_onnx(model_path: str | Path, options: ImportOptions,
                          f"score channels but --classes {options.classes} names {len(classes)} "
                          f"classes: give the class list the model was trained on")
     meta = _meta(src, found, classes, palette, options)
-    imported = rewrite(model, found)
+    imported = rewrite(model, found, len(classes) if options.argmax else 0)
     set_metadata(imported, meta.to_props())
     with atomic_path(out) as tmp:
         onnx.save(imported, str(tmp))
@@ -257,16 +258,16 @@ def _meta(src: Path, found: _Graph, classes: tuple[str, ...], palette: tuple,
         classes=classes, palette=palette, mean=mean, std=std, color_order=options.color,
         output_stride=min(stride, 512), shapes=shapes, source_sha256=file_sha256(src),
         fcn_edge_version=__version__,
-        labels_dtype="uint8" if len(classes) <= 256 else "int32",
+        labels_dtype="uint8" if len(classes) <= 256 else "int32", argmax=options.argmax,
         export_options={"imported_from": src.name, "input": found.input,
                         "layout": found.layout, "score_output": found.output,
                         "upsampled": found.grid != found.probe, "scale": options.scale,
                         "given_mean": list(options.mean), "given_std": list(options.std)})
 
 
-def rewrite(model: onnx.ModelProto, found: _Graph) -> onnx.ModelProto:
+def rewrite(model: onnx.ModelProto, found: _Graph, argmax: int = 0) -> onnx.ModelProto:
     """A copy of ``model`` whose input is ``images`` (NCHW) and whose score output is
-    ``logits`` at the input's size."""
+    ``logits`` at the input's size; with ``argmax`` (the class count), ``labels`` too."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -288,6 +289,8 @@ def rewrite(model: onnx.ModelProto, found: _Graph) -> onnx.ModelProto:
     _rename(graph, found.output, scores)
     if scores != OUTPUT_LOGITS:
         _append_resize(graph, scores)
+    if argmax:
+        _append_argmax(graph, argmax)
     return out
 
 
@@ -333,6 +336,26 @@ def _append_resize(graph: onnx.GraphProto, scores: str) -> None:
                                                       ["N", None, "H", "W"]))
 
 
+def _append_argmax(graph: onnx.GraphProto, classes: int) -> None:
+    """``labels`` = ArgMax of ``logits`` over classes, N×H×W: uint8 up to 256 classes, cast
+    through float32 as TensorRT needs (exact: every label is below 256), else int32."""
+    p = "fcn_edge_argmax_"
+    nodes = [helper.make_node("ArgMax", [OUTPUT_LOGITS], [p + "int64"], axis=1, keepdims=0,
+                              name=p + "argmax")]
+    if classes <= 256:
+        nodes += [helper.make_node("Cast", [p + "int64"], [p + "float"], to=TensorProto.FLOAT,
+                                   name=p + "float"),
+                  helper.make_node("Cast", [p + "float"], [OUTPUT_LABELS], to=TensorProto.UINT8,
+                                   name=p + "uint8")]
+        dtype = TensorProto.UINT8
+    else:
+        nodes.append(helper.make_node("Cast", [p + "int64"], [OUTPUT_LABELS],
+                                      to=TensorProto.INT32, name=p + "int32"))
+        dtype = TensorProto.INT32
+    graph.node.extend(nodes)
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_LABELS, dtype, ["N", "H", "W"]))
+
+
 def verify(src: Path, written: Path, found: _Graph) -> None:
     """The written file against the original in ONNX Runtime on one input: every original
     output identical, the logits at the input's size; then one frame through a Segmenter."""
@@ -355,6 +378,10 @@ def verify(src: Path, written: Path, found: _Graph) -> None:
                                    f"original's: fcn-edge rewrote it wrong (please report "
                                    f"this bug); nothing was written")
     n, c = before[found.output].shape[:2]
+    if OUTPUT_LABELS in after and not np.array_equal(after[OUTPUT_LABELS],
+                                                     after[OUTPUT_LOGITS].argmax(1)):
+        raise ModelFormatError("the imported labels are not the argmax of its logits: please "
+                               "report this bug; nothing was written")
     if after[OUTPUT_LOGITS].shape != (n, c, *found.probe):
         raise ModelFormatError(f"the imported logits have shape {after[OUTPUT_LOGITS].shape}, "
                                f"not {(n, c, *found.probe)}: please report this bug; nothing "

@@ -193,3 +193,17 @@ def test_our_tensor_names_in_a_foreign_graph(folder, tmp_path):
     out = import_onnx(src, ImportOptions(classes="voc"), tmp_path / "n.onnx", log=lambda s: None)
     with Segmenter(out) as seg:
         assert seg(_frames(1, 72, 120)[0]).shape == (72, 120)
+
+
+@pytest.mark.parametrize("kind", ["coarse", "full"])
+def test_argmax_appended(kind, folder, tmp_path):
+    """--argmax: labels out of the graph, the argmax of the (upsampled) original logits."""
+    full = kind == "full"
+    src = export(Coarse(full=full), folder / f"argmax_{kind}.onnx")
+    out = import_onnx(src, ImportOptions(classes="voc", argmax=True), tmp_path / "a.onnx",
+                      log=lambda s: None)
+    with Segmenter(out) as seg:
+        assert seg.meta.argmax and seg.meta.output_name == "labels"
+        for frame in _frames(2, 72, 120):
+            assert np.array_equal(seg(frame), original_labels(src, frame, full))
+    _run_cli_on(out, tmp_path, 72, 120)
