@@ -189,6 +189,9 @@ def _add_import_parser(sub) -> None:
                                           "several outputs")
     p.add_argument("--argmax", action="store_true",
                    help="append ArgMax: labels out (uint8 up to 256 classes) instead of scores")
+    p.add_argument("--raw-io", action="store_true",
+                   help="uint8 BGR NHWC frames in, normalised inside the graph (as export "
+                        "--raw-io)")
     p.add_argument("-o", "--output", help="the ONNX to write (default: NAME.fcn-edge.onnx "
                                           "beside the model)")
     p.set_defaults(func=cmd_import)

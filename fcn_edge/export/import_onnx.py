@@ -13,6 +13,10 @@ contract after at most three small edits, made here once instead of in every run
 - fcn-edge's metadata (classes, palette, mean/std, colour order, shapes) goes into
   ``metadata_props``.
 
+Optionally (``argmax``, ``raw_io``) ArgMax is appended and uint8 BGR NHWC ``frames`` are
+normalised inside the graph, so the runtime's lean path (no copy per frame) applies; the edits
+themselves are in ``import_graph.py``.
+
 Upsampling in the graph, not in the runtime, keeps the runtime lean and every backend alike:
 ONNX Runtime, a TensorRT engine built from the file and Triton all get logits at the frame's
 size, and the runtime keeps one post-processing path (argmax). A fixed input size is written as
@@ -20,9 +24,9 @@ the artifact's shapes (min = opt = max); the ONNX Runtime backend then treats it
 profile, so Segmenter resizes frames into it and maps the labels back.
 
 Before anything is written the result is checked: the original and the imported graph run in
-ONNX Runtime on the same input and every output of the original must come back identical (the
-resized logits: at the input's size), then a Segmenter segments a frame with it. onnx and
-onnxruntime, no torch.
+ONNX Runtime on the same input and every output of the original must come back identical (with
+raw IO within float32 rounding; the resized logits at the input's size, labels their argmax),
+then a Segmenter segments a frame with it. onnx and onnxruntime, no torch.
 """
 from __future__ import annotations
 
@@ -32,14 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from .. import __version__
 from ..errors import InputError, ModelFormatError
 from ..io import atomic_path, check_writable, file_sha256
-from ..runtime.metadata import (INPUT_IMAGES, MEAN_RANGE, NCHW, NHWC, OUTPUT_LABELS,
-                                OUTPUT_LOGITS, STD_RANGE, ArtifactMeta, Shapes, default_shapes)
+from ..runtime.metadata import (INPUT_FRAMES, INPUT_IMAGES, MEAN_RANGE, NCHW, NHWC,
+                                OUTPUT_LABELS, OUTPUT_LOGITS, STD_RANGE, ArtifactMeta, Shapes,
+                                default_shapes)
+from ..runtime.processing import frames_to_input, normalization_affine
 from ..runtime.palette import voc_palette
+from .import_graph import ForeignGraph, RawIO, rewrite, score_name
 from .onnx_props import set_metadata
 
 #: ImageNet statistics, RGB, on pixel / 255: what torchvision's segmentation models expect.
@@ -60,19 +67,7 @@ class ImportOptions:
     scale: float = 255.0              # pixels are divided by this before mean/std
     score_output: str | None = None   # which output is the score map, with several
     argmax: bool = False              # append ArgMax: labels out, C times less to copy back
-
-
-@dataclass(frozen=True)
-class _Graph:
-    """What the import found in the foreign graph."""
-
-    input: str
-    layout: str                        # NCHW | NHWC
-    fixed: tuple[int, int] | None      # fixed (H, W), or None when dynamic
-    batch: int | None                  # fixed batch, or None
-    output: str
-    grid: tuple[int, int]              # the score map's (h, w) at the probe size
-    probe: tuple[int, int]             # the probe's (H, W)
+    raw_io: bool = False              # uint8 BGR NHWC frames in, normalised in the graph
 
 
 def import_onnx(model_path: str | Path, options: ImportOptions,
@@ -96,11 +91,15 @@ def import_onnx(model_path: str | Path, options: ImportOptions,
                          f"score channels but --classes {options.classes} names {len(classes)} "
                          f"classes: give the class list the model was trained on")
     meta = _meta(src, found, classes, palette, options)
-    imported = rewrite(model, found, len(classes) if options.argmax else 0)
+    raw = None
+    if options.raw_io:
+        scale, bias = normalization_affine(meta.mean, meta.std)
+        raw = RawIO(tuple(scale.tolist()), tuple(bias.tolist()), meta.color_order == "rgb")
+    imported = rewrite(model, found, len(classes) if options.argmax else 0, raw)
     set_metadata(imported, meta.to_props())
     with atomic_path(out) as tmp:
         onnx.save(imported, str(tmp))
-        verify(src, tmp, found)
+        verify(src, tmp, found, meta)
     coarse = found.grid != found.probe
     log(f"imported {src.name}: {found.layout} input '{found.input}' "
         f"({'fixed ' + 'x'.join(map(str, found.fixed)) if found.fixed else 'dynamic size'}), "
@@ -145,7 +144,7 @@ def _dims(value_info) -> list[int | None]:
             for d in value_info.type.tensor_type.shape.dim]
 
 
-def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -> _Graph:
+def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -> ForeignGraph:
     """The input (its layout, fixed or dynamic size) and the score output, probed in ONNX
     Runtime; refuses what the runtime cannot feed or what cannot be a score map."""
     inits = {i.name for i in model.graph.initializer}
@@ -165,7 +164,7 @@ def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -
     output = _score_output(model, src, score_output)
     probe = fixed or PROBE_SIZE
     grid = _probe(model, inp.name, layout, dims[0] or 1, probe, output, src)
-    return _Graph(inp.name, layout, fixed, dims[0], output, grid, probe)
+    return ForeignGraph(inp.name, layout, fixed, dims[0], output, grid, probe)
 
 
 def _describe(value_info) -> str:
@@ -204,7 +203,7 @@ def _probe(model: onnx.ModelProto, input_name: str, layout: str, batch: int,
     return int(result.shape[2]), int(result.shape[3])
 
 
-def _channels(model: onnx.ModelProto, src: Path, found: _Graph) -> int:
+def _channels(model: onnx.ModelProto, src: Path, found: ForeignGraph) -> int:
     batch = _probe_batch(found.layout, found.batch or 1, found.probe)
     return int(_run(model.SerializeToString(), {found.input: batch}, [found.output],
                     src)[0].shape[1])
@@ -228,7 +227,7 @@ def _run(model: bytes | str, feed: dict, outputs: list[str] | None, src: Path) -
                                f"({str(exc).strip().splitlines()[0]})") from None
 
 
-def _meta(src: Path, found: _Graph, classes: tuple[str, ...], palette: tuple,
+def _meta(src: Path, found: ForeignGraph, classes: tuple[str, ...], palette: tuple,
           options: ImportOptions) -> ArtifactMeta:
     """fcn-edge's metadata for the imported model; mean/std as the runtime applies them
     (on pixel / 255), checked in range with the flags named."""
@@ -259,139 +258,67 @@ def _meta(src: Path, found: _Graph, classes: tuple[str, ...], palette: tuple,
         output_stride=min(stride, 512), shapes=shapes, source_sha256=file_sha256(src),
         fcn_edge_version=__version__,
         labels_dtype="uint8" if len(classes) <= 256 else "int32", argmax=options.argmax,
+        raw_io=options.raw_io,
         export_options={"imported_from": src.name, "input": found.input,
                         "layout": found.layout, "score_output": found.output,
                         "upsampled": found.grid != found.probe, "scale": options.scale,
                         "given_mean": list(options.mean), "given_std": list(options.std)})
 
 
-def rewrite(model: onnx.ModelProto, found: _Graph, argmax: int = 0) -> onnx.ModelProto:
-    """A copy of ``model`` whose input is ``images`` (NCHW) and whose score output is
-    ``logits`` at the input's size; with ``argmax`` (the class count), ``labels`` too."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    inp = next(i for i in graph.input if i.name == found.input)
-    dims = list(inp.type.tensor_type.shape.dim)
-    if found.layout == NHWC:  # images (NCHW) → Transpose → the original NHWC input
-        if found.input == INPUT_IMAGES:  # the Transpose's output takes the original's place
-            _rename(graph, INPUT_IMAGES, INPUT_IMAGES + "_nhwc")
-        graph.node.insert(0, helper.make_node("Transpose", [INPUT_IMAGES], [inp.name],
-                                              perm=[0, 2, 3, 1], name="fcn_edge_nchw_to_nhwc"))
-        dims = [dims[0], dims[3], dims[1], dims[2]]
-        new = helper.make_tensor_value_info(INPUT_IMAGES, TensorProto.FLOAT, None)
-        new.type.tensor_type.shape.dim.extend(dims)
-        graph.input.remove(inp)
-        graph.input.insert(0, new)
-    else:
-        _rename(graph, found.input, INPUT_IMAGES)
-    scores = score_name(found)
-    _rename(graph, found.output, scores)
-    if scores != OUTPUT_LOGITS:
-        _append_resize(graph, scores)
-    if argmax:
-        _append_argmax(graph, argmax)
-    return out
-
-
-def score_name(found: _Graph) -> str:
-    """What the score output is called in the imported graph: ``logits`` at full resolution;
-    its own name on a coarse grid (``logits_coarse`` if that was ``logits``), resized into
-    ``logits``."""
-    if found.grid == found.probe:
-        return OUTPUT_LOGITS
-    return OUTPUT_LOGITS + "_coarse" if found.output == OUTPUT_LOGITS else found.output
-
-
-def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename tensor ``old`` everywhere in ``graph`` (its inputs, outputs and node edges)."""
-    for node in graph.node:
-        node.input[:] = [new if n == old else n for n in node.input]
-        node.output[:] = [new if n == old else n for n in node.output]
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
-
-
-def _append_resize(graph: onnx.GraphProto, scores: str) -> None:
-    """``logits`` = ``scores`` resized bilinearly (half-pixel, as torch's ``interpolate`` with
-    ``align_corners=False``) to N×C×H×W of ``images``; ``scores`` stays an output."""
-    def const(name: str, values: list[int]) -> onnx.NodeProto:
-        return helper.make_node("Constant", [], [name], name=name,
-                                value=helper.make_tensor(name, TensorProto.INT64,
-                                                         [len(values)], values))
-    p = "fcn_edge_upsample_"
-    graph.node.extend([
-        const(p + "0", [0]), const(p + "2", [2]), const(p + "4", [4]),
-        helper.make_node("Shape", [scores], [p + "nc_all"], name=p + "shape_scores"),
-        helper.make_node("Slice", [p + "nc_all", p + "0", p + "2"], [p + "nc"], name=p + "nc"),
-        helper.make_node("Shape", [INPUT_IMAGES], [p + "hw_all"], name=p + "shape_images"),
-        helper.make_node("Slice", [p + "hw_all", p + "2", p + "4"], [p + "hw"], name=p + "hw"),
-        helper.make_node("Concat", [p + "nc", p + "hw"], [p + "sizes"], axis=0,
-                         name=p + "sizes"),
-        helper.make_node("Resize", [scores, "", "", p + "sizes"], [OUTPUT_LOGITS],
-                         mode="linear", coordinate_transformation_mode="half_pixel",
-                         name=p + "resize")])
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_LOGITS, TensorProto.FLOAT,
-                                                      ["N", None, "H", "W"]))
-
-
-def _append_argmax(graph: onnx.GraphProto, classes: int) -> None:
-    """``labels`` = ArgMax of ``logits`` over classes, N×H×W: uint8 up to 256 classes, cast
-    through float32 as TensorRT needs (exact: every label is below 256), else int32."""
-    p = "fcn_edge_argmax_"
-    nodes = [helper.make_node("ArgMax", [OUTPUT_LOGITS], [p + "int64"], axis=1, keepdims=0,
-                              name=p + "argmax")]
-    if classes <= 256:
-        nodes += [helper.make_node("Cast", [p + "int64"], [p + "float"], to=TensorProto.FLOAT,
-                                   name=p + "float"),
-                  helper.make_node("Cast", [p + "float"], [OUTPUT_LABELS], to=TensorProto.UINT8,
-                                   name=p + "uint8")]
-        dtype = TensorProto.UINT8
-    else:
-        nodes.append(helper.make_node("Cast", [p + "int64"], [OUTPUT_LABELS],
-                                      to=TensorProto.INT32, name=p + "int32"))
-        dtype = TensorProto.INT32
-    graph.node.extend(nodes)
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_LABELS, dtype, ["N", "H", "W"]))
-
-
-def verify(src: Path, written: Path, found: _Graph) -> None:
+def verify(src: Path, written: Path, found: ForeignGraph, meta: ArtifactMeta) -> None:
     """The written file against the original in ONNX Runtime on one input: every original
-    output identical, the logits at the input's size; then one frame through a Segmenter."""
+    output identical (with raw IO, within float32 rounding of the in-graph normalisation), the
+    logits at the input's size, labels their argmax; then one frame through a Segmenter."""
     from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
     from ..runtime.segmenter import Segmenter
 
-    batch = _probe_batch(found.layout, found.batch or 1, found.probe)
-    images = batch if found.layout == NCHW else batch.transpose(0, 3, 1, 2).copy()
-    original = onnx.load(str(src))
-    names = [o.name for o in original.graph.output]
-    before = dict(zip(names, _run(original.SerializeToString(), {found.input: batch},
-                                  None, src)))
-    after_model = onnx.load(str(written))
-    after_names = [o.name for o in after_model.graph.output]
-    after = dict(zip(after_names, _run(str(written), {INPUT_IMAGES: images}, None, written)))
+    original, imported = _feeds(found, meta)
+    names = [o.name for o in onnx.load(str(src)).graph.output]
+    before = dict(zip(names, _run(str(src), {found.input: original}, None, src)))
+    after_names = [o.name for o in onnx.load(str(written)).graph.output]
+    after = dict(zip(after_names, _run(str(written), imported, None, written)))
     renamed = {found.output: score_name(found)}
     for name, value in before.items():
-        if not np.array_equal(value, after[renamed.get(name, name)], equal_nan=True):
-            raise ModelFormatError(f"the imported graph's output '{name}' differs from the "
-                                   f"original's: fcn-edge rewrote it wrong (please report "
-                                   f"this bug); nothing was written")
+        if not _same(value, after[renamed.get(name, name)], exact=not meta.raw_io):
+            _bug(f"the imported graph's output '{name}' differs from the original's")
     n, c = before[found.output].shape[:2]
+    if after[OUTPUT_LOGITS].shape != (n, c, *found.probe):
+        _bug(f"the imported logits have shape {after[OUTPUT_LOGITS].shape}, not "
+             f"{(n, c, *found.probe)}")
     if OUTPUT_LABELS in after and not np.array_equal(after[OUTPUT_LABELS],
                                                      after[OUTPUT_LOGITS].argmax(1)):
-        raise ModelFormatError("the imported labels are not the argmax of its logits: please "
-                               "report this bug; nothing was written")
-    if after[OUTPUT_LOGITS].shape != (n, c, *found.probe):
-        raise ModelFormatError(f"the imported logits have shape {after[OUTPUT_LOGITS].shape}, "
-                               f"not {(n, c, *found.probe)}: please report this bug; nothing "
-                               f"was written")
+        _bug("the imported labels are not the argmax of its logits")
     frame = np.random.default_rng(1).integers(0, 256, (*found.probe, 3), np.uint8)
     with OnnxRuntimeBackend(written) as backend, Segmenter(backend) as seg:
         labels = seg(frame)
     if labels.shape != frame.shape[:2]:
-        raise ModelFormatError(f"the imported model's labels are {labels.shape} for a frame of "
-                               f"{frame.shape[:2]}: please report this bug; nothing was written")
+        _bug(f"the imported model's labels are {labels.shape} for a frame of {frame.shape[:2]}")
+
+
+def _feeds(found: ForeignGraph, meta: ArtifactMeta) -> tuple[np.ndarray, dict]:
+    """One input for the original and the same for the imported graph: noise, or with raw IO
+    uint8 BGR frames and, for the original, the runtime's own normalisation of them."""
+    n = found.batch or 1
+    if meta.raw_io:
+        frames = np.random.default_rng(0).integers(0, 256, (n, *found.probe, 3), np.uint8)
+        images = frames_to_input(frames, meta.mean, meta.std, meta.color_order)
+        original = images if found.layout == NCHW else images.transpose(0, 2, 3, 1).copy()
+        return original, {INPUT_FRAMES: frames}
+    batch = _probe_batch(found.layout, n, found.probe)
+    images = batch if found.layout == NCHW else batch.transpose(0, 3, 1, 2).copy()
+    return batch, {INPUT_IMAGES: images}
+
+
+def _same(a: np.ndarray, b: np.ndarray, exact: bool) -> bool:
+    if exact:
+        return np.array_equal(a, b, equal_nan=True)
+    return a.shape == b.shape and bool(np.abs(a - b).max(initial=0) <=
+                                       1e-4 * max(1.0, float(np.abs(a).max(initial=0))))
+
+
+def _bug(what: str) -> None:
+    raise ModelFormatError(f"{what}: fcn-edge rewrote the model wrong (please report this "
+                           f"bug); nothing was written")
 
 
 __all__ = ["ImportOptions", "IMAGENET_MEAN", "IMAGENET_STD", "import_onnx", "class_names",

@@ -207,3 +207,21 @@ def test_argmax_appended(kind, folder, tmp_path):
         for frame in _frames(2, 72, 120):
             assert np.array_equal(seg(frame), original_labels(src, frame, full))
     _run_cli_on(out, tmp_path, 72, 120)
+
+
+@pytest.mark.parametrize("kind", ["coarse", "nhwc"])
+def test_raw_io_and_argmax_appended(kind, folder, tmp_path):
+    """--raw-io --argmax: the lean path (uint8 BGR frames in, labels out: no copy per frame)."""
+    src = export(Coarse(nhwc=kind == "nhwc"), folder / f"raw_{kind}.onnx",
+                 shape=(1, 64, 96, 3) if kind == "nhwc" else (1, 3, 64, 96))
+    out = import_onnx(src, ImportOptions(classes="voc", argmax=True, raw_io=True),
+                      tmp_path / "r.onnx", log=lambda s: None)
+    with Segmenter(out) as seg:
+        assert seg.meta.raw_io and seg.meta.input_name == "frames"
+        frame = np.ascontiguousarray(_frames(1, 64, 96)[0])
+        labels = seg(frame)
+        assert seg.stats.copies == 0
+        if kind == "coarse":
+            agree = (labels == original_labels(src, frame, False)).mean()
+            assert agree > 0.999
+    _run_cli_on(out, tmp_path, 72, 120)
