@@ -28,6 +28,9 @@ class ForeignGraph:
     grid: tuple[int, int]              # the score map's (h, w) at the probe size
     probe: tuple[int, int]             # the probe's (H, W)
 
+#: The prefix of the raw-IO nodes' names and tensors.
+_RAW = "fcn_edge_raw_io_"
+
 
 @dataclass(frozen=True)
 class RawIO:
@@ -66,7 +69,8 @@ def rewrite(model: onnx.ModelProto, found: ForeignGraph, argmax: int = 0,
     scores = score_name(found)
     _rename(graph, found.output, scores)
     if scores != OUTPUT_LOGITS:
-        _append_resize(graph, scores, (INPUT_FRAMES, 1, 3) if raw else (INPUT_IMAGES, 2, 4))
+        # With raw IO the size is read after the Cast: TensorRT feeds a uint8 input to a Cast only.
+        _append_resize(graph, scores, (_RAW + "float", 1, 3) if raw else (INPUT_IMAGES, 2, 4))
     if argmax:
         _append_argmax(graph, argmax)
     return out
@@ -144,7 +148,7 @@ def _prepend_raw_io(graph: onnx.GraphProto, inp, layout: str, raw: RawIO) -> Non
         _rename(graph, INPUT_FRAMES, INPUT_FRAMES + "_original")
     dims = list(inp.type.tensor_type.shape.dim)
     nhwc = dims if layout == NHWC else [dims[0], dims[2], dims[3], dims[1]]
-    p = "fcn_edge_raw_io_"
+    p = _RAW
 
     def const(name: str, values, dtype) -> onnx.NodeProto:
         return helper.make_node("Constant", [], [p + name], name=p + name,

@@ -18,6 +18,7 @@ from torch import nn
 from faults import run_cli
 from fcn_edge.errors import InputError
 from fcn_edge.export.import_onnx import ImportOptions, import_onnx
+from fcn_edge.export.trt_compat import check_onnx_file, format_reports
 from fcn_edge.runtime import Segmenter
 from support import smooth_image, write_rgb
 
@@ -216,6 +217,8 @@ def test_raw_io_and_argmax_appended(kind, folder, tmp_path):
                  shape=(1, 64, 96, 3) if kind == "nhwc" else (1, 3, 64, 96))
     out = import_onnx(src, ImportOptions(classes="voc", argmax=True, raw_io=True),
                       tmp_path / "r.onnx", log=lambda s: None)
+    reports = check_onnx_file(out, ("8.6", "10", "11"))
+    assert all(r.ok for r in reports), format_reports(reports, out)  # uint8 feeds only a Cast
     with Segmenter(out) as seg:
         assert seg.meta.raw_io and seg.meta.input_name == "frames"
         frame = np.ascontiguousarray(_frames(1, 64, 96)[0])
