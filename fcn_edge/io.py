@@ -53,14 +53,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
-            _fsync(tmp_path)
+            fsync_path(tmp_path)
         except Exception as exc:
             code = _out_of_space(exc, tmp_path)
             if code is None:
                 raise
             raise OSError(code, os.strerror(code), str(target)) from exc
         os.replace(tmp_path, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -70,7 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file's data, or a directory's entries, to the disk."""
     if path.is_dir() and os.name == "nt":  # Windows cannot open a directory; NTFS journals it
         return

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from .. import __version__
 from ..errors import FcnEdgeError, InputError, ModelFormatError
-from ..io import Log, _fsync, check_writable, file_sha256
+from ..io import Log, check_writable, file_sha256, fsync_path
 
 #: Overrides the cache folder (as ``TORCH_HOME`` does torch.hub's).
 CACHE_ENV = "FCN_EDGE_CACHE"
@@ -72,7 +72,7 @@ def download(url: str, sha256: str, dest: str | os.PathLike | None = None, *,
             f"{url}: SHA-256 {got}, expected {expected}; the download was removed — run again, "
             f"{OFFLINE_HINT} if this repeats")
     os.replace(part, target)  # the part was fsynced as it closed
-    _fsync(target.parent)  # and the rename is durable once its folder is
+    fsync_path(target.parent)  # and the rename is durable once its folder is
     return target
 
 
