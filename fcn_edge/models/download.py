@@ -27,8 +27,8 @@ from ..io import Log, check_writable, file_sha256, fsync_path
 
 #: Overrides the cache folder (as ``TORCH_HOME`` does torch.hub's).
 CACHE_ENV = "FCN_EDGE_CACHE"
-#: What to do when no download is possible; ``--weights FILE`` will be the flag for it.
-OFFLINE_HINT = "or pass the file you downloaded yourself"
+#: What to do when no download is possible: every command taking a zoo name takes the file.
+OFFLINE_HINT = "or pass the file you downloaded yourself with --weights FILE"
 _CHUNK = 1 << 16
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
