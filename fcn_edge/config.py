@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Mapping
 
 from .errors import InputError
-from .models.registry import MODEL_LAYOUTS, backbone_names, get_backbone
+from .models.registry import (MODEL_LAYOUTS, architecture_names, backbone_names,
+                              find_architecture, get_backbone)
 from .runtime.bounds import Bound, Many, Rule, Size, Threads, check_bounds
 from .runtime.modalities import MODALITY_CHANNELS as _MODALITY_CHANNELS
 from .runtime.processing import IMAGENET_MEAN, IMAGENET_STD
@@ -61,6 +62,14 @@ class ModelConfig:
             they set ``in_channels`` to their sum.
         fusion: ``early`` (one net over the stacked channels) or ``late`` (one stream per input,
             their scores summed: the paper's RGB + HHA net, :class:`LateFusionFCN`).
+        aux: for a published architecture (``name`` = ``fcn_resnet50`` …, below), whether it
+            carries its auxiliary head on ``layer3`` (torchvision's published weights do).
+
+    ``name`` may instead be a registered published architecture (``registry.py``:
+    ``fcn_resnet18``/``34``, jetson-inference's; ``fcn_resnet50``/``101``, torchvision's), so
+    their weights deploy like ours. Their layout is their source's: ``backbone`` is filled in
+    from the record, and the skip nets' options (layout, fc width, learnable upsampling, extra
+    inputs, heads, fusion) must stay at their defaults.
     """
 
     name: str = "fcn8s"
@@ -74,12 +83,18 @@ class ModelConfig:
     heads: tuple[tuple[str, int], ...] = ()
     inputs: tuple[tuple[str, int], ...] = ()
     fusion: str = "early"
+    aux: bool = False
 
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
         "num_classes": Bound(1, 10_000), "fc_channels": Bound(1, 65_536),
         "dropout": PROBABILITY}
 
     def __post_init__(self) -> None:
+        if find_architecture(self.name) is not None:
+            return self._check_architecture()
+        if self.aux:
+            raise InputError(f"aux is the auxiliary head of a published architecture "
+                             f"({', '.join(architecture_names())}); {self.name} has none")
         heads = _check_heads(self.heads) if self.heads else ()
         object.__setattr__(self, "heads", heads)  # normalised to tuples: JSON gives lists
         if heads:
@@ -92,7 +107,7 @@ class ModelConfig:
             raise InputError(f"late fusion needs two or more inputs (one stream each) and one "
                              f"task; got inputs {[n for n, _ in inputs]} and heads "
                              f"{[n for n, _ in heads]}")
-        _check_choice("model name", self.name, MODEL_NAMES)
+        _check_choice("model name", self.name, MODEL_NAMES + architecture_names())
         spec = get_backbone(self.backbone)
         _check_choice("layout", self.layout, MODEL_LAYOUTS)
         if self.layout not in spec.layouts:
@@ -104,10 +119,34 @@ class ModelConfig:
             raise InputError(f"fc_channels sets the width of fc6/fc7, which {self.backbone} does "
                              f"not have; leave it at its default for {self.backbone}")
 
+    def _check_architecture(self) -> None:
+        """A published architecture: its own backbone, and the skip nets' options at their
+        defaults (they mean nothing to it)."""
+        spec = find_architecture(self.name)
+        if self.backbone not in ("vgg16", spec.backbone):  # vgg16: the field's default
+            raise InputError(f"{self.name} has a {spec.backbone} backbone, not "
+                             f"{self.backbone!r}; leave backbone out")
+        object.__setattr__(self, "backbone", spec.backbone)
+        default = ModelConfig()
+        changed = [name for name in _SKIP_NET_OPTIONS if name != "heads"
+                   and getattr(self, name) != getattr(default, name)] + \
+            (["heads"] if self.heads else [])
+        inputs = _check_inputs(self.inputs, self.in_channels)
+        if changed or inputs != (("rgb", 3),):
+            raise InputError(f"{self.name} is a published architecture with its source's "
+                             f"layout: {', '.join(changed) or 'in_channels/inputs (it takes RGB)'} cannot "
+                             f"be set on it")
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "heads", ())
+        check_bounds(self, self.BOUNDS)
+        if not isinstance(self.aux, bool):
+            raise InputError(f"aux must be true or false, got {self.aux!r}")
+
     @property
     def output_stride(self) -> int:
         """The stride of the finest prediction before the final upsampling (32, 16 or 8)."""
-        return int(self.name[3:-1])
+        spec = find_architecture(self.name)
+        return spec.output_stride if spec is not None else int(self.name[3:-1])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (``heads`` as lists), identical after a JSON round trip."""
@@ -128,6 +167,10 @@ class ModelConfig:
         if unknown:
             raise InputError(f"unknown model config keys {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
+
+
+#: The options of the paper's skip nets that a published architecture leaves at their defaults.
+_SKIP_NET_OPTIONS = ("layout", "learnable_upsampling", "fc_channels", "heads", "fusion")
 
 
 def _check_heads(heads: Any) -> tuple[tuple[str, int], ...]:
@@ -277,6 +320,10 @@ class TrainConfig:
         if self.recipe == "heavy" and self.batch_size != 1:
             raise InputError("the heavy recipe trains on one whole image at a time: batch_size=1")
         check_bounds(self, self.BOUNDS)
+        if find_architecture(self.model.name) is not None:
+            raise InputError(f"fcn-edge train trains the paper's skip nets ({', '.join(MODEL_NAMES)}"
+                             f"); {self.model.name} is a published architecture that fcn-edge "
+                             f"deploys (export, build, run, bench) but does not train")
         if self.scale is not None and self.scale[0] > self.scale[1]:
             raise InputError(f"scale is a range MIN,MAX with MIN ≤ MAX, got {self.scale}")
         if self.weights and self.init_from:

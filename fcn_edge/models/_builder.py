@@ -10,11 +10,12 @@ from torch import nn
 from ..config import MODEL_NAMES, ModelConfig
 from ..errors import InputError, ModelFormatError
 from .checkpoint import read_meta
+from .pretrained_data import foreign_meta
 from .fcn import FCN
 from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
 from .multihead import MultiHeadFCN
-from .registry import MODEL_LAYOUTS, backbones, get_backbone
+from .registry import MODEL_LAYOUTS, backbones, find_architecture, get_backbone
 from .weights import read_weights
 
 _OPTIONS = tuple(f.name for f in fields(ModelConfig)
@@ -62,6 +63,9 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
 def build(config: ModelConfig) -> FCN:
     """The (randomly initialised) FCN described by ``config``: a MultiHeadFCN with heads, a
     LateFusionFCN (one stream per input, named after it) with ``fusion="late"``."""
+    architecture = find_architecture(config.name)
+    if architecture is not None:  # torchvision's / jetson-inference's FCNs
+        return architecture.build_model(config)
     if config.heads:
         return MultiHeadFCN(build, config)
     if config.fusion == "late":
@@ -78,7 +82,10 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     its metadata (a ``CheckpointMeta``: class names, palette, normalisation …). For a bare FCN
     state dict (e.g. the released nets) the variant, backbone, classes, fc width and input
     channels are read from the tensors; pass ``layout="reference"`` for the released
-    100-pixel-padded nets. ``overrides`` replace configuration fields.
+    100-pixel-padded nets. A published architecture's state dict (torchvision's fcn_resnet50,
+    a jetson-inference trainer's checkpoint …) rebuilds that architecture; the classes of a
+    pytorch-segmentation checkpoint come from the data set it names. ``overrides`` replace
+    configuration fields.
     """
     weights = read_weights(path)
     if weights.kind == "torchvision":
@@ -87,6 +94,9 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
                                f"to initialise an FCN from it")
     if weights.kind == "checkpoint":
         config = dict(weights.checkpoint["model_config"])
+    elif weights.kind == "architecture":
+        config = {"name": weights.variant, "aux": weights.has_aux,
+                  "num_classes": int(weights.state_dict["classifier.4.weight"].shape[0])}
     else:
         config = {"name": weights.variant, "backbone": weights.backbone,
                   "num_classes": int(weights.state_dict["score_fr.weight"].shape[0])}
@@ -100,7 +110,8 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     config.update(overrides)
     model = build(ModelConfig.from_dict(config))
     model.load_report = apply_weights(model, weights)
-    model.meta = read_meta(weights)  # the one place a checkpoint's meta is parsed
+    # The one place a checkpoint's meta is parsed; a foreign checkpoint's is what it names.
+    model.meta = foreign_meta(weights.foreign) if weights.foreign else read_meta(weights)
     return model
 
 

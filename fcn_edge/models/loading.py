@@ -19,7 +19,8 @@ from torch import nn
 from ..config import MODEL_NAMES
 from ..errors import ModelFormatError, WeightsMismatchError
 from .channels import adapt_first_conv
-from .registry import get_backbone
+from .registry import find_architecture, get_backbone
+from .torchvision_fcn import check_fits
 from .weights import WeightsFile
 
 _HEAD_PREFIXES = ("score_", "upscore")
@@ -50,6 +51,8 @@ def apply_weights(model: nn.Module, weights: WeightsFile) -> LoadReport:
     classifier; first convolutions are adapted to each stream's channels).
     """
     cfg = model.config
+    if find_architecture(cfg.name) is not None or weights.kind == "architecture":
+        return _apply_architecture(model, weights)
     own_keys = next(iter(model.state_dict()))
     if weights.kind == "torchvision" or not _same_wrapper(own_keys, weights.state_dict):
         if hasattr(model, "extra_heads"):
@@ -62,6 +65,18 @@ def apply_weights(model: nn.Module, weights: WeightsFile) -> LoadReport:
         raise ModelFormatError(f"{weights.path} holds {weights.backbone} weights but the model's "
                                f"backbone is {cfg.backbone}; pass backbone='{weights.backbone}'")
     return _apply(model, weights)
+
+
+def _apply_architecture(model: nn.Module, weights: WeightsFile) -> LoadReport:
+    """A published architecture loads its own layout whole (strict), nothing else."""
+    cfg = model.config
+    if weights.variant != cfg.name:
+        raise ModelFormatError(f"{weights.path} holds {weights.variant or weights.kind} weights "
+                               f"but the model is {cfg.name}; load it with load_model(path), "
+                               f"which builds what the file holds")
+    check_fits(model, weights.state_dict)
+    model.load_state_dict(weights.state_dict, strict=True)
+    return LoadReport(f"{weights.kind} ({cfg.name})", tuple(weights.state_dict), ())
 
 
 def _same_wrapper(own_key: str, state: Mapping[str, torch.Tensor]) -> bool:

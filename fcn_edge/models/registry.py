@@ -175,3 +175,68 @@ register(BackboneSpec(
     default_lr=1e-2, fc_layers=False, torchvision_fc={"fc": "score_fr"},
     torchvision_signs=("layer4.1.conv2.weight", "fc.weight"), fcn_sign="layer4.1.conv2.weight",
     summary="the edge default (as jetson-inference's FCN-ResNet18); no fc6/fc7"))
+
+
+# --- published architectures ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A published segmentation architecture rebuilt with its source's exact layout, for the
+    weights people already hold (not the paper's skip nets): ``ModelConfig.name`` names it.
+
+    Attributes:
+        name: the ``ModelConfig.name`` (``fcn_resnet50``), as its source names it.
+        build: ``"module:function"`` building the model from a ModelConfig (``model.config``
+            set), randomly initialised.
+        backbone: its trunk in words (``resnet50``): recorded in configs and artifacts; it is
+            not one of the paper nets' registered backbones.
+        output_stride: the stride of the map its head scores, before the upsampling.
+        source: where its layout was read, with the commit.
+        summary: one line for listings and docs.
+    """
+
+    name: str
+    build: Ref
+    backbone: str
+    output_stride: int
+    source: str
+    summary: str = ""
+
+    def build_model(self, config: Any) -> Any:
+        """The randomly initialised model of this architecture for ``config``."""
+        return resolve(self.build)(config)
+
+
+_ARCHITECTURES: dict[str, ArchitectureSpec] = {}
+
+
+def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
+    """Add ``spec``; its name must differ from every other architecture and variant."""
+    if spec.name in _ARCHITECTURES or spec.name in ("fcn32s", "fcn16s", "fcn8s"):
+        raise InputError(f"architecture {spec.name!r} is already registered")
+    _ARCHITECTURES[spec.name] = spec
+    return spec
+
+
+def architecture_names() -> tuple[str, ...]:
+    """The registered published architectures, in registration order."""
+    return tuple(_ARCHITECTURES)
+
+
+def find_architecture(name: str) -> ArchitectureSpec | None:
+    """The record of ``name``, or None when it is not a published architecture."""
+    return _ARCHITECTURES.get(name)
+
+
+_TORCHVISION = ("pytorch/vision torchvision/models/segmentation/fcn.py @ aecbb1501bbe, "
+                "_utils.py @ 058f331cc652, resnet.py @ f50e776b051d")
+_JETSON = ("dusty-nv/pytorch-segmentation @ 16882772bc76 on dusty-nv/vision v0.3.0 @ "
+           "30e577ad5fdc (segmentation/segmentation.py, _utils.py)")
+for _name, _stride, _source, _what in (
+        ("fcn_resnet18", 32, _JETSON, "jetson-inference's FCN-ResNet18 (segNet)"),
+        ("fcn_resnet34", 32, _JETSON, "jetson-inference's trainer's FCN-ResNet34"),
+        ("fcn_resnet50", 8, _TORCHVISION, "torchvision's FCN-ResNet50 (dilated, COCO/VOC)"),
+        ("fcn_resnet101", 8, _TORCHVISION, "torchvision's FCN-ResNet101 (dilated, COCO/VOC)")):
+    register_architecture(ArchitectureSpec(
+        name=_name, build="fcn_edge.models.torchvision_fcn:from_config",
+        backbone=_name.split("_")[1], output_stride=_stride, source=_source, summary=_what))

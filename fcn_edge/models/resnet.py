@@ -30,6 +30,8 @@ def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Sequential | None:
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions with an identity (or 1×1 projection) shortcut."""
 
+    expansion = 1
+
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
@@ -84,8 +86,14 @@ def bottleneck_stage(c_in: int, planes: int, blocks: int, stride: int, dilation:
     return nn.Sequential(first, *rest), new_dilation
 
 
+def basic_stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
+    """A stage of ``blocks`` BasicBlocks; the first one strides (ResNet18: 2 per stage)."""
+    rest = [BasicBlock(c_out, c_out) for _ in range(blocks - 1)]
+    return nn.Sequential(BasicBlock(c_in, c_out, stride), *rest)
+
+
 def _stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out))
+    return basic_stage(c_in, c_out, 2, stride)
 
 
 class _Trunk(nn.Module):

@@ -8,12 +8,16 @@ execution: ``torch.load(weights_only=True)`` or safetensors. A file is one of:
 * an FCN state dict: ours or the released FCN-VGG16 nets converted to PyTorch (``conv1_1`` …
   ``score_fr``, ``upscore*``);
 * a torchvision ImageNet classifier state dict of a registered backbone (vgg16, alexnet,
-  resnet18; ``registry.py`` holds the keys that recognise each).
+  resnet18; ``registry.py`` holds the keys that recognise each);
+* a published segmentation architecture's state dict (``torchvision_fcn.py``: torchvision's
+  fcn_resnet50/101, jetson-inference's fcn_resnet18/34), bare or in the checkpoint dict
+  dusty-nv/pytorch-segmentation's ``train.py`` writes (``{"model", "arch", "dataset", …}``).
 
 This module only reads and classifies; ``loading.py`` applies a file to a model.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 from dataclasses import dataclass
@@ -24,20 +28,26 @@ import torch
 
 from ..errors import ModelFormatError
 from ..runtime.engine_file import MAGIC as ENGINE_MAGIC
-from .registry import backbone_names, backbones
+from .registry import architecture_names, backbone_names, backbones, find_architecture
+from .torchvision_fcn import detect as detect_architecture
 
 CHECKPOINT_FORMAT = "fcn-edge/checkpoint"
 #: Bumped when the checkpoint layout changes incompatibly; readers refuse other versions.
 CHECKPOINT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+#: The plain entries of a pytorch-segmentation checkpoint kept beside its weights.
+_FOREIGN_KEYS = ("arch", "dataset", "num_classes", "resolution", "mean_IoU", "accuracy", "epoch")
 
 
 @dataclass(frozen=True)
 class WeightsFile:
     """The tensors of a weights file and what kind of file it is.
 
-    ``kind`` is ``"checkpoint"``, ``"fcn"`` or ``"torchvision"``; ``backbone`` the trunk it
-    holds; ``variant`` the FCN variant (``fcn32s``/``fcn16s``/``fcn8s``) for FCN files.
+    ``kind`` is ``"checkpoint"``, ``"fcn"``, ``"torchvision"`` or ``"architecture"`` (a
+    published segmentation architecture); ``backbone`` the trunk it holds; ``variant`` the FCN
+    variant (``fcn32s``/``fcn16s``/``fcn8s``) or the architecture (``fcn_resnet50``).
+    ``foreign`` holds a pytorch-segmentation checkpoint's plain entries (``arch``, ``dataset``,
+    ``num_classes``, ``resolution``, ``mean_IoU`` …), None for other files.
     """
 
     path: Path
@@ -46,6 +56,12 @@ class WeightsFile:
     backbone: str
     variant: str | None = None
     checkpoint: dict[str, Any] | None = None
+    foreign: dict[str, Any] | None = None
+
+    @property
+    def has_aux(self) -> bool:
+        """Whether a published architecture's file holds its auxiliary head."""
+        return any(k.startswith("aux_classifier.") for k in self.state_dict)
 
 
 def read_weights(path: str | Path) -> WeightsFile:
@@ -69,7 +85,13 @@ def read_weights(path: str | Path) -> WeightsFile:
     kind, backbone, variant = _classify(state, path)
     if checkpoint is not None:
         kind = "checkpoint"
-    return WeightsFile(path, state, kind, backbone, variant, checkpoint)
+    foreign = None
+    if checkpoint is None and isinstance(obj, dict) and isinstance(obj.get("arch"), str):
+        foreign = {k: obj[k] for k in _FOREIGN_KEYS if k in obj}
+        if foreign["arch"] != variant:
+            raise ModelFormatError(f"{path} says its arch is {foreign['arch']!r} but its "
+                                   f"weights are a {variant}; the file is inconsistent")
+    return WeightsFile(path, state, kind, backbone, variant, checkpoint, foreign)
 
 
 def _refuse_exported(path: Path) -> None:
@@ -92,8 +114,11 @@ def _refuse_exported(path: Path) -> None:
 
 
 def _load_torch(path: Path) -> Any:
+    # pytorch-segmentation's checkpoints hold their argparse.Namespace: it only sets
+    # attributes when unpickled (no code runs), so it is allowed beside the weights-only types.
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower():
             raise ModelFormatError(
@@ -167,15 +192,17 @@ def _classify(state: Mapping[str, torch.Tensor], path: Path) -> tuple[str, str, 
     for spec in backbones():
         if all(k in state for k in spec.torchvision_signs):
             return "torchvision", spec.name, None
-    if "backbone.conv1.weight" in state and "classifier.4.weight" in state:
-        # torchvision's segmentation FCN: its own head, no score_fr (torchvision_fcn.py).
-        raise ModelFormatError(
-            f"{path} is a torchvision fcn_resnet50/101 state dict, which load_model and export "
-            f"do not take yet; load it with fcn_edge.models.torchvision_fcn.from_state_dict")
+    try:  # torchvision's / jetson-inference's segmentation FCNs
+        found = detect_architecture(state)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
+    if found is not None:
+        return "architecture", find_architecture(found[0]).backbone, found[0]
     sample = ", ".join(list(state)[:5])
     raise ModelFormatError(
-        f"{path} is neither an fcn-edge checkpoint, an FCN state dict, nor a torchvision "
-        f"{'/'.join(backbone_names())} classifier (first keys: {sample})")
+        f"{path} is neither an fcn-edge checkpoint, an FCN state dict, a torchvision "
+        f"{'/'.join(backbone_names())} classifier nor a {'/'.join(architecture_names())} "
+        f"segmentation model (first keys: {sample})")
 
 
 def _first_line(exc: BaseException) -> str:
