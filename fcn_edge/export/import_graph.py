@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..errors import ModelFormatError
 from ..runtime.metadata import (INPUT_FRAMES, INPUT_IMAGES, NHWC, OUTPUT_LABELS,
                                 OUTPUT_LOGITS)
 
@@ -28,8 +29,11 @@ class ForeignGraph:
     grid: tuple[int, int]              # the score map's (h, w) at the probe size
     probe: tuple[int, int]             # the probe's (H, W)
 
+
 #: The prefix of the raw-IO nodes' names and tensors.
 _RAW = "fcn_edge_raw_io_"
+#: The opset the added nodes are written for (Resize with optional roi/scales: opset 13).
+EDIT_OPSET = 13
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,7 @@ def rewrite(model: onnx.ModelProto, found: ForeignGraph, argmax: int = 0,
     """A copy of ``model`` whose input is ``images`` (NCHW; with ``raw``, uint8 BGR NHWC
     ``frames`` normalised inside) and whose score output is ``logits`` at the input's size;
     with ``argmax`` (the class count), ``labels`` too."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = at_least_opset(model, EDIT_OPSET)
     graph = out.graph
     inp = next(i for i in graph.input if i.name == found.input)
     dims = list(inp.type.tensor_type.shape.dim)
@@ -74,6 +77,24 @@ def rewrite(model: onnx.ModelProto, found: ForeignGraph, argmax: int = 0,
     if argmax:
         _append_argmax(graph, argmax)
     return out
+
+
+def at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """A copy of ``model`` at ``opset`` or above. Older graphs (jetson-inference's were exported
+    at torch 1.x's default, opset 9, where Resize does not exist) are converted with onnx's
+    version converter, op by op; one that cannot be converted is a ModelFormatError."""
+    own = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if own >= opset:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    try:
+        return onnx.version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter raises RuntimeError/ConvertError with its reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"the model is opset {own}, and fcn-edge's added nodes need "
+                               f"opset {opset}; onnx could not convert it ({reason}): export "
+                               f"it again at opset {opset} or later") from None
 
 
 def score_name(found: ForeignGraph) -> str:

@@ -1,0 +1,114 @@
+"""Published architectures deploy like our own nets: a jetson-inference trainer's checkpoint
+(fcn_resnet18, pytorch-segmentation's ``model_best.pth`` layout) and a torchvision
+fcn_resnet50 state dict export with parity, run through ``Segmenter`` and ``fcn-edge run``;
+and the ONNX that jetson-inference's own ``onnx_export.py`` writes (a coarse grid at a fixed
+size) gives, once imported, the labels our rebuilt model gives."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+
+from faults import run_cli  # noqa: E402
+from fcn_edge.export.exporter import ExportConfig, export  # noqa: E402
+from fcn_edge.export.import_onnx import ImportOptions, import_onnx  # noqa: E402
+from fcn_edge.models.pretrained_data import DEEPSCENE  # noqa: E402
+from fcn_edge.runtime import Segmenter  # noqa: E402
+from support import smooth_image, write_rgb  # noqa: E402
+from test_jetson_fcn import BLOCKS, jetson_layout, trainer_checkpoint  # noqa: E402
+from test_jetson_fcn import random_state as jetson_state  # noqa: E402
+from test_torchvision_fcn import random_state, torchvision_layout  # noqa: E402
+
+
+def _frames(n: int, h: int, w: int) -> list[np.ndarray]:
+    return [smooth_image(10 + i, h, w) for i in range(n)]
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+@pytest.fixture(scope="module")
+def jetson_pth(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("jetson")
+    state = jetson_state(jetson_layout(BLOCKS["fcn_resnet18"], 5, aux=True), seed=4)
+    return trainer_checkpoint(folder / "model_best.pth", state, dataset="deepscene", classes=5)
+
+
+def test_jetson_checkpoint_exports_and_runs_through_the_cli(jetson_pth, tmp_path):
+    out = tmp_path / "export"
+    done = run_cli(["export", str(jetson_pth), "-o", str(out), "--parity-sizes", "64x128,50x70"])
+    assert done.returncode == 0, done.stderr
+    onnx_path = out / "model_best.onnx"
+    report = json.loads((out / "model_best.export.json").read_text())
+    assert "parity" in json.dumps(report)
+    with Segmenter(onnx_path) as seg, Segmenter(jetson_pth) as ref:
+        assert seg.classes == DEEPSCENE == ref.classes
+        assert (seg.meta.model, seg.meta.output_stride) == ("fcn_resnet18", 32)
+        assert seg.meta.shapes.opt[1:] == (256, 512)  # the trainer's resolution
+        for frame in _frames(2, 96, 160):
+            assert _agreement(seg(frame), ref(frame)) > 0.999
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    for i, frame in enumerate(_frames(2, 72, 120)):
+        write_rgb(images / f"{i}.png", frame)
+    ran = run_cli(["run", str(images), "--model", str(onnx_path), "--save-masks", str(masks)])
+    assert ran.returncode == 0, ran.stderr
+    assert len(list(masks.glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("opset", [9, 11])
+def test_jetsons_own_onnx_export_imported_gives_our_models_labels(jetson_pth, tmp_path, opset):
+    # What pytorch-segmentation's onnx_export.py writes: the fork's export_onnx mode (the
+    # coarse grid, no upsampling), a fixed input of the training resolution, input_0/output_0,
+    # at torch 1.x's default opset 9 (where Resize does not exist yet: the import converts).
+    from fcn_edge.models import load_model
+
+    model = load_model(jetson_pth).eval()
+
+    class ExportMode(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.scores(x)
+
+    src = tmp_path / "fcn_resnet18.onnx"
+    torch.onnx.export(ExportMode(model), torch.ones(1, 3, 128, 256), str(src), dynamo=False,
+                      input_names=["input_0"], output_names=["output_0"], opset_version=opset)
+    assert onnx.load(str(src)).opset_import[0].version == opset
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(DEEPSCENE) + "\n")
+    out = import_onnx(src, ImportOptions(classes=str(classes)), tmp_path / "m.onnx",
+                      log=lambda s: None)
+    with Segmenter(out) as seg, Segmenter(jetson_pth) as ref:
+        assert seg.classes == DEEPSCENE
+        frame = _frames(1, 128, 256)[0]  # the ONNX's own size: no resize on the way in
+        assert _agreement(seg(frame), ref(frame)) > 0.999
+
+
+@pytest.mark.slow
+def test_torchvision_fcn_resnet50_state_dict_exports_with_parity_and_runs(tmp_path):
+    state = random_state(torchvision_layout((3, 4, 6, 3), classes=21), seed=5)
+    path = tmp_path / "fcn_resnet50_coco.pth"
+    torch.save(state, path)
+    result = export(ExportConfig(checkpoint=str(path), out_dir=str(tmp_path / "out"),
+                                 parity_sizes=((64, 96),)), log=lambda s: None)
+    onnx_path = result.artifacts["fp32"]
+    assert result.meta.model == "fcn_resnet50" and result.meta.output_stride == 8
+    parity = result.meta.parity["sizes"][0]
+    assert parity["agreement"] > 0.999 and parity["rel_max_abs"] < 1e-4, parity
+    graph = onnx.load(str(onnx_path))
+    assert not any("aux_classifier" in i.name for i in graph.graph.initializer)
+    with Segmenter(onnx_path) as seg, Segmenter(path) as ref:
+        assert len(seg.classes) == 21 and seg.classes[0] == "class_0"  # a bare state dict
+        frame = _frames(1, 80, 120)[0]
+        assert _agreement(seg(frame), ref(frame)) > 0.999
