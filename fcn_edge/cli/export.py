@@ -193,5 +193,6 @@ def _add_import_parser(sub) -> None:
                    help="uint8 BGR NHWC frames in, normalised inside the graph (as export "
                         "--raw-io)")
     p.add_argument("-o", "--output", help="the ONNX to write (default: NAME.fcn-edge.onnx "
-                                          "beside the model)")
+                                          "beside the model); an existing file, the model "
+                                          "too, is replaced only once the result checks out")
     p.set_defaults(func=cmd_import)

@@ -26,7 +26,12 @@ profile, so Segmenter resizes frames into it and maps the labels back.
 Before anything is written the result is checked: the original and the imported graph run in
 ONNX Runtime on the same input and every output of the original must come back identical (with
 raw IO within float32 rounding; the resized logits at the input's size, labels their argmax),
-then a Segmenter segments a frame with it. onnx and onnxruntime, no torch.
+then a Segmenter segments a frame with it. The file is written and checked in a hidden staging
+folder beside the output and moved into place only then (``staging.py``), so ``-o`` may name
+an existing file, even the model itself: it is replaced whole, after the check, or not at all.
+A model over protobuf's 2 GB limit keeps its weights in ONNX's external data format: read from
+beside the original, written beside the output as ``OUT.onnx.data``, both files staged and
+moved together. onnx and onnxruntime, no torch.
 """
 from __future__ import annotations
 
@@ -36,11 +41,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import TensorProto
 
 from .. import __version__
-from ..errors import InputError, ModelFormatError
-from ..io import atomic_path, check_writable, file_sha256
+from ..errors import FcnEdgeError, InputError, ModelFormatError
+from ..io import check_writable, file_sha256
 from ..runtime.metadata import (INPUT_FRAMES, INPUT_IMAGES, MEAN_RANGE, NCHW, NHWC,
                                 OUTPUT_LABELS, OUTPUT_LOGITS, STD_RANGE, ArtifactMeta, Shapes,
                                 default_shapes)
@@ -48,12 +54,16 @@ from ..runtime.processing import frames_to_input, normalization_affine
 from ..runtime.palette import voc_palette
 from .import_graph import ForeignGraph, RawIO, rewrite, score_name
 from .onnx_props import set_metadata
+from .staging import Staging
 
 #: ImageNet statistics, RGB, on pixel / 255: what torchvision's segmentation models expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The size a dynamic-size model is probed at (distinct sides catch a transposed output).
 PROBE_SIZE = (128, 160)
+#: The largest message protobuf serialises: an ONNX model at or over it must keep its tensors
+#: in an external data file (ONNX's external data format).
+PROTOBUF_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -79,13 +89,11 @@ def import_onnx(model_path: str | Path, options: ImportOptions,
     if not src.is_file():
         raise InputError(f"{src}: no such ONNX file")
     out = Path(output) if output else src.with_name(src.stem + ".fcn-edge.onnx")
-    if out.resolve() == src.resolve():
-        raise InputError(f"-o {out}: the output must not replace the model it imports")
     check_writable(out, "-o")
     classes, palette = class_names(options.classes)
     model = _load(src)
     found = inspect_graph(model, src, options.score_output)
-    channels = _channels(model, src, found)
+    channels = _channels(src, found)
     if channels != len(classes):
         raise InputError(f"{src}: output '{found.output}' has {channels} "
                          f"score channels but --classes {options.classes} names {len(classes)} "
@@ -97,15 +105,52 @@ def import_onnx(model_path: str | Path, options: ImportOptions,
         raw = RawIO(tuple(scale.tolist()), tuple(bias.tolist()), meta.color_order == "rgb")
     imported = rewrite(model, found, len(classes) if options.argmax else 0, raw)
     set_metadata(imported, meta.to_props())
-    with atomic_path(out) as tmp:
-        onnx.save(imported, str(tmp))
-        verify(src, tmp, found, meta)
+    _write(imported, out, lambda written: verify(src, written, found, meta, shown=out))
     coarse = found.grid != found.probe
     log(f"imported {src.name}: {found.layout} input '{found.input}' "
         f"({'fixed ' + 'x'.join(map(str, found.fixed)) if found.fixed else 'dynamic size'}), "
         f"score output '{found.output}' ({len(classes)} classes"
         f"{', coarse grid upsampled in the graph' if coarse else ''}); checked in ONNX Runtime")
     return out
+
+
+def needs_external_data(size: int, limit: int | None = None) -> bool:
+    """Whether a model of ``size`` serialised bytes must keep its tensors in an external data
+    file: protobuf cannot write one message of ``limit`` (:data:`PROTOBUF_LIMIT`) bytes or
+    more."""
+    return size >= (PROTOBUF_LIMIT if limit is None else limit)
+
+
+def _serialized_size(model: onnx.ModelProto) -> int:
+    """The model's size as one file; :data:`PROTOBUF_LIMIT` when protobuf refuses to count it
+    (its ``ByteSize`` serialises, and cannot past the limit)."""
+    try:
+        return model.ByteSize()
+    except EncodeError:
+        return PROTOBUF_LIMIT
+
+
+def _write(model: onnx.ModelProto, out: Path, check) -> None:
+    """Write ``model`` to ``out`` (and its tensors to ``OUT.data`` beside it when it is too big
+    for one file), ``check`` the written file, then move it into place: whole or not at all,
+    the file it replaces (the original itself, with ``-o`` naming it) untouched until then."""
+    with Staging() as staging:
+        staged = staging.path(out)
+        try:
+            if needs_external_data(_serialized_size(model)):
+                data = out.with_name(out.name + ".data")
+                staging.path(data)  # beside the staged model: its location is relative
+                onnx.save_model(model, str(staged), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=data.name,
+                                size_threshold=1024)
+                # onnx creates it 0600: readable as the model is (a service user, Triton)
+                staging.staged(data).chmod(staged.stat().st_mode & 0o777)
+            else:
+                onnx.save(model, str(staged))
+        except OSError as exc:  # a full disk: Staging names the real file, given one
+            raise OSError(exc.errno, exc.strerror, exc.filename or str(staged)) from exc
+        check(staged)
+        staging.commit()
 
 
 def class_names(spec: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
@@ -127,9 +172,11 @@ def class_names(spec: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int],
 
 
 def _load(src: Path) -> onnx.ModelProto:
+    """The model with its tensors, external data read from beside it; checked from the file,
+    as the checker reads a model over 2 GB."""
     try:
-        model = onnx.load(str(src))
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(src))
+        model = onnx.load(str(src), load_external_data=True)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError …
         raise ModelFormatError(f"{src}: not a valid ONNX model ({str(exc).splitlines()[0]})"
                                ) from None
@@ -150,8 +197,9 @@ def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise InputError(f"{src} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)});"
-                         f" import takes models with one image input")
+        raise InputError(f"{src} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)})"
+                         f": fcn-edge import takes single-input segmentation models (one image "
+                         f"batch in); export a multi-input net with fcn-edge export")
     inp = inputs[0]
     dims = _dims(inp)
     if inp.type.tensor_type.elem_type != TensorProto.FLOAT or len(dims) != 4 or \
@@ -163,7 +211,7 @@ def inspect_graph(model: onnx.ModelProto, src: Path, score_output: str | None) -
     fixed = tuple(hw) if None not in hw else None
     output = _score_output(model, src, score_output)
     probe = fixed or PROBE_SIZE
-    grid = _probe(model, inp.name, layout, dims[0] or 1, probe, output, src)
+    grid = _probe(inp.name, layout, dims[0] or 1, probe, output, src)
     return ForeignGraph(inp.name, layout, fixed, dims[0], output, grid, probe)
 
 
@@ -190,12 +238,12 @@ def _score_output(model: onnx.ModelProto, src: Path, chosen: str | None) -> str:
     return name
 
 
-def _probe(model: onnx.ModelProto, input_name: str, layout: str, batch: int,
-           size: tuple[int, int], output: str, src: Path) -> tuple[int, int]:
-    """Run the original once; the score map's (h, w), refused unless it is N×C×h×w, h ≤ H
-    and w ≤ W."""
-    result = _run(model.SerializeToString(), {input_name: _probe_batch(layout, batch, size)},
-                  [output], src)[0]
+def _probe(input_name: str, layout: str, batch: int, size: tuple[int, int], output: str,
+           src: Path) -> tuple[int, int]:
+    """Run the original (from its file: external data resolves, and a model over 2 GB could
+    not be serialised to bytes) once; the score map's (h, w), refused unless it is N×C×h×w,
+    h ≤ H and w ≤ W."""
+    result = _run(str(src), {input_name: _probe_batch(layout, batch, size)}, [output], src)[0]
     if result.ndim != 4 or result.shape[2] > size[0] or result.shape[3] > size[1]:
         raise InputError(f"{src}: output '{output}' has shape {list(result.shape)} for a "
                          f"{size[0]}×{size[1]} input, not a score map (N×classes×h×w, h and w "
@@ -203,10 +251,9 @@ def _probe(model: onnx.ModelProto, input_name: str, layout: str, batch: int,
     return int(result.shape[2]), int(result.shape[3])
 
 
-def _channels(model: onnx.ModelProto, src: Path, found: ForeignGraph) -> int:
+def _channels(src: Path, found: ForeignGraph) -> int:
     batch = _probe_batch(found.layout, found.batch or 1, found.probe)
-    return int(_run(model.SerializeToString(), {found.input: batch}, [found.output],
-                    src)[0].shape[1])
+    return int(_run(str(src), {found.input: batch}, [found.output], src)[0].shape[1])
 
 
 def _probe_batch(layout: str, batch: int, size: tuple[int, int]) -> np.ndarray:
@@ -214,7 +261,7 @@ def _probe_batch(layout: str, batch: int, size: tuple[int, int]) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
-def _run(model: bytes | str, feed: dict, outputs: list[str] | None, src: Path) -> list:
+def _run(model: str, feed: dict, outputs: list[str] | None, src: Path) -> list:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -265,18 +312,16 @@ def _meta(src: Path, found: ForeignGraph, classes: tuple[str, ...], palette: tup
                         "given_mean": list(options.mean), "given_std": list(options.std)})
 
 
-def verify(src: Path, written: Path, found: ForeignGraph, meta: ArtifactMeta) -> None:
+def verify(src: Path, written: Path, found: ForeignGraph, meta: ArtifactMeta,
+           shown: Path | None = None) -> None:
     """The written file against the original in ONNX Runtime on one input: every original
     output identical (with raw IO, within float32 rounding of the in-graph normalisation), the
-    logits at the input's size, labels their argmax; then one frame through a Segmenter."""
-    from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
-    from ..runtime.segmenter import Segmenter
-
+    logits at the input's size, labels their argmax; then one frame through a Segmenter.
+    Messages name ``shown`` (the output's real name), not the staged file."""
+    shown = shown or written
     original, imported = _feeds(found, meta)
-    names = [o.name for o in onnx.load(str(src)).graph.output]
-    before = dict(zip(names, _run(str(src), {found.input: original}, None, src)))
-    after_names = [o.name for o in onnx.load(str(written)).graph.output]
-    after = dict(zip(after_names, _run(str(written), imported, None, written)))
+    before = dict(zip(_output_names(src), _run(str(src), {found.input: original}, None, src)))
+    after = dict(zip(_output_names(written), _run(str(written), imported, None, shown)))
     renamed = {found.output: score_name(found)}
     for name, value in before.items():
         if not _same(value, after[renamed.get(name, name)], exact=not meta.raw_io):
@@ -288,9 +333,24 @@ def verify(src: Path, written: Path, found: ForeignGraph, meta: ArtifactMeta) ->
     if OUTPUT_LABELS in after and not np.array_equal(after[OUTPUT_LABELS],
                                                      after[OUTPUT_LOGITS].argmax(1)):
         _bug("the imported labels are not the argmax of its logits")
+    _segment_one_frame(written, found, shown)
+
+
+def _output_names(path: Path) -> list[str]:
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def _segment_one_frame(written: Path, found: ForeignGraph, shown: Path) -> None:
+    """One frame through a Segmenter on ONNX Runtime: labels at the frame's size."""
+    from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from ..runtime.segmenter import Segmenter
+
     frame = np.random.default_rng(1).integers(0, 256, (*found.probe, 3), np.uint8)
-    with OnnxRuntimeBackend(written) as backend, Segmenter(backend) as seg:
-        labels = seg(frame)
+    try:
+        with OnnxRuntimeBackend(written) as backend, Segmenter(backend) as seg:
+            labels = seg(frame)
+    except FcnEdgeError as exc:  # name the output, not its staged copy
+        raise type(exc)(str(exc).replace(str(written), str(shown))) from None
     if labels.shape != frame.shape[:2]:
         _bug(f"the imported model's labels are {labels.shape} for a frame of {frame.shape[:2]}")
 
@@ -321,5 +381,5 @@ def _bug(what: str) -> None:
                            f"bug); nothing was written")
 
 
-__all__ = ["ImportOptions", "IMAGENET_MEAN", "IMAGENET_STD", "import_onnx", "class_names",
-           "inspect_graph", "rewrite", "verify"]
+__all__ = ["ImportOptions", "IMAGENET_MEAN", "IMAGENET_STD", "PROTOBUF_LIMIT", "import_onnx",
+           "class_names", "inspect_graph", "needs_external_data", "rewrite", "verify"]
