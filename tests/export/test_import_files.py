@@ -1,8 +1,9 @@
 """``fcn-edge import`` and the files around the model: ONNX's external data format (models over
 protobuf's 2 GB limit), ``-o`` naming an existing file or the model itself (replaced whole, only
 after the check), a write that fails (the input intact, the real file named), and a model with
-several inputs (refused in one line). The models are built here with ``onnx.helper``: a few
-convolutions to a coarse VOC score grid, like jetson-inference's FCN-ResNet18."""
+several inputs (refused in one line). The models are built with ``onnx.helper``
+(``support_onnx``): a few convolutions to a coarse VOC score grid, like jetson-inference's
+FCN-ResNet18."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from faults import limit_file_size, run_cli
 from fcn_edge.errors import InputError
@@ -19,41 +19,9 @@ from fcn_edge.export.import_onnx import (PROTOBUF_LIMIT, ImportOptions, import_o
                                          needs_external_data)
 from fcn_edge.runtime import Segmenter
 from support import smooth_image
+from support_onnx import coarse_model
 
-VOC = 21
 QUIET = {"log": lambda line: None}
-
-
-def _conv(name: str, x: str, out: str, cin: int, cout: int, stride: int, rng) -> tuple:
-    w = rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)
-    w = numpy_helper.from_array(w.astype(np.float32), name + "_w")
-    node = helper.make_node("Conv", [x, w.name], [out], strides=[stride, stride],
-                            pads=[1, 1, 1, 1], name=name)
-    return node, w
-
-
-def coarse_model(width: int = 16, inputs: tuple[str, ...] = ("input",)) -> onnx.ModelProto:
-    """N×3×H×W float in (dynamic size), N×21×H/4×W/4 scores out; several ``inputs`` are
-    summed first (a two-input model)."""
-    rng = np.random.default_rng(0)
-    x = inputs[0]
-    nodes = []
-    if len(inputs) > 1:
-        nodes.append(helper.make_node("Add", list(inputs), ["summed"], name="sum"))
-        x = "summed"
-    c1, w1 = _conv("c1", x, "h", 3, width, 2, rng)
-    relu = helper.make_node("Relu", ["h"], ["r"], name="relu")
-    c2, w2 = _conv("c2", "r", "scores", width, VOC, 2, rng)
-    graph = helper.make_graph(
-        [*nodes, c1, relu, c2], "coarse",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, "H", "W"])
-         for n in inputs],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", VOC, "h", "w"])],
-        [w1, w2])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def _frame(h: int = 64, w: int = 96) -> np.ndarray:
