@@ -27,12 +27,18 @@ from ..runtime.metadata import ArtifactMeta
 Predict = Callable[[np.ndarray], np.ndarray]  # BGR uint8 frame -> H×W labels
 
 
+#: ``--data none``: frames without labels (a model not trained on the procedural scenes, and no
+#: data set given): latency, and agreement with the reference, but no mean IU.
+UNLABELLED = "none"
+
+
 @dataclass(frozen=True)
 class EvalSet:
-    """Labelled frames: BGR uint8 images, H×W class ids (``ignore_index`` not scored)."""
+    """Labelled frames: BGR uint8 images, H×W class ids (``ignore_index`` not scored);
+    ``labels`` None for unlabelled frames."""
 
     frames: tuple[np.ndarray, ...]
-    labels: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...] | None
     num_classes: int
     ignore_index: int | None
     description: str
@@ -45,15 +51,15 @@ class EvalSet:
 class Accuracy:
     """One artifact's figures on an :class:`EvalSet` (``reference_*`` None without one)."""
 
-    mean_iou: float
-    pixel_accuracy: float
+    mean_iou: float | None           # None on unlabelled frames
+    pixel_accuracy: float | None
     agreement: float | None = None
     reference_miou: float | None = None
 
     @property
     def delta_miou(self) -> float | None:
         """Artifact − reference mean IU in points (×100); None without a reference."""
-        if self.reference_miou is None:
+        if self.reference_miou is None or self.mean_iou is None:
             return None
         return (self.mean_iou - self.reference_miou) * 100.0
 
@@ -64,11 +70,19 @@ def eval_set(meta: ArtifactMeta, data: str = "synthetic", count: int = 16,
     """The first ``count`` validation samples of ``data``.
 
     ``synthetic`` renders the checkpoint's procedural validation scenes (its difficulty) at
-    ``size`` (default: the artifact's optimal size); a folder is opened with its detected (or
+    ``size`` (default: the artifact's optimal size); ``none`` renders such scenes without their
+    labels, for a model trained on other classes; a folder is opened with its detected (or
     the given) layout and its images are kept at their own sizes.
     """
     if count < 1:
         raise InputError(f"the evaluation needs at least one image, got count={count}")
+    if data == UNLABELLED:
+        size = size or (meta.shapes.opt[1], meta.shapes.opt[2])
+        scenes = open_dataset("synthetic", split, num_images=count, size=size)
+        frames = tuple(np.ascontiguousarray(scenes[i].image[..., ::-1]) for i in range(count))
+        return EvalSet(frames, None, meta.num_classes, None,
+                       f"{count} procedural scenes of {size[0]}×{size[1]}, unlabelled "
+                       f"(agreement with the reference only; pass --data for mean IU)")
     if data == "synthetic":
         if size is None:
             size = (meta.shapes.opt[1], meta.shapes.opt[2])
@@ -101,6 +115,9 @@ def score(predictions: Sequence[np.ndarray], data: EvalSet,
     labels on the same frames) also its mean IU and the label agreement with it."""
     if len(predictions) != len(data):
         raise InputError(f"{len(predictions)} predictions for {len(data)} images")
+    if data.labels is None:
+        same = agreement(predictions, reference) if reference is not None else None
+        return Accuracy(None, None, same)
     ours = _metrics(predictions, data)
     if reference is None:
         return Accuracy(ours.mean_iou, ours.pixel_accuracy)
@@ -117,7 +134,7 @@ def agreement(predictions: Sequence[np.ndarray], reference: Sequence[np.ndarray]
         if ours.shape != theirs.shape:
             raise InputError(f"image {i}: prediction {ours.shape} vs reference {theirs.shape}")
         keep = np.ones(ours.shape, bool)
-        if data is not None and data.ignore_index is not None:
+        if data is not None and data.ignore_index is not None and data.labels is not None:
             keep = data.labels[i] != data.ignore_index
         same += int(np.count_nonzero((ours == theirs) & keep))
         total += int(np.count_nonzero(keep))
@@ -152,11 +169,12 @@ def verdict(accuracy: Accuracy, precision: str) -> tuple[bool, str]:
         raise InputError(f"no regression bound for precision {precision!r}; "
                          f"known: {', '.join(THRESHOLDS)}")
     bound = THRESHOLDS[precision]
-    if accuracy.delta_miou is None:
+    if accuracy.delta_miou is None and accuracy.agreement is None:
         return True, "no reference to compare with"
     problems = []
     # A drop of exactly the bound passes: the slack absorbs the rounding of (a − b) × 100.
-    if accuracy.delta_miou < -bound.max_drop_points - 1e-9:
+    if accuracy.delta_miou is not None and \
+            accuracy.delta_miou < -bound.max_drop_points - 1e-9:
         problems.append(f"mean IU {accuracy.delta_miou:+.2f} points vs the reference "
                         f"(allowed -{bound.max_drop_points})")
     if bound.min_agreement is not None and accuracy.agreement is not None \

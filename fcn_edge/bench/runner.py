@@ -28,6 +28,7 @@ import numpy as np
 from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, InputError
 from ..config import IMAGE_SIZE
+from ..data import SYNTHETIC_READERS
 from ..io import Log
 from ..runtime import Segmenter
 from ..runtime.backends import artifact_kind, available_backends
@@ -50,7 +51,7 @@ class BenchConfig:
     """What ``fcn-edge bench`` does; every field has a CLI flag of the same name."""
 
     model: str                                    # checkpoint, ONNX or fcn-edge engine
-    data: str = "synthetic"                       # labelled data for mean IU
+    data: str | None = None                       # labelled data for mean IU (see bench)
     data_layout: str | None = None
     split: str = "val"
     images: int = 16
@@ -129,6 +130,7 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
                          f"one-head models. For the paper's §5 nets use "
                          f"benchmarks/bench_multitask.py or benchmarks/bench_fusion.py, and "
                          f"`fcn-edge eval` for each task's metrics")
+    data = _data_for(config.data, meta, log)
     report = BenchReport([], _machine(threads), reference=str(reference or ""))
     store.prepare([c.artifact for c in combos if c.artifact and c.artifact.kind == "onnx"])
     runnable = []
@@ -144,17 +146,18 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     # sizes, so its evaluation (reference and every artifact) is done once, not once per size.
     evaluations: dict = {}
     for size in config.sizes:
-        key = size if config.data == "synthetic" else "native"
+        rendered = data in ("synthetic", acc.UNLABELLED)
+        key = size if rendered else "native"
         if key not in evaluations:
-            data = acc.eval_set(meta, config.data, config.images, size, config.split,
-                                config.data_layout)
-            evaluations[key] = _Evaluation(data, _reference_labels(reference, data, threads,
-                                                                   log), {})
-            report.eval_data.append(data.description)
+            frames = acc.eval_set(meta, data, config.images, size, config.split,
+                                  config.data_layout)
+            evaluations[key] = _Evaluation(frames, _reference_labels(reference, frames, threads,
+                                                                     log), {})
+            report.eval_data.append(frames.description)
         evaluation = evaluations[key]
         flops = _flops(store, size)
         report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
-        frame = evaluation.data.frames[0] if config.data == "synthetic" else _frame(size)
+        frame = evaluation.data.frames[0] if rendered else _frame(size)
         rows = [_row(c, path, size, store, evaluation, frame, flops, threads, config, log)
                 for c, path in runnable]
         _speedups(rows)
@@ -162,6 +165,18 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     if any(r.status == "ok" and r.backend in CPU_BACKENDS for r in report.rows):
         report.machine["sgemm_gflops"] = round(sgemm_gflops(threads), 1)
     return report
+
+
+def _data_for(data: str | None, meta: ArtifactMeta, log: Log) -> str:
+    """``--data``, else the procedural scenes when the model was trained on them, else
+    unlabelled frames (a published model, an imported ONNX: their classes are not ours)."""
+    if data is not None:
+        return data
+    if meta.dataset.spec in SYNTHETIC_READERS:
+        return "synthetic"
+    log("no labelled data for mean IU (pass --data FOLDER); timing and agreement with the "
+        "reference on unlabelled procedural frames")
+    return acc.UNLABELLED
 
 
 def _plan(config: BenchConfig, model: Path, kind: str, log: Log):
@@ -240,9 +255,9 @@ def _measure_row(row: BenchRow, seg: Segmenter, frame: np.ndarray, flops,
 
 
 def _record_accuracy(row: BenchRow, result: acc.Accuracy) -> None:
-    row.mean_iou = round(result.mean_iou, 4)
-    if result.delta_miou is not None:
-        row.delta_miou = round(result.delta_miou, 2)
+    row.mean_iou = None if result.mean_iou is None else round(result.mean_iou, 4)
+    if result.agreement is not None:
+        row.delta_miou = None if result.delta_miou is None else round(result.delta_miou, 2)
         row.agreement = round(result.agreement, 5)
         passed, why = acc.verdict(result, row.precision)
         row.check = "pass" if passed else "FAIL"

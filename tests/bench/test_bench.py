@@ -292,6 +292,44 @@ def test_a_broken_onnx_fails_the_regression_bounds(first, checkpoint, labelled, 
     assert set(result.files) == {"bench.txt", "bench.csv", "bench.json"}  # written, then exit 1
 
 
+def test_unlabelled_frames_still_catch_a_broken_onnx_by_agreement(first, checkpoint, tmp_path):
+    # --data none: no mean IU, but the label agreement with the reference holds the bound.
+    source = first.out / "artifacts" / "plain-int8cpu" / "best.onnx"
+    broken = tmp_path / "broken.onnx"
+    _negate_score_layers(source, broken)
+    result = bench(broken, "--reference", checkpoint, "--data", "none",
+                   "--backends", "onnxruntime:cpu", *FAST, "--out", tmp_path / "out")
+    assert result.code == 1, result.stderr
+    (row,) = result.json["rows"]
+    assert row["mean_iou"] is None and row["delta_miou"] is None
+    assert row["agreement"] < 0.9 and row["check"] == "FAIL"
+    assert "labels agree on" in row["reason"]
+    good = bench(source, "--reference", checkpoint, "--data", "none",
+                 "--backends", "onnxruntime:cpu", *FAST, "--out", tmp_path / "good")
+    assert good.code == 0 and good.json["rows"][0]["check"] == "pass"
+    assert "unlabelled" in good.json["eval_data"][0]
+
+
+def test_a_model_not_trained_on_the_scenes_benches_unlabelled_by_default(tmp_path):
+    # A jetson-inference trainer's checkpoint (5 DeepScene classes): the procedural scenes'
+    # 8 classes are not its own, so the bench times it and compares it with its reference.
+    import sys as _sys
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from test_jetson_fcn import BLOCKS, jetson_layout, random_state, trainer_checkpoint
+
+    state = random_state(jetson_layout(BLOCKS["fcn_resnet18"], 5))
+    model = trainer_checkpoint(tmp_path / "model_best.pth", state, dataset="deepscene",
+                               classes=5)
+    result = bench(model, "--backends", "onnxruntime:cpu,torch:cpu", "--precisions", "fp32",
+                   "--io", "plain", *FAST, "--out", tmp_path / "out")
+    assert result.code == 0, result.stderr
+    rows = rows_by(result)
+    ort_row = rows[("onnxruntime:cpu", "fp32", "plain", "64x96")]
+    assert ort_row["status"] == "ok" and ort_row["mean_iou"] is None
+    assert ort_row["agreement"] > 0.999 and ort_row["check"] == "pass"
+    assert "no labelled data for mean IU (pass --data FOLDER)" in result.stderr
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
