@@ -34,7 +34,14 @@ def test_models_json_lists_every_buildable_model():
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     keys = {(r["name"], r["backbone"], r["layout"]) for r in rows}
-    assert len(rows) == 12  # 3 variants × 3 backbones (edge) + 3 vgg16 reference
+    # 3 variants × 3 backbones (edge) + 3 vgg16 reference + 4 published architectures
+    assert len(rows) == 16
+    assert {("fcn_resnet18", "resnet18", "edge"), ("fcn_resnet50", "resnet50", "edge")} <= keys
+    tv50 = next(r for r in rows if r["name"] == "fcn_resnet50")
+    # torchvision's published 35,322,218 less the aux head (FCNHead(1024, 21): 3×3 conv
+    # 2,359,296 + BN 512 + 1×1 conv 5,397 = 2,365,205):
+    # the deployed model, which exports leave the aux head out of.
+    assert (tv50["params"], tv50["output_stride"]) == (35_322_218 - 2_365_205, 8)
     assert ("fcn8s", "vgg16", "reference") in keys and ("fcn8s", "resnet18", "reference") not in keys
     vgg8 = next(r for r in rows if r["name"] == "fcn8s" and r["backbone"] == "vgg16"
                 and r["layout"] == "edge")

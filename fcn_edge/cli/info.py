@@ -28,10 +28,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<8} {'backbone':<9} {'layout':<10} {'stride':>6} {'params':>9} "
+    print(f"{'model':<13} {'backbone':<9} {'layout':<10} {'stride':>6} {'params':>9} "
           f"{'GFLOPs':>8}   (at {height}×{width}, {args.num_classes} classes)")
     for r in rows:
-        print(f"{r['name']:<8} {r['backbone']:<9} {r['layout']:<10} {r['output_stride']:>6} "
+        print(f"{r['name']:<13} {r['backbone']:<9} {r['layout']:<10} {r['output_stride']:>6} "
               f"{r['params'] / 1e6:>8.1f}M {r['gflops']:>8.1f}")
     return 0
 
@@ -52,7 +52,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-smoke", action="store_true", help="only report the environment")
     p.set_defaults(func=cmd_checks)
 
-    p = sub.add_parser("models", help="list the FCN models with parameters and GFLOPs")
+    p = sub.add_parser("models", help="list the FCN models (ours and the published "
+                       "architectures) with parameters and GFLOPs")
     add_bounded(p, "--size", IMAGE_SIZE, default="512x512", help="input HEIGHTxWIDTH for GFLOPs")
     add_bounded(p, "--num-classes", ModelConfig, default=21)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

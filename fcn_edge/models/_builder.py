@@ -15,7 +15,7 @@ from .fcn import FCN
 from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
 from .multihead import MultiHeadFCN
-from .registry import MODEL_LAYOUTS, backbones, find_architecture, get_backbone
+from .registry import MODEL_LAYOUTS, architectures, backbones, find_architecture, get_backbone
 from .weights import read_weights
 
 _OPTIONS = tuple(f.name for f in fields(ModelConfig)
@@ -117,10 +117,14 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
 
 def list_models() -> list[dict[str, Any]]:
     """Every buildable (name, backbone, layout) with its output stride: each registered
-    backbone in each variant and each layout it comes in."""
-    return [{"name": n, "backbone": b.name, "layout": lay, "output_stride": int(n[3:-1])}
+    backbone in each variant and each layout it comes in, then each published architecture
+    (torchvision's and jetson-inference's FCNs, ``registry.ArchitectureSpec``)."""
+    ours = [{"name": n, "backbone": b.name, "layout": lay, "output_stride": int(n[3:-1])}
             for b in backbones() for n in MODEL_NAMES for lay in MODEL_LAYOUTS
             if lay in b.layouts]
+    published = [{"name": a.name, "backbone": a.backbone, "layout": "edge",
+                  "output_stride": a.output_stride} for a in architectures()]
+    return ours + published
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -223,6 +223,11 @@ def architecture_names() -> tuple[str, ...]:
     return tuple(_ARCHITECTURES)
 
 
+def architectures() -> tuple[ArchitectureSpec, ...]:
+    """The registered published architectures' records, in registration order."""
+    return tuple(_ARCHITECTURES.values())
+
+
 def find_architecture(name: str) -> ArchitectureSpec | None:
     """The record of ``name``, or None when it is not a published architecture."""
     return _ARCHITECTURES.get(name)
