@@ -246,10 +246,13 @@ def torchvision_parity(ctx: Context, record: dict) -> None:
                   tf32="off for the comparison")
     results = record.setdefault("results", {})
     backbones = ("resnet18",) if ctx.quick else tuple(PARITY_TAPS)
+    from gpu_check_segmentation import segmentation_parity
+
     with tempfile.TemporaryDirectory() as folder, _no_tf32():
         for backbone in backbones:
             attempt(ctx, results, backbone, lambda: _parity_one(
                 getattr(models, backbone)(weights=None), backbone, Path(folder), ctx.device))
+        segmentation_parity(ctx, models, results, Path(folder))
     raise_failures(results)
 
 
@@ -265,17 +268,22 @@ def _parity_one(reference, backbone: str, folder: Path, device: str) -> dict:
 def load_ours(reference: torch.nn.Module, backbone: str, folder: Path):
     """Our FCN-8s with ``reference``'s state dict (BatchNorm statistics drawn first, so eval
     mode uses them), written to a file and read back by fcn_edge's weight loading."""
-    gen = torch.Generator().manual_seed(1)
+    draw_batchnorm(reference)
+    path = folder / f"{backbone}_classifier.pt"
+    torch.save(reference.state_dict(), path)
+    return _create(backbone, weights=path)
+
+
+def draw_batchnorm(model: torch.nn.Module, seed: int = 1) -> None:
+    """Random BatchNorm statistics and affine weights, so eval mode uses non-trivial ones."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in reference.modules():
+        for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 for tensor, low, high in ((module.running_mean, -0.5, 0.5),
                                           (module.running_var, 0.5, 1.5),
                                           (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
                     tensor.copy_(torch.empty(tensor.shape).uniform_(low, high, generator=gen))
-    path = folder / f"{backbone}_classifier.pt"
-    torch.save(reference.state_dict(), path)
-    return _create(backbone, weights=path)
 
 
 def compare_taps(ours, reference, backbone: str, x: torch.Tensor,

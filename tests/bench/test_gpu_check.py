@@ -29,6 +29,7 @@ import gpu_check as gc  # noqa: E402  the command: SECTIONS, parse_sections, mai
 import gpu_check_machine as machine  # noqa: E402  install, cuda_buffers, pytest_gpu
 import gpu_check_models as models  # noqa: E402  latency, training, torchvision_parity
 import gpu_check_runner as runner  # noqa: E402  the runner and its statistics
+import gpu_check_segmentation as segmentation  # noqa: E402  the published FCNs' parity
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -234,6 +235,45 @@ def test_parity_compares_fc6_with_the_classifier_linear_layer(tmp_path):
     taps = models.compare_taps(ours, reference, "alexnet", x)
     assert {k: t["ok"] for k, t in taps.items()} == {
         "pool1": True, "pool2": True, "pool5": True, "fc6": False}
+
+
+class _DictOut(torch.nn.Module):
+    """A stand-in for torchvision's segmentation model (which does not import here): our own
+    rebuild, with torchvision's keys, answering ``{"out", "aux"}`` as torchvision's does."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def state_dict(self, *args, **kwargs):
+        return self.inner.state_dict(*args, **kwargs)
+
+    def forward(self, x):
+        return self.inner(x, aux=True)
+
+
+def test_segmentation_parity_detects_the_architecture_and_finds_a_changed_head(tmp_path):
+    from fcn_edge.models.torchvision_fcn import fcn_resnet18
+
+    torch.manual_seed(0)
+    reference = _DictOut(fcn_resnet18(num_classes=21))
+    same = segmentation.parity_one(reference, "fcn_resnet18", tmp_path, "cpu")
+    assert "error" not in same and same["detected"] == "fcn_resnet18"
+    assert same["out"]["rel"] < 1e-5 and same["aux"]["rel"] < 1e-5
+
+    class Corners(_DictOut):  # loads the same weights, upsamples differently
+        def forward(self, x):
+            size = x.shape[-2:]
+            x3, x4 = self.inner.backbone(x)
+            up = lambda t: torch.nn.functional.interpolate(  # noqa: E731
+                t, size=size, mode="bilinear", align_corners=True)
+            return {"out": up(self.inner.classifier(x4)), "aux": up(self.inner.aux_classifier(x3))}
+
+    differs = segmentation.parity_one(Corners(reference.inner), "fcn_resnet18", tmp_path, "cpu")
+    assert differs["error"] == "differs from torchvision at out, aux"
+    assert differs["out"]["rel"] > 1e-3
+    wrong = segmentation.parity_one(reference, "fcn_resnet34", tmp_path, "cpu")
+    assert wrong["error"].startswith("differs from torchvision at detected as fcn_resnet18")
 
 
 # --- the whole CPU flow -------------------------------------------------------------------------
