@@ -1,5 +1,5 @@
 """``fcn-edge zoo`` and ``fcn-edge fetch``: the published weights fcn-edge knows, and
-downloading one of them on purpose (``fcn_edge.models.zoo``)."""
+downloading and preparing one of them on purpose (``fcn_edge.models.zoo``)."""
 from __future__ import annotations
 
 import argparse
@@ -14,13 +14,16 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<27} {'classes':>7} {'input':<14} {'params':>11} {'published':>11} "
-          f"{'cached':<7} licence")
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}} {'classes':>7} {'input (HxW)':<14} {'params':>11} "
+          f"{'published':>14} {'cached':<8} licence")
     for r in rows:
         computed = "needs torch" if r["params"] is None else f"{r['params']:,}"
-        print(f"{r['name']:<27} {len(r['classes']):>7} {r['input_size']:<14} {computed:>11} "
-              f"{r['published_params']:>11,} {r['cached']:<7} {r['licence']}")
-        print(f"    {r['architecture']}; {r['url']}"
+        published = ("not published" if r["published_params"] is None
+                     else f"{r['published_params']:,}")
+        print(f"{r['name']:<{width}} {len(r['classes']):>7} {r['input_size']:<14} "
+              f"{computed:>11} {published:>14} {r['cached']:<8} {r['licence']}")
+        print(f"    {r['architecture']}; sha256 {r['sha256'] or zoo.NOT_PUBLISHED}; {r['url']}"
               + ("" if r["loadable"] else "  (not loadable yet)"))
     return 0
 
@@ -36,8 +39,9 @@ def _row(entry, cache: str | None) -> dict:
             "mean": list(entry.mean), "std": list(entry.std), "color_order": entry.color_order,
             "params": params, "published_params": entry.num_params,
             "cached": entry.cache_state(cache), "path": str(entry.cached_path(cache)),
-            "url": entry.url, "sha256": entry.sha256, "licence": entry.licence,
-            "loadable": entry.loadable, "source": entry.source, "notes": entry.notes}
+            "prepared": str(entry.prepared_path(cache)), "url": entry.url,
+            "sha256": entry.sha256, "licence": entry.licence, "loadable": entry.loadable,
+            "source": entry.source, "notes": entry.notes}
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -47,7 +51,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     entry = zoo.get(args.name)  # an unknown name: one line listing the names, before any I/O
     if args.cache is not None:
         check_writable(args.cache, "--cache", folder=True)
-    path = zoo.fetch(entry.name, args.cache, log=lambda line: print(line, file=sys.stderr))
+    get = zoo.prepare if entry.loadable else zoo.fetch  # no model yet: the file as published
+    path = get(entry.name, weights=args.weights, cache=args.cache, sha256=args.sha256,
+               log=lambda line: print(line, file=sys.stderr))
     print(path)
     return 0
 
@@ -61,12 +67,22 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("fetch", help="download a zoo entry's weights into the cache, verified "
-                                     "against the published hash",
-                       description="Download NAME's weights (fcn-edge zoo lists the names) with "
-                                   "a progress bar, check the published SHA-256, and print the "
-                                   "file's path. An interrupted download resumes.")
+    p = sub.add_parser("fetch", help="download a zoo entry, verify its hash and prepare the "
+                                     "file fcn-edge deploys",
+                       description="Download NAME's file (fcn-edge zoo lists the names) with a "
+                                   "progress bar, or take --weights FILE, check its SHA-256 (the "
+                                   "published one; where none is published, the one recorded at "
+                                   "the first download), prepare it once in the cache (an "
+                                   "fcn-edge checkpoint, or the archive's ONNX made "
+                                   "self-describing) and print that file's path. An interrupted "
+                                   "download resumes.")
     p.add_argument("name", metavar="NAME", help="a zoo name, e.g. torchvision/fcn_resnet50")
+    p.add_argument("--weights", metavar="FILE",
+                   help="the file you downloaded yourself (offline boxes): checked and "
+                        "prepared instead of downloading")
+    p.add_argument("--sha256", metavar="HEX",
+                   help="the SHA-256 the file must have, for a source that publishes none "
+                        "(recorded for later fetches)")
     p.add_argument("--cache", metavar="DIR",
                    help="folder to download into (default $FCN_EDGE_CACHE, else "
                         "~/.cache/fcn-edge)")

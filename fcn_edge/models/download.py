@@ -44,33 +44,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fcn-edge"
 
 
-def download(url: str, sha256: str, dest: str | os.PathLike | None = None, *,
-             progress: bool = True, log: Log = print, timeout: float = 30.0) -> Path:
+class HashMismatch(ModelFormatError):
+    """A downloaded file whose SHA-256 is not the expected one (it was removed); ``got`` and
+    ``expected`` let a caller that knows where the expectation came from say so."""
+
+    def __init__(self, message: str, url: str, got: str, expected: str) -> None:
+        super().__init__(message)
+        self.url, self.got, self.expected = url, got, expected
+
+
+def download(url: str, sha256: str | None, dest: str | os.PathLike | None = None, *,
+             progress: bool = True, log: Log = print, timeout: float = 30.0,
+             name: str = "") -> Path:
     """Fetch ``url`` into ``dest`` (default: the cache folder, under the URL's file name) and
     return its path once its SHA-256 matches ``sha256``.
 
     ``sha256`` is the hex digest the source publishes, or a prefix of it of at least 8 digits
     (torchvision publishes only the prefix in its file names, as torch.hub's ``check_hash``
-    reads it). ``progress`` draws a tqdm bar when tqdm is installed, else logs a line every
-    tenth; ``timeout`` bounds each connection and each wait for data, in seconds. Network
-    failures and a wrong hash raise one line naming the URL and what to do.
+    reads it). None checks nothing: for a source that publishes no hash, whose caller records
+    and compares one itself (the zoo's trust on first use). ``progress`` draws a tqdm bar when
+    tqdm is installed, else logs a line every tenth; ``timeout`` bounds each connection and
+    each wait for data, in seconds; ``name`` (a zoo name) goes into the log line. Network
+    failures and a wrong hash (:class:`HashMismatch`) raise one line naming the URL and what
+    to do.
     """
-    expected = _expected_hash(sha256)
+    expected = _expected_hash(sha256) if sha256 is not None else ""
     target = Path(dest) if dest is not None else cache_dir() / _file_name(url)
     if target.is_file():
         if file_sha256(target).startswith(expected):
             return target
-        log(f"{target}: its SHA-256 is not the published one; downloading it again")
+        log(f"{target}: its SHA-256 is not the expected one; downloading it again")
     check_writable(target, CACHE_ENV if dest is None else "download to")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    _fetch(url, part, timeout, progress, log)
+    _fetch(url, part, timeout, progress, log, name)
     got = file_sha256(part)
     if not got.startswith(expected):
         part.unlink()
-        raise ModelFormatError(
+        raise HashMismatch(
             f"{url}: SHA-256 {got}, expected {expected}; the download was removed — run again, "
-            f"{OFFLINE_HINT} if this repeats")
+            f"{OFFLINE_HINT} if this repeats", url, got, expected)
     os.replace(part, target)  # the part was fsynced as it closed
     fsync_path(target.parent)  # and the rename is durable once its folder is
     return target
@@ -91,7 +104,7 @@ def _file_name(url: str) -> str:
     return name
 
 
-def _fetch(url: str, part: Path, timeout: float, progress: bool, log: Log) -> None:
+def _fetch(url: str, part: Path, timeout: float, progress: bool, log: Log, name: str) -> None:
     """Stream ``url`` into ``part``, resuming after the bytes already there."""
     have = part.stat().st_size if part.exists() else 0
     response = _open(url, have, timeout)
@@ -106,7 +119,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool, log: Log) -> No
         elif asked:
             log(f"{url}: the server ignores Range, so it cannot resume; starting over")
         else:
-            log(f"downloading {url} to {part.with_suffix('')}")
+            log(f"downloading {url}{f' ({name})' if name else ''} to {part.with_suffix('')}")
         with open(part, "ab" if have else "wb") as out:
             _copy(response, out, url, have, total, _Progress(part.stem, total, have, progress,
                                                              log))

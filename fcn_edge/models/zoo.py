@@ -1,17 +1,21 @@
-"""The pretrained zoo: where published weights come from and what they mean.
+"""The pretrained zoo: where published weights come from, what they mean, and how they become
+a file every fcn-edge command deploys.
 
 One :class:`PretrainedEntry` per published file, registered once, at the bottom of this module:
 the architecture that reads it, the classes and palette its labels mean, the normalisation and
 colour order it was trained with, its native input size, the URL and the SHA-256 its source
-publishes, its licence and the parameter count the source states. ``fcn-edge zoo`` lists the
-entries (with the parameter count computed from our model beside the published one, so a
-layout that drifts shows) and ``fcn-edge fetch NAME`` downloads one with
-:func:`fcn_edge.models.download.download`.
+publishes (if it publishes one), its licence and the parameter count the source states (if it
+states one). ``fcn-edge zoo`` lists the entries (with the parameter count computed from our
+model beside the published one, so a layout that drifts shows); :func:`fetch` downloads one
+(``trust.py``: the published hash, or trust on first use where none is published) and
+:func:`prepare` turns it into the file a command deploys (``zoo_prepare.py``): an fcn-edge
+checkpoint for torchvision's state dicts, a self-describing ONNX for jetson-inference's archives.
 
 Like the backbone registry (``registry.py``), this module imports neither torch nor the models:
 an entry names its builder as ``"module:attribute"``, resolved only when parameters are
 counted, so listing the zoo and fetching work on a box without the training stack. Nothing
-downloads here; only :func:`fetch`, called on purpose, does.
+downloads at import; only :func:`fetch` and :func:`prepare`, called on purpose, do, and they
+say so in the log first.
 """
 from __future__ import annotations
 
@@ -22,14 +26,19 @@ from typing import Any
 from ..errors import InputError
 from ..io import Log
 from ..runtime.processing import IMAGENET_MEAN, IMAGENET_STD
-from .download import _expected_hash, _file_name, cache_dir, download
+from .archive import Archive
+from .download import _expected_hash, _file_name, cache_dir
+from .pretrained_data import (CITYSCAPES_21, DEEPSCENE, MHP_21, SUN_RGBD_21,
+                              VOC_CATEGORIES)
 from .registry import Ref, resolve
 
 #: The colour orders an entry's input may have (the runtime's ``color_order`` values).
 COLOR_ORDERS = ("rgb", "bgr")
+#: What ``fcn-edge zoo`` shows for a hash or parameter count the source does not publish.
+NOT_PUBLISHED = "none published"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PretrainedEntry:
     """What fcn-edge knows about one published weights file.
 
@@ -37,7 +46,8 @@ class PretrainedEntry:
         name: ``source/model``, the name ``fcn-edge fetch`` takes (``torchvision/fcn_resnet50``).
         architecture: the model the file's state dict fits, in words fcn-edge's code uses.
         build: ``"module:function"`` (or the callable) that builds that model, randomly
-            initialised, with the file's exact layout; it is only called to count parameters.
+            initialised, with the file's exact layout, called as ``build(num_classes=
+            len(classes), aux=aux)``: to count parameters, and to load a state dict into.
         classes: the label names, in label order, as the source defines them.
         palette: ``"module:function"`` (or the callable) returning the colours for
             ``len(classes)`` labels (an N×3 uint8 array).
@@ -47,10 +57,14 @@ class PretrainedEntry:
             ``resize_size``); a pair: the fixed ``(height, width)`` the network takes.
         url: where the source publishes the file.
         sha256: its SHA-256 as the source publishes it (torchvision: the 8-digit prefix in the
-            file name, as torch.hub's ``check_hash`` reads it).
+            file name, as torch.hub's ``check_hash`` reads it); None where the source publishes
+            none: the first download's is recorded and later ones must match (``trust.py``).
         licence: the licence the source states for the code and weights.
-        num_params: the parameter count the source publishes for this file.
+        num_params: the parameter count the source publishes for this file; None if none.
         source: where these facts were read, with the commit.
+        aux: whether the file holds the auxiliary head (torchvision's do).
+        archive: for a ``.tar.gz`` of an ONNX graph and its label files (jetson-inference's),
+            what is in it; None for a state dict.
         loadable: whether fcn-edge's model for it exists yet (``fetch`` works either way).
         notes: one line for listings and docs.
     """
@@ -65,10 +79,12 @@ class PretrainedEntry:
     color_order: str
     input_size: int | tuple[int, int]
     url: str
-    sha256: str
     licence: str
-    num_params: int
     source: str
+    sha256: str | None = None
+    num_params: int | None = None
+    aux: bool = True
+    archive: Archive | None = None
     loadable: bool = True
     notes: str = ""
 
@@ -81,24 +97,34 @@ class PretrainedEntry:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"pretrained entry {self.name!r}: mean and std need 3 values, "
                              f"std positive")
-        _expected_hash(self.sha256)  # malformed: refused at registration, not at download
+        if self.sha256 is not None:
+            _expected_hash(self.sha256)  # malformed: refused at registration, not at download
         _file_name(self.url)  # the cache file is named after the URL
 
     @property
     def file_name(self) -> str:
-        """The name of the downloaded file (the URL's), in the cache folder."""
-        return _file_name(self.url)
+        """The name of the downloaded file in the cache: the archive's, else the URL's."""
+        return self.archive.file if self.archive is not None else _file_name(self.url)
 
     @property
     def input_size_text(self) -> str:
-        """``short side 520`` or ``512x1024``: the native input size in words."""
+        """``short side 520`` or ``256x512`` (height x width): the native input size."""
         if isinstance(self.input_size, int):
             return f"short side {self.input_size}"
         return "x".join(str(n) for n in self.input_size)
 
+    @property
+    def sha256_text(self) -> str:
+        """The published hash, or ``none published``."""
+        return self.sha256 or NOT_PUBLISHED
+
     def palette_colors(self) -> Any:
         """The colours of ``classes``: an N×3 uint8 array."""
         return resolve(self.palette)(len(self.classes))
+
+    def build_model(self) -> Any:
+        """fcn-edge's model for this file, randomly initialised (needs torch)."""
+        return resolve(self.build)(num_classes=len(self.classes), aux=self.aux)
 
     def count_params(self) -> int:
         """Parameters of fcn-edge's model for this file, built on torch's ``meta`` device
@@ -108,15 +134,32 @@ class PretrainedEntry:
         from ._builder import count_parameters
 
         with torch.device("meta"):
-            return count_parameters(resolve(self.build)())
+            return count_parameters(self.build_model())
 
     def cached_path(self, cache: str | Path | None = None) -> Path:
-        """Where :func:`fetch` puts the file: ``cache`` (default: :func:`cache_dir`)."""
-        return Path(cache if cache is not None else cache_dir()) / self.file_name
+        """Where :func:`fetch` puts the file: ``cache`` (default: :func:`cache_dir`); an
+        archive goes into a folder named after the source (``jetson/``), where it is unpacked
+        beside itself, as jetson-inference's ``data/networks`` holds them."""
+        base = Path(cache if cache is not None else cache_dir())
+        if self.archive is not None:
+            base = base / self.name.split("/")[0]
+        return base / self.file_name
+
+    def prepared_path(self, cache: str | Path | None = None) -> Path:
+        """The file :func:`prepare` writes: ``<cache>/torchvision/fcn_resnet50.pt`` (an
+        fcn-edge checkpoint) or ``<cache>/jetson/<folder>/fcn_resnet18.fcn-edge.onnx``."""
+        if self.archive is None:
+            return Path(cache if cache is not None else cache_dir()) / f"{self.name}.pt"
+        model = Path(self.archive.model)
+        return (self.cached_path(cache).parent / self.archive.folder
+                / f"{model.stem}.fcn-edge{model.suffix}")
 
     def cache_state(self, cache: str | Path | None = None) -> str:
-        """``yes`` (downloaded), ``partial`` (an interrupted download to resume) or ``no``."""
+        """``prepared`` (ready to deploy), ``yes`` (downloaded), ``partial`` (an interrupted
+        download to resume) or ``no``."""
         path = self.cached_path(cache)
+        if self.prepared_path(cache).is_file():
+            return "prepared"
         if path.is_file():
             return "yes"
         return "partial" if path.with_name(path.name + ".part").is_file() else "no"
@@ -157,25 +200,56 @@ def get(name: str) -> PretrainedEntry:
     return entry
 
 
-def fetch(name: str, cache: str | Path | None = None, *, progress: bool = True,
-          log: Log = print, timeout: float = 30.0) -> Path:
-    """Download the weights of entry ``name`` into ``cache`` (default: :func:`cache_dir`),
-    verified against the published hash, resuming an interrupted download; return the path."""
+def is_zoo_name(text: str | Path) -> bool:
+    """Whether a command's model argument names a zoo entry: a registered name that is not
+    a path on disk (a file or folder that exists always means itself)."""
+    return str(text) in _ZOO and not Path(text).exists()
+
+
+def fetch(name: str, cache: str | Path | None = None, *, weights: str | Path | None = None,
+          sha256: str | None = None, progress: bool = True, log: Log = print,
+          timeout: float = 30.0) -> Path:
+    """The verified file of entry ``name``: ``weights`` (a local copy, for offline boxes) or
+    the download into ``cache`` (default: :func:`cache_dir`), resuming an interrupted one.
+
+    It must match the published SHA-256; where the source publishes none, ``sha256`` (a pin),
+    else the one recorded at the first download, else this file's is recorded (``trust.py``).
+    """
+    from . import trust
+
     entry = get(name)
-    return download(entry.url, entry.sha256, entry.cached_path(cache), progress=progress,
-                    log=log, timeout=timeout)
+    verified = trust.fetch_verified(entry, cache, weights, sha256, progress=progress, log=log,
+                                    timeout=timeout)
+    trust.record(entry, verified, log)
+    return verified.path
+
+
+def prepare(name: str, *, weights: str | Path | None = None, cache: str | Path | None = None,
+            sha256: str | None = None, progress: bool = True, log: Log = print,
+            timeout: float = 30.0) -> Path:
+    """The file every fcn-edge command deploys for entry ``name``, made once in the cache:
+    :func:`fetch` (same arguments), then torchvision's state dict written as an fcn-edge
+    checkpoint (needs torch), or jetson-inference's archive unpacked and its ONNX made
+    self-describing (needs onnx and onnxruntime). Reused while its source is unchanged. A
+    first file's hash is recorded only once it prepared: a damaged one is never trusted."""
+    from . import trust, zoo_prepare
+
+    entry = get(name)
+    if not entry.loadable:
+        raise InputError(f"{name}: fcn-edge has no model for this file yet; fcn-edge fetch "
+                         f"{name} downloads it as published")
+    verified = trust.fetch_verified(entry, cache, weights, sha256, progress=progress, log=log,
+                                    timeout=timeout)
+    make = zoo_prepare.prepare_archive if entry.archive else zoo_prepare.prepare_checkpoint
+    path = make(entry, verified.path, verified.digest, cache, log)
+    trust.record(entry, verified, log)
+    return path
 
 
 # --- the entries ---------------------------------------------------------------------------
 
-#: torchvision's ``_VOC_CATEGORIES`` (``torchvision/models/_meta.py``): background and the 20
-#: PASCAL VOC classes, in label order; its segmentation weights' ``meta["categories"]``.
-TORCHVISION_VOC_CATEGORIES = (
-    "__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor")
 _TORCHVISION = dict(
-    classes=TORCHVISION_VOC_CATEGORIES, palette="fcn_edge.runtime.palette:voc_palette",
+    classes=VOC_CATEGORIES, palette="fcn_edge.runtime.palette:voc_palette",
     # SemanticSegmentation(resize_size=520): shorter side to 520, ImageNet mean/std, RGB.
     mean=IMAGENET_MEAN, std=IMAGENET_STD, color_order="rgb", input_size=520,
     licence="BSD-3-Clause (torchvision)",
@@ -194,3 +268,66 @@ register(PretrainedEntry(
     build="fcn_edge.models.torchvision_fcn:fcn_resnet101",
     url="https://download.pytorch.org/models/fcn_resnet101_coco-7ecb50ca.pth",
     sha256="7ecb50ca", num_params=54_314_346, **_TORCHVISION))
+
+# jetson-inference's FCN-ResNet18 family: dusty-nv/jetson-inference @ 45da40a8f3c1
+# (data/networks/models.json, tools/download-models.sh: URL, archive, folder, files; no hashes;
+# c/segNet.cpp: ONNX input RGB, pixel/255, ImageNet mean/std; input_0 → output_0, the coarse
+# grid segNet upsamples), trained by dusty-nv/pytorch-segmentation @ 16882772bc76 (class lists
+# in pretrained_data.py; train.py trains without the aux head unless --aux-loss, and
+# onnx_export.py builds with aux_loss=None). The size in the name is width x height (train.py
+# prints resolution[1] x resolution[0]); input_size is (height, width).
+
+#: dataset key in the name → (classes, dataset in words, where the classes were read).
+_JETSON_DATASETS = {
+    "cityscapes": (CITYSCAPES_21, "Cityscapes", "datasets/cityscapes_remap.py"),
+    "deepscene": (DEEPSCENE, "DeepScene Freiburg Forest", "datasets/deepscene_remap.py"),
+    "mhp": (MHP_21, "Multi-Human Parsing", "datasets/mhp_remap.py"),
+    "voc": (VOC_CATEGORIES, "Pascal VOC", "train.py (torchvision's VOC labels)"),
+    "sun": (SUN_RGBD_21, "SUN RGB-D", "datasets/sun_remap.py"),
+}
+#: models.json: key, the nvidia.box.com file id of its url, its dir (the tar is dir.tar.gz).
+_JETSON_MODELS = (
+    ("fcn-resnet18-cityscapes-512x256", "k7s7gdgi098309fndm2xbssj553vf71s",
+     "FCN-ResNet18-Cityscapes-512x256"),
+    ("fcn-resnet18-cityscapes-1024x512", "9aqg4gpjmk7ipz4z0raa5mvs35om6emy",
+     "FCN-ResNet18-Cityscapes-1024x512"),
+    ("fcn-resnet18-cityscapes-2048x1024", "ylh3d2qk8qvitalq8sy803o7avrb6w0h",
+     "FCN-ResNet18-Cityscapes-2048x1024"),
+    ("fcn-resnet18-deepscene-576x320", "jm0zlezvweiimpzluohg6453s0u0nvcv",
+     "FCN-ResNet18-DeepScene-576x320"),
+    ("fcn-resnet18-deepscene-864x480", "gooux9b5nknk8wlk60ou9s2unpo760iq",
+     "FCN-ResNet18-DeepScene-864x480"),
+    ("fcn-resnet18-mhp-512x320", "dgaw0ave3bdws1t5ed333ftx5dbpt9zv", "FCN-ResNet18-MHP-512x320"),
+    ("fcn-resnet18-mhp-640x360", "50mvlrjwbq9ugkmnnqp1sm99g2j21sfn", "FCN-ResNet18-MHP-640x360"),
+    ("fcn-resnet18-voc-320x320", "p63pgrr6tm33tn23913gq6qvaiarydaj",
+     "FCN-ResNet18-Pascal-VOC-320x320"),
+    ("fcn-resnet18-voc-512x320", "njup7f3vu4mgju89kfre98olwljws5pk",
+     "FCN-ResNet18-Pascal-VOC-512x320"),
+    ("fcn-resnet18-sun-512x400", "5vs9t2wah5axav11k8o3l9skb7yy3xgd",
+     "FCN-ResNet18-SUN-RGBD-512x400"),
+    ("fcn-resnet18-sun-640x512", "z5llxysbcqd8zzzsm7vjqeihs7ihdw20",
+     "FCN-ResNet18-SUN-RGBD-640x512"),
+)
+
+
+def _jetson_entry(key: str, box_id: str, folder: str) -> PretrainedEntry:
+    dataset = key.split("-")[2]
+    classes, words, remap = _JETSON_DATASETS[dataset]
+    width, height = (int(n) for n in key.rsplit("-", 1)[1].split("x"))
+    palette = ("fcn_edge.models.archive:deepscene_palette" if dataset == "deepscene" else
+               "fcn_edge.models.archive:jetson_palette")
+    return PretrainedEntry(
+        name=f"jetson/{key}", architecture="jetson-inference fcn_resnet18 (ONNX, coarse grid)",
+        build="fcn_edge.models.torchvision_fcn:fcn_resnet18", aux=False, classes=classes,
+        palette=palette, mean=IMAGENET_MEAN, std=IMAGENET_STD, color_order="rgb",
+        input_size=(height, width), url=f"https://nvidia.box.com/shared/static/{box_id}.gz",
+        archive=Archive(file=f"{folder}.tar.gz", folder=folder), licence="MIT (jetson-inference)",
+        source="dusty-nv/jetson-inference data/networks/models.json @ 45da40a8f3c1; classes: "
+               f"dusty-nv/pytorch-segmentation {remap} @ 16882772bc76",
+        notes=f"trained on {words}; the archive's classes.txt and colors.txt win over these "
+              + ("classes and DeepScene's published colours" if dataset == "deepscene" else
+                 "classes and segNet's default colours (VOC colour map from 1)"))
+
+
+for _model in _JETSON_MODELS:
+    register(_jetson_entry(*_model))

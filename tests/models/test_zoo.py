@@ -34,7 +34,7 @@ def served_entry():
             name="test/tiny", architecture="test", build=lambda: None, classes=("a", "b"),
             palette=voc_palette, mean=(0.5,) * 3, std=(0.25,) * 3, color_order="bgr",
             input_size=(64, 96), url=server.url, sha256=SHA, licence="none",
-            num_params=0, source="this test"))
+            num_params=0, source="this test", loadable=False))  # fetch: the file as published
         try:
             yield server, entry
         finally:

@@ -1,0 +1,176 @@
+"""A fetched zoo file made into the file every fcn-edge command deploys, once, in the cache.
+
+* torchvision's ``.pth`` is a bare state dict: it is loaded strictly into the entry's model and
+  written as an fcn-edge checkpoint (``save_checkpoint``) whose meta carries the entry's
+  classes, palette, mean/std and colour order, and whose ``source`` records the ``.pth``'s
+  name, URL and SHA-256. It is reused while it is newer than the ``.pth`` and records the
+  same hash. Needs torch.
+* jetson-inference's ``.tar.gz`` is unpacked (``archive.py``) and its ONNX graph made
+  self-describing by ``fcn-edge import``'s code (``export/import_onnx.py``): the archive's
+  ``classes.txt`` and ``colors.txt`` win over the entry's lists (they are what that file was
+  trained with), mean/std/RGB are segNet's, and the coarse grid gets its in-graph resize. It is
+  reused while the unpacked folder records the archive's hash. Needs onnx and onnxruntime.
+
+Every write is atomic: a prepared file is whole or absent, so a crash at any moment leaves a
+cache that the next call completes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import ModelFormatError
+from ..io import Log, atomic_path, check_writable
+from .archive import jetson_palette, read_colors, unpack
+from .download import CACHE_ENV
+from .registry import resolve
+from .zoo import PretrainedEntry
+
+
+def prepare_checkpoint(entry: PretrainedEntry, source: Path, digest: str,
+                       cache: str | Path | None, log: Log) -> Path:
+    """``<cache>/<source>/<model>.pt``: ``source`` (a state dict, already verified) as an
+    fcn-edge checkpoint."""
+    target = entry.prepared_path(cache)
+    if _current_checkpoint(target, source, digest):
+        return target
+    check_writable(target, _cache_flag(cache))
+    from .checkpoint import CheckpointMeta, save_checkpoint
+
+    log(f"{entry.name}: writing {source.name} as an fcn-edge checkpoint, {target}")
+    model = _load_state(entry, source)
+    meta = CheckpointMeta(classes=entry.classes, palette=_rows(entry.palette_colors()),
+                          mean=entry.mean, std=entry.std, color_order=entry.color_order)
+    save_checkpoint(model.eval(), target, meta=meta,
+                    source={"zoo": entry.name, "file": source.name, "url": entry.url,
+                            "sha256": digest})
+    return target
+
+
+def _current_checkpoint(target: Path, source: Path, digest: str) -> bool:
+    """Whether ``target`` was written from this very file: newer than it, with its hash."""
+    if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
+        return False
+    import torch
+
+    try:
+        saved = torch.load(target, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable or not ours: written again
+        return False
+    recorded = saved.get("source") if isinstance(saved, dict) else None
+    return isinstance(recorded, dict) and recorded.get("sha256") == digest
+
+
+def _load_state(entry: PretrainedEntry, source: Path):
+    """The entry's model with ``source``'s state dict loaded strictly, ``model.config`` set."""
+    import torch
+
+    from ..config import ModelConfig
+    from .torchvision_fcn import check_fits
+
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        raise ModelFormatError(f"{source}: not a readable state dict "
+                               f"({str(exc).strip().splitlines()[0]}); fetch it again") from None
+    if not isinstance(state, dict):
+        raise ModelFormatError(f"{source}: holds a {type(state).__name__}, not the state dict "
+                               f"of {entry.architecture}")
+    model = entry.build_model()
+    try:
+        check_fits(model, state)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{source}: not {entry.name}'s weights: {exc}") from None
+    model.load_state_dict(state, strict=True)
+    if getattr(model, "config", None) is None:
+        model.config = ModelConfig(name=model.arch, num_classes=model.num_classes,
+                                   aux=entry.aux)
+    return model
+
+
+def prepare_archive(entry: PretrainedEntry, source: Path, digest: str,
+                    cache: str | Path | None, log: Log) -> Path:
+    """``<cache>/<source>/<folder>/<model>.fcn-edge.onnx``: ``source`` (an archive, already
+    verified) unpacked and its ONNX graph imported with the archive's labels."""
+    spec, target = entry.archive, entry.prepared_path(cache)
+    check_writable(target.parent.parent, _cache_flag(cache), folder=True)
+    try:
+        folder = unpack(source, target.parent.parent, spec, digest, log)
+    except ModelFormatError:
+        if source == entry.cached_path(cache):  # our download, not the user's file: a
+            source.unlink(missing_ok=True)      # damaged copy must not stay to be reused
+        raise
+    onnx_file = folder / spec.model
+    if target.is_file() and target.stat().st_mtime >= onnx_file.stat().st_mtime:
+        return target
+    classes_file = _classes_file(entry, folder, log)
+    from ..data.files import read_classes_file
+    from ..export.import_onnx import ImportOptions, import_onnx
+
+    classes = read_classes_file(classes_file)
+    palette = _archive_palette(entry, folder / spec.colors, len(classes), log)
+    options = ImportOptions(classes=str(classes_file), mean=entry.mean, std=entry.std,
+                            color=entry.color_order)
+    staged = target.with_name(f".{target.stem}.importing.onnx")
+    try:
+        import_onnx(onnx_file, options, staged, log=log)
+        _write_with_palette(staged, target, palette, {"zoo": entry.name,
+                                                      "archive_sha256": digest})
+    finally:
+        staged.unlink(missing_ok=True)
+    log(f"{entry.name}: ready to deploy, {target}")
+    return target
+
+
+def _classes_file(entry: PretrainedEntry, folder: Path, log: Log) -> Path:
+    """The archive's class list; where it has none, the entry's, written beside it."""
+    given = folder / entry.archive.labels
+    if given.is_file():
+        return given
+    written = folder / ".fcn-edge-classes.txt"
+    log(f"{folder.name} has no {entry.archive.labels}; using the zoo's {len(entry.classes)} "
+        f"classes for {entry.name}")
+    with atomic_path(written) as tmp:
+        tmp.write_text("\n".join(entry.classes) + "\n", encoding="utf-8")
+    return written
+
+
+def _archive_palette(entry: PretrainedEntry, colors: Path, count: int, log: Log):
+    """``count`` colours: the archive's ``colors.txt``, filled (or replaced, when absent) by
+    the entry's palette and then segNet's default colours."""
+    import numpy as np
+
+    registered = np.asarray(resolve(entry.palette)(min(count, len(entry.classes))), np.uint8)
+    fallback = np.concatenate([registered.reshape(-1, 3),
+                               jetson_palette(count)[len(registered):]])
+    if not colors.is_file():
+        return fallback
+    return read_colors(colors, count, fallback, log)
+
+
+def _write_with_palette(staged: Path, target: Path, palette, extra: dict) -> None:
+    """``staged`` (an imported ONNX) written to ``target`` with ``palette`` in its metadata
+    and ``extra`` in its export options; the importer colours a class file with VOC's map."""
+    import onnx
+
+    from ..export.onnx_props import get_metadata, set_metadata
+    from ..runtime.metadata import ArtifactMeta
+
+    model = onnx.load(str(staged))
+    meta = ArtifactMeta.from_props(get_metadata(model), str(staged))
+    meta = dataclasses.replace(meta, palette=_rows(palette),
+                               export_options={**meta.export_options, **extra})
+    set_metadata(model, meta.to_props())
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
+
+
+def _rows(colors) -> tuple[tuple[int, int, int], ...]:
+    return tuple(tuple(int(v) for v in row) for row in colors)
+
+
+def _cache_flag(cache: str | Path | None) -> str:
+    return "--cache" if cache is not None else CACHE_ENV
+
+
+__all__ = ["prepare_archive", "prepare_checkpoint"]
