@@ -91,6 +91,8 @@ def fetch_verified(entry: PretrainedEntry, cache: str | Path | None, weights: st
         path, digest = _cached(entry, cache, want, progress=progress, log=log, timeout=timeout)
         return Verified(path, digest, want)
     path = Path(weights)
+    if path.is_dir() and entry.archive is not None:
+        return _unpacked_folder(entry, path, pin, want, log)
     if not path.is_file():
         raise InputError(f"--weights {path}: no such file (give the downloaded "
                          f"{entry.file_name})")
@@ -100,6 +102,18 @@ def fetch_verified(entry: PretrainedEntry, cache: str | Path | None, weights: st
                                f"{want.digest}: it is not {entry.name}'s file; nothing was "
                                f"written")
     return Verified(path, digest, want)
+
+
+def _unpacked_folder(entry: PretrainedEntry, path: Path, pin: str | None, want: Expected,
+                     log: Log) -> Verified:
+    """An archive's folder already unpacked (jetson-inference's download script deletes the
+    archive): used as it is, with no hash (``digest`` empty) — only an archive has one."""
+    if pin is not None:
+        raise InputError(f"--sha256 checks the archive {entry.file_name}; --weights {path} is "
+                         f"a folder, which has no such hash: give the archive, or drop --sha256")
+    log(f"--weights {path}: an unpacked folder, used as it is (only the archive "
+        f"{entry.file_name} has a hash to check)")
+    return Verified(path, "", want)
 
 
 def _cached(entry: PretrainedEntry, cache: str | Path | None, want: Expected, *,
@@ -138,7 +152,7 @@ def record(entry: PretrainedEntry, verified: Verified, log: Log) -> None:
     """Record ``verified``'s hash where the source publishes none and it is new (a first use,
     or a pin that differs from the record), saying so."""
     want, digest = verified.expected, verified.digest
-    if want.record is None or _read(want.record) == digest:
+    if want.record is None or not digest or _read(want.record) == digest:
         return
     with atomic_path(want.record) as tmp:
         tmp.write_text(f"{digest}  {entry.file_name}\n", encoding="utf-8")

@@ -8,8 +8,10 @@
 * jetson-inference's ``.tar.gz`` is unpacked (``archive.py``) and its ONNX graph made
   self-describing by ``fcn-edge import``'s code (``export/import_onnx.py``): the archive's
   ``classes.txt`` and ``colors.txt`` win over the entry's lists (they are what that file was
-  trained with), mean/std/RGB are segNet's, and the coarse grid gets its in-graph resize. It is
-  reused while the unpacked folder records the archive's hash. Needs onnx and onnxruntime.
+  trained with), mean/std/RGB are segNet's, and the coarse grid gets its in-graph resize. The
+  folder is reused while it records the archive's hash, the imported file while it records the
+  hash of the graph it came from. A folder unpacked elsewhere (jetson-inference's download
+  script deletes its archives) may stand in for the archive. Needs onnx and onnxruntime.
 
 Every write is atomic: a prepared file is whole or absent, so a crash at any moment leaves a
 cache that the next call completes.
@@ -19,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import ModelFormatError
-from ..io import Log, atomic_path, check_writable
+from ..errors import FcnEdgeError, ModelFormatError
+from ..io import Log, atomic_path, check_writable, file_sha256
 from .archive import jetson_palette, read_colors, unpack
 from .download import CACHE_ENV
 from .registry import resolve
@@ -91,19 +93,18 @@ def _load_state(entry: PretrainedEntry, source: Path):
 def prepare_archive(entry: PretrainedEntry, source: Path, digest: str,
                     cache: str | Path | None, log: Log) -> Path:
     """``<cache>/<source>/<folder>/<model>.fcn-edge.onnx``: ``source`` (an archive, already
-    verified) unpacked and its ONNX graph imported with the archive's labels."""
+    verified, or a folder already unpacked) with its ONNX graph imported with its labels.
+    Reused while it records the SHA-256 of the graph it would be made from."""
     spec, target = entry.archive, entry.prepared_path(cache)
     check_writable(target.parent.parent, _cache_flag(cache), folder=True)
-    try:
-        folder = unpack(source, target.parent.parent, spec, digest, log)
-    except ModelFormatError:
-        if source == entry.cached_path(cache):  # our download, not the user's file: a
-            source.unlink(missing_ok=True)      # damaged copy must not stay to be reused
-        raise
+    folder = source if source.is_dir() else _unpack(entry, source, digest, cache, log)
     onnx_file = folder / spec.model
-    if target.is_file() and target.stat().st_mtime >= onnx_file.stat().st_mtime:
+    if not onnx_file.is_file():
+        raise ModelFormatError(f"{folder}: has no {spec.model}; give jetson-inference's "
+                               f"{spec.folder} folder or its archive {spec.file}")
+    if _current_onnx(target, file_sha256(onnx_file)):
         return target
-    classes_file = _classes_file(entry, folder, log)
+    classes_file = _classes_file(entry, folder, target.parent, log)
     from ..data.files import read_classes_file
     from ..export.import_onnx import ImportOptions, import_onnx
 
@@ -112,22 +113,46 @@ def prepare_archive(entry: PretrainedEntry, source: Path, digest: str,
     options = ImportOptions(classes=str(classes_file), mean=entry.mean, std=entry.std,
                             color=entry.color_order)
     staged = target.with_name(f".{target.stem}.importing.onnx")
+    extra = {"zoo": entry.name, **({"archive_sha256": digest} if digest else {})}
     try:
         import_onnx(onnx_file, options, staged, log=log)
-        _write_with_palette(staged, target, palette, {"zoo": entry.name,
-                                                      "archive_sha256": digest})
+        _write_with_palette(staged, target, palette, extra)
     finally:
         staged.unlink(missing_ok=True)
     log(f"{entry.name}: ready to deploy, {target}")
     return target
 
 
-def _classes_file(entry: PretrainedEntry, folder: Path, log: Log) -> Path:
-    """The archive's class list; where it has none, the entry's, written beside it."""
+def _unpack(entry: PretrainedEntry, source: Path, digest: str, cache: str | Path | None,
+            log: Log) -> Path:
+    """The archive unpacked into the cache; a damaged download is removed, not kept."""
+    try:
+        return unpack(source, entry.prepared_path(cache).parent.parent, entry.archive, digest,
+                      log)
+    except ModelFormatError:
+        if source == entry.cached_path(cache):  # our download, not the user's file: a
+            source.unlink(missing_ok=True)      # damaged copy must not stay to be reused
+        raise
+
+
+def _current_onnx(target: Path, model_sha256: str) -> bool:
+    """Whether ``target`` was imported from the graph whose SHA-256 is ``model_sha256``."""
+    from ..runtime.onnx_file import read_onnx_metadata
+
+    if not target.is_file():
+        return False
+    try:
+        return read_onnx_metadata(target).source_sha256 == model_sha256
+    except (FcnEdgeError, OSError):  # unreadable or not ours: imported again
+        return False
+
+
+def _classes_file(entry: PretrainedEntry, folder: Path, cache_folder: Path, log: Log) -> Path:
+    """The archive's class list; where it has none, the entry's, written into the cache."""
     given = folder / entry.archive.labels
     if given.is_file():
         return given
-    written = folder / ".fcn-edge-classes.txt"
+    written = cache_folder / ".fcn-edge-classes.txt"
     log(f"{folder.name} has no {entry.archive.labels}; using the zoo's {len(entry.classes)} "
         f"classes for {entry.name}")
     with atomic_path(written) as tmp:

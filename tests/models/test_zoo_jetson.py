@@ -201,6 +201,32 @@ def test_offline_weights_archive_is_checked_against_the_record(network, archive,
     assert files(cache) == before
 
 
+def test_an_unpacked_folder_stands_in_for_the_archive(archive, tmp_path, capsys):
+    """jetson-inference's download script deletes each archive once unpacked: its folder is
+    taken as it is (no hash to check, nothing recorded, nothing written into it)."""
+    networks = tmp_path / "networks"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(networks, filter="data")
+    folder, cache = networks / FOLDER, tmp_path / "cache"
+    before = files(networks)
+    assert main(["fetch", REAL, "--weights", str(folder), "--cache", str(cache)]) == 0
+    out, err = capsys.readouterr()
+    path = zoo.get(REAL).prepared_path(cache)
+    assert out.strip() == str(path) and "an unpacked folder, used as it is" in err
+    assert files(networks) == before and files(cache) == [
+        "jetson", f"jetson/{FOLDER}", f"jetson/{FOLDER}/fcn_resnet18.fcn-edge.onnx"]
+    with OnnxRuntimeBackend(path) as backend:
+        assert backend.meta.classes == CLASSES
+        assert "archive_sha256" not in backend.meta.export_options
+    mtime = path.stat().st_mtime_ns
+    assert main(["fetch", REAL, "--weights", str(folder), "--cache", str(cache)]) == 0
+    assert path.stat().st_mtime_ns == mtime  # the same graph: reused
+
+    assert main(["fetch", REAL, "--weights", str(folder), "--sha256", "0" * 64,
+                 "--cache", str(cache)]) == 1
+    assert "is a folder, which has no such hash" in capsys.readouterr().err
+
+
 def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.size = kind, link, 1 if kind == tarfile.REGTYPE else 0

@@ -101,3 +101,12 @@ def test_a_state_dict_of_another_architecture_is_refused(weights, tmp_path):
     finally:
         zoo.unregister(other.name)
     assert files(tmp_path) == []
+
+
+def test_a_sha256_that_disagrees_with_the_published_one_is_refused(weights, tmp_path, capsys):
+    path, digest, _ = weights
+    assert main(["fetch", REAL, "--weights", str(path), "--cache", str(tmp_path / "c"),
+                 "--sha256", digest]) == 1
+    err = capsys.readouterr().err
+    assert f"--sha256 {digest}: {REAL}'s source publishes 1167a1af; drop --sha256" in err
+    assert not (tmp_path / "c").exists()
