@@ -322,7 +322,8 @@ def _eval_samples(config: ExportConfig, meta: ArtifactMeta, log: Log) -> list:
     """Labelled images for ΔmIoU: ``eval_data``, else the checkpoint's synthetic validation set."""
     if not (config.fp16 or config.int8):
         return []
-    dataset = _open_data(config.eval_data or config.calib, meta, "val", config.eval_images)
+    dataset = _open_data(config.eval_data or config.calib, meta, "val", config.eval_images,
+                         classes=config.eval_data is not None)
     if dataset is None:
         log("no labelled data for ΔmIoU (pass --eval-data); agreement figures only")
         return []
@@ -330,7 +331,7 @@ def _eval_samples(config: ExportConfig, meta: ArtifactMeta, log: Log) -> list:
 
 
 def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[dict[str, np.ndarray]]:
-    dataset = _open_data(config.calib, meta, "train", config.calib_images)
+    dataset = _open_data(config.calib, meta, "train", config.calib_images, classes=None)
     if dataset is None:
         raise InputError("--int8 needs calibration images: pass --calib DATA (a data set "
                          "folder or 'synthetic')")
@@ -339,8 +340,14 @@ def _calibration_inputs(config: ExportConfig, meta: ArtifactMeta) -> list[dict[s
             for i in range(count)]
 
 
-def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
-    """Open ``spec`` or, when it is None, the checkpoint's own data if it is synthetic."""
+def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int,
+               classes: bool | None = True):
+    """Open ``spec`` or, when it is None, the checkpoint's own data if it is synthetic.
+
+    ``classes``: True, its class count must be the model's (labels are scored); False, a set
+    with other classes is no evaluation set (None is returned: calibration data given for
+    int8, e.g. the procedural scenes for a published model, is not its evaluation data);
+    None, images only (calibration), any classes."""
     own = meta.dataset.spec
     if spec is None:
         if own not in SYNTHETIC_READERS:
@@ -350,7 +357,9 @@ def _open_data(spec: str | None, meta: ArtifactMeta, split: str, count: int):
     options = {"num_images": count, "size": _opt_size(meta), "difficulty": difficulty} \
         if spec in SYNTHETIC_READERS else {}
     dataset = open_dataset(spec, split, **options)
-    if dataset.num_classes != meta.num_classes:
+    if dataset.num_classes != meta.num_classes and classes is False:
+        return None
+    if dataset.num_classes != meta.num_classes and classes:
         raise InputError(f"{spec} has {dataset.num_classes} classes but the model predicts "
                          f"{meta.num_classes}: pass data the model was trained for")
     return dataset

@@ -112,3 +112,20 @@ def test_torchvision_fcn_resnet50_state_dict_exports_with_parity_and_runs(tmp_pa
         assert len(seg.classes) == 21 and seg.classes[0] == "class_0"  # a bare state dict
         frame = _frames(1, 80, 120)[0]
         assert _agreement(seg(frame), ref(frame)) > 0.999
+
+
+def test_int8_calibrates_a_published_model_on_images_of_other_classes(jetson_pth, tmp_path):
+    # Calibration needs images, not labels: the procedural scenes (8 classes) calibrate a
+    # 5-class model; they are not its evaluation data, so ΔmIoU is left out, not an error.
+    out = tmp_path / "export"
+    done = run_cli(["export", str(jetson_pth), "-o", str(out), "--int8", "--calib", "synthetic",
+                    "--calib-images", "2", "--parity-sizes", "64x128"])
+    assert done.returncode == 0, done.stderr
+    assert (out / "model_best.int8.onnx").is_file()
+    assert "no labelled data for ΔmIoU" in done.stdout + done.stderr
+    with Segmenter(out / "model_best.int8.onnx") as seg:
+        assert seg.classes == DEEPSCENE and seg(_frames(1, 64, 128)[0]).shape == (64, 128)
+    wrong = run_cli(["export", str(jetson_pth), "-o", str(tmp_path / "never"), "--fp16",
+                     "--eval-data", "synthetic"])
+    assert wrong.returncode != 0 and "has 8 classes but the model predicts 5" in wrong.stderr
+    assert not (tmp_path / "never").exists()
