@@ -45,13 +45,14 @@ def _row(entry, cache: str | None) -> dict:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from ..export.zoo_prepare import prepare
     from ..io import check_writable
     from ..models import zoo
 
     entry = zoo.get(args.name)  # an unknown name: one line listing the names, before any I/O
     if args.cache is not None:
         check_writable(args.cache, "--cache", folder=True)
-    get = zoo.prepare if entry.loadable else zoo.fetch  # no model yet: the file as published
+    get = prepare if entry.loadable else zoo.fetch  # no model yet: the file as published
     path = get(entry.name, weights=args.weights, cache=args.cache, sha256=args.sha256,
                log=lambda line: print(line, file=sys.stderr))
     print(path)

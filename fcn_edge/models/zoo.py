@@ -8,8 +8,9 @@ publishes (if it publishes one), its licence and the parameter count the source 
 states one). ``fcn-edge zoo`` lists the entries (with the parameter count computed from our
 model beside the published one, so a layout that drifts shows); :func:`fetch` downloads one
 (``trust.py``: the published hash, or trust on first use where none is published) and
-:func:`prepare` turns it into the file a command deploys (``zoo_prepare.py``): an fcn-edge
-checkpoint for torchvision's state dicts, a self-describing ONNX for jetson-inference's archives.
+:func:`fcn_edge.export.zoo_prepare.prepare` (in ``export``: it builds models and imports ONNX,
+which ``models`` may not) turns it into the file a command deploys: an fcn-edge checkpoint
+for torchvision's state dicts, a self-describing ONNX for jetson-inference's archives.
 
 Like the backbone registry (``registry.py``), this module imports neither torch nor the models:
 an entry names its builder as ``"module:attribute"``, resolved only when parameters are
@@ -222,28 +223,6 @@ def fetch(name: str, cache: str | Path | None = None, *, weights: str | Path | N
                                     timeout=timeout)
     trust.record(entry, verified, log)
     return verified.path
-
-
-def prepare(name: str, *, weights: str | Path | None = None, cache: str | Path | None = None,
-            sha256: str | None = None, progress: bool = True, log: Log = print,
-            timeout: float = 30.0) -> Path:
-    """The file every fcn-edge command deploys for entry ``name``, made once in the cache:
-    :func:`fetch` (same arguments), then torchvision's state dict written as an fcn-edge
-    checkpoint (needs torch), or jetson-inference's archive unpacked and its ONNX made
-    self-describing (needs onnx and onnxruntime). Reused while its source is unchanged. A
-    first file's hash is recorded only once it prepared: a damaged one is never trusted."""
-    from . import trust, zoo_prepare
-
-    entry = get(name)
-    if not entry.loadable:
-        raise InputError(f"{name}: fcn-edge has no model for this file yet; fcn-edge fetch "
-                         f"{name} downloads it as published")
-    verified = trust.fetch_verified(entry, cache, weights, sha256, progress=progress, log=log,
-                                    timeout=timeout)
-    make = zoo_prepare.prepare_archive if entry.archive else zoo_prepare.prepare_checkpoint
-    path = make(entry, verified.path, verified.digest, cache, log)
-    trust.record(entry, verified, log)
-    return path
 
 
 # --- the entries ---------------------------------------------------------------------------

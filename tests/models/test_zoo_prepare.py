@@ -1,4 +1,4 @@
-"""``zoo.prepare`` for torchvision's entries: a local ``--weights`` file in torchvision's exact
+"""``prepare`` for torchvision's entries: a local ``--weights`` file in torchvision's exact
 fcn_resnet50 layout (generated from torchvision's construction rules, not from our model) is
 checked against the entry's hash and written once, atomically, as an fcn-edge checkpoint that
 ``load_model`` reads with the entry's classes, palette and normalisation; a file with the
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the layout generator
 
 from fcn_edge.cli import main  # noqa: E402
 from fcn_edge.errors import ModelFormatError  # noqa: E402
+from fcn_edge.export.zoo_prepare import prepare  # noqa: E402
 from fcn_edge.models import load_model, zoo  # noqa: E402
 from fcn_edge.runtime.palette import voc_palette  # noqa: E402
 from test_torchvision_fcn import random_state, torchvision_layout  # noqa: E402
@@ -52,7 +53,7 @@ def files(folder) -> list[str]:
 def test_prepare_writes_a_checkpoint_load_model_reads(entry, weights, tmp_path):
     path, digest, state = weights
     cache, lines = tmp_path / "cache", []
-    prepared = zoo.prepare(NAME, weights=path, cache=cache, log=lines.append)
+    prepared = prepare(NAME, weights=path, cache=cache, log=lines.append)
     assert prepared == cache / "test" / "fcn_resnet50.pt" == entry.prepared_path(cache)
     assert files(cache) == ["test", "test/fcn_resnet50.pt"]  # nothing else, no temporaries
     assert any("writing fcn_resnet50_coco-local.pth as an fcn-edge checkpoint" in line
@@ -74,7 +75,7 @@ def test_prepare_writes_a_checkpoint_load_model_reads(entry, weights, tmp_path):
 
     lines.clear()
     mtime = prepared.stat().st_mtime_ns
-    assert zoo.prepare(NAME, weights=path, cache=cache, log=lines.append) == prepared
+    assert prepare(NAME, weights=path, cache=cache, log=lines.append) == prepared
     assert prepared.stat().st_mtime_ns == mtime and lines == []  # reused, nothing written
 
 
@@ -97,7 +98,7 @@ def test_a_state_dict_of_another_architecture_is_refused(weights, tmp_path):
     try:
         with pytest.raises(ModelFormatError, match=r"not test/fcn_resnet101's weights: "
                                                    r"fcn_resnet101 state dict does not fit"):
-            zoo.prepare(other.name, weights=path, cache=tmp_path)
+            prepare(other.name, weights=path, cache=tmp_path)
     finally:
         zoo.unregister(other.name)
     assert files(tmp_path) == []

@@ -21,12 +21,33 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import FcnEdgeError, ModelFormatError
+from ..errors import FcnEdgeError, InputError, ModelFormatError
 from ..io import Log, atomic_path, check_writable, file_sha256
-from .archive import jetson_palette, read_colors, unpack
-from .download import CACHE_ENV
-from .registry import resolve
-from .zoo import PretrainedEntry
+from ..models import trust
+from ..models.archive import jetson_palette, read_colors, unpack
+from ..models.download import CACHE_ENV
+from ..models.registry import resolve
+from ..models.zoo import PretrainedEntry, get
+
+
+def prepare(name: str, *, weights: str | Path | None = None, cache: str | Path | None = None,
+            sha256: str | None = None, progress: bool = True, log: Log = print,
+            timeout: float = 30.0) -> Path:
+    """The file every fcn-edge command deploys for entry ``name``, made once in the cache:
+    :func:`fcn_edge.models.zoo.fetch` (same arguments), then torchvision's state dict written as an fcn-edge
+    checkpoint (needs torch), or jetson-inference's archive unpacked and its ONNX made
+    self-describing (needs onnx and onnxruntime). Reused while its source is unchanged. A
+    first file's hash is recorded only once it prepared: a damaged one is never trusted."""
+    entry = get(name)
+    if not entry.loadable:
+        raise InputError(f"{name}: fcn-edge has no model for this file yet; fcn-edge fetch "
+                         f"{name} downloads it as published")
+    verified = trust.fetch_verified(entry, cache, weights, sha256, progress=progress, log=log,
+                                    timeout=timeout)
+    make = prepare_archive if entry.archive else prepare_checkpoint
+    path = make(entry, verified.path, verified.digest, cache, log)
+    trust.record(entry, verified, log)
+    return path
 
 
 def prepare_checkpoint(entry: PretrainedEntry, source: Path, digest: str,
@@ -37,7 +58,7 @@ def prepare_checkpoint(entry: PretrainedEntry, source: Path, digest: str,
     if _current_checkpoint(target, source, digest):
         return target
     check_writable(target, _cache_flag(cache))
-    from .checkpoint import CheckpointMeta, save_checkpoint
+    from ..models.checkpoint import CheckpointMeta, save_checkpoint
 
     log(f"{entry.name}: writing {source.name} as an fcn-edge checkpoint, {target}")
     model = _load_state(entry, source)
@@ -68,7 +89,7 @@ def _load_state(entry: PretrainedEntry, source: Path):
     import torch
 
     from ..config import ModelConfig
-    from .torchvision_fcn import check_fits
+    from ..models.torchvision_fcn import check_fits
 
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
@@ -106,7 +127,7 @@ def prepare_archive(entry: PretrainedEntry, source: Path, digest: str,
         return target
     classes_file = _classes_file(entry, folder, target.parent, log)
     from ..data.files import read_classes_file
-    from ..export.import_onnx import ImportOptions, import_onnx
+    from .import_onnx import ImportOptions, import_onnx
 
     classes = read_classes_file(classes_file)
     palette = _archive_palette(entry, folder / spec.colors, len(classes), log)
@@ -178,7 +199,7 @@ def _write_with_palette(staged: Path, target: Path, palette, extra: dict) -> Non
     and ``extra`` in its export options; the importer colours a class file with VOC's map."""
     import onnx
 
-    from ..export.onnx_props import get_metadata, set_metadata
+    from .onnx_props import get_metadata, set_metadata
     from ..runtime.metadata import ArtifactMeta
 
     model = onnx.load(str(staged))
