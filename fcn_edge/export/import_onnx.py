@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -78,6 +79,12 @@ class ImportOptions:
     score_output: str | None = None   # which output is the score map, with several
     argmax: bool = False              # append ArgMax: labels out, C times less to copy back
     raw_io: bool = False              # uint8 BGR NHWC frames in, normalised in the graph
+    #: The colours of the classes (one RGB triple each, as a jetson-inference colors.txt
+    #: gives them); None: the class list's own (VOC's colour map for a file).
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    #: ``(key, value)`` pairs recorded beside the import's facts in ``export_options`` (where
+    #: the file came from: the zoo entry, the archive's hash).
+    provenance: tuple[tuple[str, Any], ...] = ()
 
 
 def import_onnx(model_path: str | Path, options: ImportOptions,
@@ -91,6 +98,11 @@ def import_onnx(model_path: str | Path, options: ImportOptions,
     out = Path(output) if output else src.with_name(src.stem + ".fcn-edge.onnx")
     check_writable(out, "-o")
     classes, palette = class_names(options.classes)
+    if options.palette is not None:
+        if len(options.palette) != len(classes):
+            raise InputError(f"{len(options.palette)} colours for {len(classes)} classes: give "
+                             f"one colour per class")
+        palette = tuple(tuple(int(v) for v in row) for row in options.palette)
     model = _load(src)
     found = inspect_graph(model, src, options.score_output)
     channels = _channels(src, found)
@@ -309,7 +321,8 @@ def _meta(src: Path, found: ForeignGraph, classes: tuple[str, ...], palette: tup
         export_options={"imported_from": src.name, "input": found.input,
                         "layout": found.layout, "score_output": found.output,
                         "upsampled": found.grid != found.probe, "scale": options.scale,
-                        "given_mean": list(options.mean), "given_std": list(options.std)})
+                        "given_mean": list(options.mean), "given_std": list(options.std),
+                        **dict(options.provenance)})
 
 
 def verify(src: Path, written: Path, found: ForeignGraph, meta: ArtifactMeta,

@@ -18,7 +18,6 @@ cache that the next call completes.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ..errors import FcnEdgeError, InputError, ModelFormatError
@@ -131,15 +130,11 @@ def prepare_archive(entry: PretrainedEntry, source: Path, digest: str,
 
     classes = read_classes_file(classes_file)
     palette = _archive_palette(entry, folder / spec.colors, len(classes), log)
-    options = ImportOptions(classes=str(classes_file), mean=entry.mean, std=entry.std,
-                            color=entry.color_order)
-    staged = target.with_name(f".{target.stem}.importing.onnx")
     extra = {"zoo": entry.name, **({"archive_sha256": digest} if digest else {})}
-    try:
-        import_onnx(onnx_file, options, staged, log=log)
-        _write_with_palette(staged, target, palette, extra)
-    finally:
-        staged.unlink(missing_ok=True)
+    options = ImportOptions(classes=str(classes_file), mean=entry.mean, std=entry.std,
+                            color=entry.color_order, palette=_rows(palette),
+                            provenance=tuple(extra.items()))
+    import_onnx(onnx_file, options, target, log=log)  # staged and checked before it lands
     log(f"{entry.name}: ready to deploy, {target}")
     return target
 
@@ -192,23 +187,6 @@ def _archive_palette(entry: PretrainedEntry, colors: Path, count: int, log: Log)
     if not colors.is_file():
         return fallback
     return read_colors(colors, count, fallback, log)
-
-
-def _write_with_palette(staged: Path, target: Path, palette, extra: dict) -> None:
-    """``staged`` (an imported ONNX) written to ``target`` with ``palette`` in its metadata
-    and ``extra`` in its export options; the importer colours a class file with VOC's map."""
-    import onnx
-
-    from .onnx_props import get_metadata, set_metadata
-    from ..runtime.metadata import ArtifactMeta
-
-    model = onnx.load(str(staged))
-    meta = ArtifactMeta.from_props(get_metadata(model), str(staged))
-    meta = dataclasses.replace(meta, palette=_rows(palette),
-                               export_options={**meta.export_options, **extra})
-    set_metadata(model, meta.to_props())
-    with atomic_path(target) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def _rows(colors) -> tuple[tuple[int, int, int], ...]:

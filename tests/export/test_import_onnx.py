@@ -228,3 +228,20 @@ def test_raw_io_and_argmax_appended(kind, folder, tmp_path):
             agree = (labels == original_labels(src, frame, False)).mean()
             assert agree > 0.999
     _run_cli_on(out, tmp_path, 72, 120)
+
+
+def test_given_colours_and_provenance_go_into_the_metadata(folder, tmp_path):
+    src = export(Coarse(classes=3), folder / "three.onnx")
+    names = tmp_path / "names.txt"
+    names.write_text("road\ncar\nsky\n")
+    colours = ((128, 64, 128), (0, 0, 142), (70, 130, 180))
+    out = import_onnx(src, ImportOptions(classes=str(names), palette=colours,
+                                         provenance=(("zoo", "test/three"),)),
+                      tmp_path / "m.onnx", log=lambda s: None)
+    with Segmenter(out) as seg:
+        assert seg.meta.palette == colours and seg.classes == ("road", "car", "sky")
+        assert seg.meta.export_options["zoo"] == "test/three"
+    with pytest.raises(InputError, match="2 colours for 3 classes: give one colour per class"):
+        import_onnx(src, ImportOptions(classes=str(names), palette=colours[:2]),
+                    tmp_path / "never.onnx", log=lambda s: None)
+    assert not (tmp_path / "never.onnx").exists()
