@@ -11,6 +11,8 @@ from ..errors import BackendUnavailable, InputError
 from ..io import check_writable
 from ..runtime.bounds import Bound
 from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, add_bounded, config_from_args
+from .model_arg import (CHECKPOINT, ONNX, add_model_argument, export_folder, resolve_model,
+                        zoo_name)
 
 # The configs whose ranges the flags read, imported (with torch) only when a flag is given.
 _EXPORT = "fcn_edge.export.exporter:ExportConfig"
@@ -21,6 +23,12 @@ _PIXEL = Bound(-65535.0, 65535.0, integer=False)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    name = zoo_name(args)
+    if args.out_dir is None and name is not None:  # a zoo model's artifacts: not the cache
+        args.out_dir = str(export_folder(name))
+    if args.out_dir is not None:  # refused before a download, not after it
+        check_writable(args.out_dir, "--output", folder=True)
+    resolve_model(args)
     from ..export.exporter import ExportConfig, export
 
     # export() refuses unwritable --output/--triton-repo folders itself, before any work.
@@ -31,11 +39,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    if args.check_only:
-        return _check_only(args)
-    if args.trt_version:
+    if args.trt_version and not args.check_only:
         raise InputError("--trt-version goes with --check-only: a build is checked against the "
                          "TensorRT it runs with")
+    resolve_model(args)
+    if args.check_only:
+        return _check_only(args)
     from ..export.tensorrt import BuildOptions, build_engine
     from ..runtime.metadata import parse_shapes
 
@@ -85,9 +94,11 @@ def _add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to verified, self-describing ONNX",
                        description="Export to ONNX (dynamic batch/height/width), checked against "
                                    "PyTorch at several sizes; optionally FP16 and INT8 graphs.")
-    p.add_argument("checkpoint")
+    add_model_argument(p, "checkpoint", needs=CHECKPOINT,
+                       help="a checkpoint, or a zoo name (fcn-edge zoo lists them)")
     p.add_argument("-o", "--output", dest="out_dir", metavar="OUTPUT",
-                   help="output folder (default: the checkpoint's)")
+                   help="output folder (default: the checkpoint's; for a zoo name "
+                        "runs/export/NAME)")
     p.add_argument("--fp16", action="store_true",
                    help="also write an FP16 ONNX (fp32 IO); builds a TensorRT engine when "
                         "TensorRT is installed")
@@ -134,8 +145,9 @@ def _add_export_parser(sub) -> None:
 def _add_build_parser(sub) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (on the "
                                      "target GPU)")
-    p.add_argument("model", help="an ONNX written by fcn-edge export (any ONNX with "
-                                 "--check-only)")
+    add_model_argument(p, "model", needs=ONNX,
+                       help="an ONNX written by fcn-edge export or import (any ONNX with "
+                            "--check-only), or a zoo name whose file is an ONNX")
     p.add_argument("--check-only", action="store_true",
                    help="only check whether TensorRT can build it (opset, operators, types, "
                         "uint8, dynamic dims, INT8): a verdict per rule, exit 0 or 1; needs "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..io import check_writable
 from .args import DATA_LAYOUTS, add_bounded, config_from_args
+from .model_arg import ANY, add_model_argument, resolve_model, zoo_name
 
 # The configs whose ranges the flags read, imported only when a flag is given.
 _RUN = "fcn_edge.runtime.run:RunConfig"
@@ -19,6 +21,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.modalities import extra_modalities
     from ..runtime.run import RunConfig, input_folders, run
 
+    _zoo_name_as_model(args)
+    resolve_model(args)
     model = args.model or _latest_artifact(Path("runs"))
     flags = {m.name: getattr(args, f"input_{m.name}", None) for m in extra_modalities()}
     config = config_from_args(RunConfig, args, model=model,
@@ -27,6 +31,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     # main(), which reports it in one line; once started, the pipeline finishes the outputs.
     stats = run(config, log=print)
     return 130 if stats.interrupted else 0
+
+
+def _zoo_name_as_model(args: argparse.Namespace) -> None:
+    """``fcn-edge run torchvision/fcn_resnet50 --camera 0``: a zoo name where the source goes,
+    with no --model, is the model (no source is spelled like one; a path that exists wins)."""
+    if args.model is None and args.source is not None:
+        args.model, args.source = args.source, None
+        if zoo_name(args) is None:  # not a zoo name: the source it was
+            args.model, args.source = None, args.model
 
 
 def _latest_artifact(root: Path) -> str:
@@ -61,6 +74,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                    ("io", IO_KINDS)) if getattr(args, dest)}
     config = config_from_args(BenchConfig, args, **lists)
     check_writable(config.out_dir, "--out", folder=True)
+    if resolve_model(args):  # a zoo name: its file, prepared once the flags are good
+        config = replace(config, model=args.model)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     report = bench(config, log=log)
     print(format_table(report))
@@ -83,8 +98,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("source", nargs="?", help="video file, image, folder, glob (quoted), "
                                              "rtsp:// or http(s):// URL, or a camera index")
     add_bounded(p, "--camera", _RUN, help="camera index, instead of SOURCE")
-    p.add_argument("--model", help="an artifact of fcn-edge export (.onnx, .engine) or a "
-                                   "checkpoint (default: the newest export under runs/)")
+    add_model_argument(p, "--model", needs=ANY,
+                       help="an artifact of fcn-edge export (.onnx, .engine), a checkpoint, or "
+                            "a zoo name (default: the newest export under runs/)")
     p.add_argument("--backend",
                    help="auto (the fastest available), onnxruntime, tensorrt, torch, or an "
                         "exact name such as onnxruntime:cpu or torch:cuda")
@@ -124,10 +140,14 @@ def _add_bench_parser(sub) -> None:
                        description="Benchmark a checkpoint (exported here to every artifact "
                                    "needed) or one exported artifact. Exit 1 when an artifact "
                                    "falls outside the regression bounds.")
-    p.add_argument("model", help="a checkpoint, or an .onnx/.engine from fcn-edge export/build")
+    add_model_argument(p, "model", needs=ANY,
+                       help="a checkpoint, an .onnx/.engine from fcn-edge export/build, or a "
+                            "zoo name")
     p.add_argument("--data",
                    help="labelled data for mIoU: 'synthetic' (the checkpoint's procedural "
-                        "scenes, rendered at each size) or a data set folder")
+                        "scenes, rendered at each size), a data set folder, or 'none' "
+                        "(unlabelled frames: timing and agreement only). Default: synthetic "
+                        "for a model trained on it, else none")
     p.add_argument("--data-layout", choices=DATA_LAYOUTS, metavar="LAYOUT",
                    help="override the detected layout: %(choices)s")
     p.add_argument("--split")

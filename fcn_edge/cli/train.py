@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import (DIFFICULTIES, FUSIONS, MODEL_LAYOUTS, MODEL_NAMES, OPTIMIZERS, RECIPES,
@@ -10,18 +11,21 @@ from ..config import (DIFFICULTIES, FUSIONS, MODEL_LAYOUTS, MODEL_NAMES, OPTIMIZ
 from ..io import check_writable
 from ..models.registry import backbone_names
 from .args import DATA_LAYOUTS, add_bounded, config_from_args
+from .model_arg import CHECKPOINT, add_model_argument, resolve_model
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import train
 
+    out_dir = args.out_dir or (str(Path(args.resume).parent) if args.resume else "runs/train")
+    check_writable(out_dir, "--out", folder=True)  # refused before a download, not after it
+    resolve_model(args)  # --init-from NAME (with --weights FILE: its file, given locally)
     # Resuming continues the saved run: its epochs unless --epochs extends them, its folder.
     resume = args.resume
     config = config_from_args(
         TrainConfig, args, model=config_from_args(TrainConfig.model, args),
         epochs=args.epochs if args.epochs is not None else (1 if resume else 10),
-        out_dir=args.out_dir or (str(Path(resume).parent) if resume else "runs/train"))
-    check_writable(config.out_dir, "--out", folder=True)
+        out_dir=out_dir)
     result = train(config, progress=not args.quiet)
     if result.best_path is not None:
         print(f"best mean IU {result.best_miou:.4f}: {result.best_path}")
@@ -37,6 +41,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable(args.json, "--json")
     if config.predictions_dir:
         check_writable(config.predictions_dir, "--save-predictions", folder=True)
+    if resolve_model(args):  # a zoo name: its checkpoint, prepared once the flags are good
+        config = replace(config, checkpoint=args.checkpoint)
     results = evaluate_checkpoint_tasks(config)
     (metrics, classes), *others = results.values()
     for i, (task, (m, names)) in enumerate(results.items()):  # a table per task (Table 5)
@@ -73,7 +79,8 @@ def _add_data_arguments(p: argparse.ArgumentParser, config: type) -> None:
 def add_parsers(sub) -> None:
     _add_train_parser(sub)
     p = sub.add_parser("eval", help="score a checkpoint with the paper's four metrics")
-    p.add_argument("checkpoint")
+    add_model_argument(p, "checkpoint", needs=CHECKPOINT,
+                       help="a checkpoint, or a zoo name (fcn-edge zoo lists them)")
     _add_data_arguments(p, EvalConfig)
     p.add_argument("--split")
     p.add_argument("--json", help="also write the metrics to this JSON file")
@@ -126,8 +133,12 @@ def _add_train_parser(sub) -> None:
     add_bounded(p, "--translate", TrainConfig, help="jitter up to N pixels (§4.3)")
     add_bounded(p, "--scale", TrainConfig, help="random scale range MIN,MAX, e.g. 0.5,2.0")
     add_bounded(p, "--crop", TrainConfig, help="random crop HEIGHTxWIDTH (padded batches)")
-    p.add_argument("--weights", help="ImageNet classifier state dict to initialise the trunk")
-    p.add_argument("--init-from", help="a coarser FCN checkpoint (staged 32s → 16s → 8s)")
+    p.add_argument("--weights", help="ImageNet classifier state dict to initialise the trunk; "
+                                     "with a zoo name in --init-from: that name's published "
+                                     "file, given locally (offline boxes)")
+    add_model_argument(p, "--init-from", needs=CHECKPOINT, weights_dest="weights",
+                       help="a coarser FCN checkpoint (staged 32s → 16s → 8s), or a zoo name "
+                            "to fine-tune from")
     p.add_argument("--resume", help="a last.pt to continue exactly, with its saved settings "
                                     "(only --epochs and --out apply)")
     p.add_argument("--out", dest="out_dir", metavar="OUT",
