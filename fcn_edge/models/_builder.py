@@ -10,7 +10,7 @@ from torch import nn
 from ..config import MODEL_NAMES, ModelConfig
 from ..errors import InputError, ModelFormatError
 from .checkpoint import read_meta
-from .pretrained_data import foreign_meta
+from .pretrained_data import foreign_meta, released_meta
 from .fcn import FCN
 from .fusion import LateFusionFCN
 from .loading import LoadReport, apply_weights
@@ -81,11 +81,11 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     For an fcn-edge checkpoint the configuration comes from the file and ``model.meta`` holds
     its metadata (a ``CheckpointMeta``: class names, palette, normalisation …). For a bare FCN
     state dict (e.g. the released nets) the variant, backbone, classes, fc width and input
-    channels are read from the tensors; pass ``layout="reference"`` for the released
-    100-pixel-padded nets. A published architecture's state dict (torchvision's fcn_resnet50,
-    a jetson-inference trainer's checkpoint …) rebuilds that architecture; the classes of a
-    pytorch-segmentation checkpoint come from the data set it names. ``overrides`` replace
-    configuration fields.
+    channels are read from the tensors, and the released Caffe nets (C×C×k×k upsampling
+    kernels) get the ``reference`` layout and Caffe's BGR mean pixel. A published
+    architecture's state dict (torchvision's fcn_resnet50, a jetson-inference trainer's
+    checkpoint …) rebuilds that architecture; the classes of a pytorch-segmentation checkpoint
+    come from the data set it names. ``overrides`` replace configuration fields.
     """
     weights = read_weights(path)
     if weights.kind == "torchvision":
@@ -105,6 +105,8 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
         first = weights.state_dict.get(get_backbone(weights.backbone).first_conv)
         if first is not None:
             config["in_channels"] = int(first.shape[1])
+        if _released_layout(weights):
+            config["layout"] = "reference"
     if "in_channels" in overrides and "inputs" not in overrides:
         config.pop("inputs", None)  # the inputs follow the new channel count
     config.update(overrides)
@@ -112,7 +114,17 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
     model.load_report = apply_weights(model, weights)
     # The one place a checkpoint's meta is parsed; a foreign checkpoint's is what it names.
     model.meta = foreign_meta(weights.foreign) if weights.foreign else read_meta(weights)
+    if weights.kind == "fcn" and _released_layout(weights):
+        model.meta = released_meta(model.config.num_classes)
     return model
+
+
+def _released_layout(weights) -> bool:
+    """Whether a bare FCN state dict is one of the released Caffe nets (converted to PyTorch,
+    e.g. by pytorch-fcn): they alone store an upsampling as a C×C×k×k kernel (bilinear on the
+    diagonal); fcn-edge writes C×1×k×k. Their layout is ``reference`` (pad 100, Caffe's crops)."""
+    return any(k.startswith("upscore") and v.ndim == 4 and v.shape[0] == v.shape[1] > 1
+               for k, v in weights.state_dict.items())
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ scripts it ships, read at dusty-nv/pytorch-segmentation @
 16882772bc767511d892d134918722011d1ea771 (``datasets/*_remap.py``, ``train.py``'s
 ``get_dataset``). :func:`foreign_meta` turns such a checkpoint's entries into the
 ``CheckpointMeta`` an fcn-edge checkpoint would carry, so its exports and runs name their
-classes. The zoo (``zoo.py``) reads the same lists. torch-free, like the zoo.
+classes; :func:`released_meta` does the same for the paper's released Caffe nets. The zoo
+(``zoo.py``) reads the same lists. torch-free, like the zoo.
 """
 from __future__ import annotations
 
@@ -52,6 +53,23 @@ SUN_RGBD_21 = (
 PYTORCH_SEGMENTATION_CLASSES: dict[str, tuple[str, ...]] = {
     "voc": VOC_CATEGORIES, "voc_aug": VOC_CATEGORIES, "coco": VOC_CATEGORIES,
     "cityscapes": CITYSCAPES_21, "deepscene": DEEPSCENE, "mhp": MHP_21, "sun": SUN_RGBD_21}
+
+
+#: The released Caffe nets' (fcn.berkeleyvision.org's ``voc_layers.py``, pytorch-fcn's
+#: ``mean_bgr``) mean pixel, subtracted from 0..255 BGR pixels; no std.
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+
+
+def released_meta(num_classes: int) -> Any:
+    """The CheckpointMeta of a released Caffe FCN (a file in their layout, e.g. pytorch-fcn's
+    ``fcn8s_from_caffe.pth``): BGR, their mean pixel subtracted in pixel units (mean m/255 and
+    std 1/255 on 0–1 pixels), and with 21 classes PASCAL VOC's."""
+    from .checkpoint import CheckpointMeta
+
+    classes = VOC_CATEGORIES if num_classes == len(VOC_CATEGORIES) else ()
+    return CheckpointMeta(classes=classes, palette=palette_for(classes) if classes else (),
+                          mean=tuple(m / 255 for m in CAFFE_MEAN_BGR), std=(1 / 255,) * 3,
+                          color_order="bgr")
 
 
 def palette_for(classes: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:

@@ -245,3 +245,36 @@ def test_edge_and_reference_layouts_share_parameters_but_not_outputs(released, r
     assert edge_out.shape == ours.shape
     # Different padding means different receptive fields: the scores must differ.
     assert float((edge_out - ours).abs().max()) > 0.1 * float(ours.abs().max())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_released_file_is_recognised_without_being_told(released, variant):
+    # The released nets alone store C×C×k×k upsampling kernels: load_model gives them the
+    # reference layout and Caffe's preprocessing (BGR, the mean pixel subtracted, no std).
+    sd, path, told = released[variant]
+    model = load_model(path).eval()
+    assert (model.config.name, model.config.layout) == (variant, "reference")
+    assert model.meta.color_order == "bgr"
+    assert [round(m * 255, 3) for m in model.meta.mean] == [104.007, 116.669, 122.679]
+    assert model.meta.std == pytest.approx((1 / 255,) * 3)
+    assert model.meta.classes == ()  # NUM_CLASSES is not VOC's 21: left unnamed
+    x = torch.randn(1, 3, 40, 52, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(model(x), told(x))
+    assert load_model(path, layout="edge").config.layout == "edge"  # an override still wins
+
+
+def test_a_bare_state_dict_of_ours_stays_edge(tmp_path):
+    model = create_model("fcn8s", NUM_CLASSES, "vgg16", fc_channels=FC)
+    torch.save(model.state_dict(), tmp_path / "ours.pt")
+    again = load_model(tmp_path / "ours.pt")
+    assert again.config.layout == "edge" and again.meta.color_order == "rgb"
+
+
+def test_a_released_voc_net_names_the_voc_classes(tmp_path):
+    from fcn_edge.models.pretrained_data import VOC_CATEGORIES
+
+    source = create_model("fcn32s", 21, "vgg16", layout="reference", fc_channels=FC)
+    torch.save(reference_state_dict(source), tmp_path / "fcn32s_from_caffe.pth")
+    model = load_model(tmp_path / "fcn32s_from_caffe.pth")
+    assert model.meta.classes == VOC_CATEGORIES and len(model.meta.palette) == 21
