@@ -78,10 +78,26 @@ def _check_only(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from ..export.import_onnx import ImportOptions, import_onnx
 
-    options = config_from_args(ImportOptions, args, **{
+    palette = _colours_file(args.colors) if args.colors else None
+    options = config_from_args(ImportOptions, args, palette=palette, **{
         k: tuple(getattr(args, k)) for k in ("mean", "std") if getattr(args, k) is not None})
     print(f"wrote {import_onnx(args.model, options, args.output)}")
     return 0
+
+
+def _colours_file(path: str) -> tuple[tuple[int, int, int], ...]:
+    """One ``R G B`` (or jetson-inference's ``R G B A``) per line, blank lines skipped: the
+    colours of the classes in order; import_onnx checks there is one per class."""
+    import numpy as np
+
+    from ..models.archive import read_colors
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--colors {path}: no such file (one 'R G B' line per class)")
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_colors(file, len(lines), np.zeros((len(lines), 3), np.uint8))
+    return tuple(tuple(int(v) for v in row) for row in rows)
 
 
 def add_parsers(sub) -> None:
@@ -194,6 +210,9 @@ def _add_import_parser(sub) -> None:
                         "0.229 0.224 0.225)")
     p.add_argument("--color", choices=("rgb", "bgr"),
                    help="the channel order the model was trained on (default rgb)")
+    p.add_argument("--colors", metavar="FILE",
+                   help="the classes' colours, one 'R G B' line each in class order (as "
+                        "jetson-inference's colors.txt; default: VOC's colour map)")
     add_bounded(p, "--scale", Bound(0.0, 65535.0, integer=False, low_open=True),
                    help="pixels are divided by this before --mean/--std (default 255; 1 for "
                         "Caffe-style means in pixel units)")

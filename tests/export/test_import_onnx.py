@@ -245,3 +245,24 @@ def test_given_colours_and_provenance_go_into_the_metadata(folder, tmp_path):
         import_onnx(src, ImportOptions(classes=str(names), palette=colours[:2]),
                     tmp_path / "never.onnx", log=lambda s: None)
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_cli_colors_file_as_jetson_inference_writes_it(folder, tmp_path):
+    src = export(Coarse(classes=3), folder / "three_cli.onnx")
+    names, colours = tmp_path / "classes.txt", tmp_path / "colors.txt"
+    names.write_text("road\ncar\nsky\n")
+    colours.write_text("128 64 128\n\n0 0 142 255\n70 130 180\n")  # a blank line, an alpha
+    out = tmp_path / "m.onnx"
+    done = run_cli(["import", str(src), "--classes", str(names), "--colors", str(colours),
+                    "-o", str(out)])
+    assert done.returncode == 0, done.stderr
+    with Segmenter(out) as seg:
+        assert seg.meta.palette == ((128, 64, 128), (0, 0, 142), (70, 130, 180))
+    colours.write_text("128 64 128\n0 0 142\n")
+    short = run_cli(["import", str(src), "--classes", str(names), "--colors", str(colours),
+                     "-o", str(tmp_path / "never.onnx")])
+    assert short.returncode != 0 and "2 colours for 3 classes" in short.stderr
+    assert short.stderr.count("\n") == 1 and not (tmp_path / "never.onnx").exists()
+    colours.write_text("128 64\n")
+    bad = run_cli(["import", str(src), "--classes", str(names), "--colors", str(colours)])
+    assert bad.returncode != 0 and "is not 'R G B'" in bad.stderr
