@@ -133,9 +133,9 @@ class ModelConfig:
             (["heads"] if self.heads else [])
         inputs = _check_inputs(self.inputs, self.in_channels)
         if changed or inputs != (("rgb", 3),):
+            what = ", ".join(changed) or "in_channels/inputs (it takes RGB)"
             raise InputError(f"{self.name} is a published architecture with its source's "
-                             f"layout: {', '.join(changed) or 'in_channels/inputs (it takes RGB)'} cannot "
-                             f"be set on it")
+                             f"layout: {what} cannot be set on it")
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "heads", ())
         check_bounds(self, self.BOUNDS)
@@ -321,8 +321,9 @@ class TrainConfig:
             raise InputError("the heavy recipe trains on one whole image at a time: batch_size=1")
         check_bounds(self, self.BOUNDS)
         if find_architecture(self.model.name) is not None:
-            raise InputError(f"fcn-edge train trains the paper's skip nets ({', '.join(MODEL_NAMES)}"
-                             f"); {self.model.name} is a published architecture that fcn-edge "
+            nets = ", ".join(MODEL_NAMES)
+            raise InputError(f"fcn-edge train trains the paper's skip nets ({nets}); "
+                             f"{self.model.name} is a published architecture that fcn-edge "
                              f"deploys (export, build, run, bench) but does not train")
         if self.scale is not None and self.scale[0] > self.scale[1]:
             raise InputError(f"scale is a range MIN,MAX with MIN ≤ MAX, got {self.scale}")

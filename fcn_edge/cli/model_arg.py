@@ -6,8 +6,8 @@ before its work, so the rule is written once:
 
 - a path that exists is that file, even when it is spelled like a zoo name;
 - a zoo name (``torchvision/fcn_resnet50``; ``fcn-edge zoo`` lists them) becomes the file
-  ``fcn_edge.export.zoo_prepare.prepare`` gives: from the cache, downloaded (announced, with a progress
-  bar) when it is not there, or ``--weights FILE`` — the published file, given locally on an
+  ``fcn_edge.export.zoo_prepare.prepare`` gives: from the cache, downloaded (announced, with a
+  progress bar) when it is not there, or ``--weights FILE`` — the published file, given locally on an
   offline box, checked against the zoo's hash and never downloaded;
 - ``--weights`` without a zoo name, or a name (no suffix) that is neither a file nor a zoo
   name, is one line saying what to give; a missing ``x.pt`` is left to the command's own

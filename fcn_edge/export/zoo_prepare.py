@@ -33,9 +33,9 @@ def prepare(name: str, *, weights: str | Path | None = None, cache: str | Path |
             sha256: str | None = None, progress: bool = True, log: Log = print,
             timeout: float = 30.0) -> Path:
     """The file every fcn-edge command deploys for entry ``name``, made once in the cache:
-    :func:`fcn_edge.models.zoo.fetch` (same arguments), then torchvision's state dict written as an fcn-edge
-    checkpoint (needs torch), or jetson-inference's archive unpacked and its ONNX made
-    self-describing (needs onnx and onnxruntime). Reused while its source is unchanged. A
+    :func:`fcn_edge.models.zoo.fetch` (same arguments), then torchvision's state dict written
+    as an fcn-edge checkpoint (needs torch), or jetson-inference's archive unpacked and its
+    ONNX made self-describing (needs onnx and onnxruntime). Reused while its source is unchanged. A
     first file's hash is recorded only once it prepared: a damaged one is never trusted."""
     entry = get(name)
     if not entry.loadable:

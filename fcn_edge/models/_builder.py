@@ -122,7 +122,8 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
 def _released_layout(weights) -> bool:
     """Whether a bare FCN state dict is one of the released Caffe nets (converted to PyTorch,
     e.g. by pytorch-fcn): they alone store an upsampling as a C×C×k×k kernel (bilinear on the
-    diagonal); fcn-edge writes C×1×k×k. Their layout is ``reference`` (pad 100, Caffe's crops)."""
+    diagonal); fcn-edge writes C×1×k×k. Their layout is ``reference`` (pad 100, Caffe's
+    crops)."""
     return any(k.startswith("upscore") and v.ndim == 4 and v.shape[0] == v.shape[1] > 1
                for k, v in weights.state_dict.items())
 
