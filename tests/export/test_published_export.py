@@ -1,6 +1,7 @@
-"""Published architectures deploy like our own nets: a jetson-inference trainer's checkpoint
-(fcn_resnet18, pytorch-segmentation's ``model_best.pth`` layout) and a torchvision
-fcn_resnet50 state dict export with parity, run through ``Segmenter`` and ``fcn-edge run``;
+"""Published models deploy like our own nets: a jetson-inference trainer's checkpoint
+(fcn_resnet18, pytorch-segmentation's ``model_best.pth`` layout), a torchvision fcn_resnet50
+state dict and a released Caffe FCN-8s (pytorch-fcn's layout) export with parity, run through
+``Segmenter`` and ``fcn-edge run``;
 and the ONNX that jetson-inference's own ``onnx_export.py`` writes (a coarse grid at a fixed
 size) gives, once imported, the labels our rebuilt model gives."""
 from __future__ import annotations
@@ -112,6 +113,45 @@ def test_torchvision_fcn_resnet50_state_dict_exports_with_parity_and_runs(tmp_pa
         assert len(seg.classes) == 21 and seg.classes[0] == "class_0"  # a bare state dict
         frame = _frames(1, 80, 120)[0]
         assert _agreement(seg(frame), ref(frame)) > 0.999
+    _run_cli_on(onnx_path, tmp_path)
+
+
+def _run_cli_on(model: Path, tmp: Path) -> None:
+    """``fcn-edge run`` over two images: one mask each, at the image's size."""
+    images, masks = tmp / "images", tmp / "masks"
+    images.mkdir()
+    for i, frame in enumerate(_frames(2, 72, 120)):
+        write_rgb(images / f"{i}.png", frame)
+    ran = run_cli(["run", str(images), "--model", str(model), "--save-masks", str(masks)])
+    assert ran.returncode == 0, ran.stderr
+    assert len(list(masks.glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_released_caffe_fcn8s_exports_as_released_and_runs(tmp_path):
+    # A file in the released nets' layout (pytorch-fcn's fcn8s_from_caffe.pth, with narrow
+    # fc6/fc7 to stay small): recognised without a --layout, exported with parity, run with
+    # Caffe's BGR mean pixel.
+    from fcn_edge.models import create_model, reference_state_dict
+
+    torch.manual_seed(8)
+    source = create_model("fcn8s", 21, "vgg16", layout="reference", fc_channels=32)
+    with torch.no_grad():
+        for name, p in source.named_parameters():
+            if name.startswith("score"):
+                p.normal_(0, 0.01)  # the score layers start at zero: give them a signal
+    path = tmp_path / "fcn8s_from_caffe.pth"
+    torch.save(reference_state_dict(source), path)
+    out = tmp_path / "export"
+    done = run_cli(["export", str(path), "-o", str(out), "--parity-sizes", "64x96"])
+    assert done.returncode == 0, done.stderr
+    onnx_path = out / "fcn8s_from_caffe.onnx"
+    with Segmenter(onnx_path) as seg, Segmenter(path) as ref:
+        assert seg.meta.model_options["layout"] == "reference"
+        assert seg.meta.color_order == "bgr" and seg.classes[15] == "person"
+        frame = _frames(1, 64, 96)[0]
+        assert _agreement(seg(frame), ref(frame)) > 0.999
+    _run_cli_on(onnx_path, tmp_path)
 
 
 def test_int8_calibrates_a_published_model_on_images_of_other_classes(jetson_pth, tmp_path):
