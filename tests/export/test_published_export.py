@@ -56,13 +56,7 @@ def test_jetson_checkpoint_exports_and_runs_through_the_cli(jetson_pth, tmp_path
         assert seg.meta.shapes.opt[1:] == (256, 512)  # the trainer's resolution
         for frame in _frames(2, 96, 160):
             assert _agreement(seg(frame), ref(frame)) > 0.999
-    images, masks = tmp_path / "images", tmp_path / "masks"
-    images.mkdir()
-    for i, frame in enumerate(_frames(2, 72, 120)):
-        write_rgb(images / f"{i}.png", frame)
-    ran = run_cli(["run", str(images), "--model", str(onnx_path), "--save-masks", str(masks)])
-    assert ran.returncode == 0, ran.stderr
-    assert len(list(masks.glob("*.png"))) == 2
+    _run_cli_on(onnx_path, tmp_path)
 
 
 @pytest.mark.parametrize("opset", [9, 11])

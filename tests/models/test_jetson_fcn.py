@@ -10,29 +10,26 @@ FCNHead(2048/4) and aux FCNHead(1024/4)), independently of the model code.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fcn_edge.errors import ModelFormatError
-from fcn_edge.models import count_parameters, load_model
-from fcn_edge.models.pretrained_data import CITYSCAPES_21, DEEPSCENE, DEEPSCENE_COLORS
-from fcn_edge.models.torchvision_fcn import TorchvisionFCN, fcn_resnet18, from_state_dict
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # beside test_torchvision_fcn
+
+from fcn_edge.errors import ModelFormatError  # noqa: E402
+from fcn_edge.models import count_parameters, load_model  # noqa: E402
+from fcn_edge.models.pretrained_data import (CITYSCAPES_21, DEEPSCENE,  # noqa: E402
+                                             DEEPSCENE_COLORS)
+from fcn_edge.models.torchvision_fcn import (TorchvisionFCN, fcn_resnet18,  # noqa: E402
+                                             from_state_dict)
+from test_torchvision_fcn import _bn, _head, random_state  # noqa: E402  torchvision's rules
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BLOCKS = {"fcn_resnet18": (2, 2, 2, 2), "fcn_resnet34": (3, 4, 6, 3)}
-
-
-def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}
-
-
-def _head(prefix: str, c_in: int, classes: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.0.weight": (c_in // 4, c_in, 3, 3), **_bn(f"{prefix}.1", c_in // 4),
-            f"{prefix}.4.weight": (classes, c_in // 4, 1, 1), f"{prefix}.4.bias": (classes,)}
 
 
 def jetson_layout(blocks, classes: int = 21, aux: bool = False) -> dict[str, tuple]:
@@ -54,22 +51,6 @@ def jetson_layout(blocks, classes: int = 21, aux: bool = False) -> dict[str, tup
     if aux:
         keys.update(_head("aux_classifier", 256, classes))
     return keys
-
-
-def random_state(layout, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in layout.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7)
-        elif key.endswith("running_var") or (len(shape) == 1 and key.endswith("weight")):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
-        elif len(shape) == 1:
-            state[key] = torch.randn(shape, generator=gen) * 0.1
-        else:
-            fan_in = shape[1] * shape[2] * shape[3]
-            state[key] = torch.randn(shape, generator=gen) * (2 / fan_in) ** 0.5
-    return state
 
 
 def trainer_checkpoint(path, state, *, arch="fcn_resnet18", dataset="cityscapes", classes=21):
