@@ -72,8 +72,9 @@ def _apply_architecture(model: nn.Module, weights: WeightsFile) -> LoadReport:
     cfg = model.config
     if weights.variant != cfg.name:
         raise ModelFormatError(f"{weights.path} holds {weights.variant or weights.kind} weights "
-                               f"but the model is {cfg.name}; load it with load_model(path), "
-                               f"which builds what the file holds")
+                               f"and cannot initialise a {cfg.name}: deploy the file as it is "
+                               f"(fcn-edge export/run/bench take it; load_model(path) in "
+                               f"Python builds what it holds)")
     check_fits(model, weights.state_dict)
     model.load_state_dict(weights.state_dict, strict=True)
     return LoadReport(f"{weights.kind} ({cfg.name})", tuple(weights.state_dict), ())

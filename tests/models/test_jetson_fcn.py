@@ -147,3 +147,13 @@ def test_a_pickled_object_beside_the_weights_is_still_refused(tmp_path):
     with pytest.raises(ModelFormatError, match="pickled Python objects that fcn-edge will not "
                                                "execute"):
         load_model(path)
+
+
+def test_a_published_model_does_not_initialise_a_skip_net(tmp_path):
+    from fcn_edge.models import create_model
+
+    state = random_state(jetson_layout(BLOCKS["fcn_resnet18"], 21))
+    path = trainer_checkpoint(tmp_path / "model_best.pth", state)
+    with pytest.raises(ModelFormatError, match="holds fcn_resnet18 weights and cannot initialise "
+                                               "a fcn8s: deploy the file as it is"):
+        create_model("fcn8s", backbone="resnet18", weights=path)
