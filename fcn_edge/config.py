@@ -128,16 +128,19 @@ class ModelConfig:
                              f"{self.backbone!r}; leave backbone out")
         object.__setattr__(self, "backbone", spec.backbone)
         default = ModelConfig()
+        # The one set of heads it may have: its own two, "out" and "aux" (an --aux export).
+        heads = _check_heads(self.heads) if self.heads else ()
+        both = (("out", self.num_classes), ("aux", self.num_classes))
         changed = [name for name in _SKIP_NET_OPTIONS if name != "heads"
                    and getattr(self, name) != getattr(default, name)] + \
-            (["heads"] if self.heads else [])
+            (["heads"] if heads and (heads != both or not self.aux) else [])
         inputs = _check_inputs(self.inputs, self.in_channels)
         if changed or inputs != (("rgb", 3),):
             what = ", ".join(changed) or "in_channels/inputs (it takes RGB)"
             raise InputError(f"{self.name} is a published architecture with its source's "
                              f"layout: {what} cannot be set on it")
         object.__setattr__(self, "inputs", inputs)
-        object.__setattr__(self, "heads", ())
+        object.__setattr__(self, "heads", heads)
         check_bounds(self, self.BOUNDS)
         if not isinstance(self.aux, bool):
             raise InputError(f"aux must be true or false, got {self.aux!r}")

@@ -134,6 +134,9 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--shapes", help="recommended MIN:OPT:MAX, each HxW or NxHxW "
                                     "(default 32x32:<training size>:2048x2048)")
     p.add_argument("--argmax", action="store_true", help="labels out (ArgMax in the graph)")
+    p.add_argument("--aux", action="store_true",
+                   help="torchvision's and jetson-inference's FCNs: keep the auxiliary head, "
+                        "as a second head: outputs out and aux")
     p.add_argument("--labels-dtype", choices=LABELS_DTYPES, metavar="DTYPE",
                    help="with --argmax: auto is uint8 up to 256 classes (cast through float, "
                         "as TensorRT needs), else int32")

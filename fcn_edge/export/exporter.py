@@ -40,6 +40,7 @@ from .artifact_meta import artifact_meta
 from .onnx_export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_graph, save_onnx, simplify,
                           trace_to_onnx)
 from .graph import LABELS_DTYPES
+from .aux_head import with_aux_head
 from .meta_check import check_written_meta
 from .onnx_props import set_metadata
 from .runners import ort_latency, ort_run
@@ -71,6 +72,7 @@ class ExportConfig:
     argmax: bool = False
     labels_dtype: str = "auto"          # argmax labels: uint8 up to 256 classes, else int32
     raw_io: bool = False
+    aux: bool = False                   # with the aux head: two heads, out and aux
     simplify: bool = True
     parity_sizes: tuple[tuple[int, int], ...] | None = None
     triton_repo: str | None = None
@@ -125,6 +127,8 @@ def export(config: ExportConfig, log: Log = print) -> ExportResult:
     if config.triton_repo:
         check_writable(config.triton_repo, "--triton-repo", folder=True)
     model = load_model(checkpoint).eval()
+    if config.aux:
+        model = with_aux_head(model)
     options = {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "out_dir")}
     meta = artifact_meta(model, checkpoint, raw_io=config.raw_io, argmax=config.argmax,
                          shapes=parse_shapes(config.shapes) if config.shapes else None,

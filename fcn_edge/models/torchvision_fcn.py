@@ -140,8 +140,12 @@ class TorchvisionFCN(nn.Module):
         """The classifier's scores at the last stage's stride (8 or 32), not upsampled."""
         return self.classifier(self.backbone(x)[1])
 
-    def forward(self, x: torch.Tensor, aux: bool = False
+    #: Whether ``model(x)`` answers both heads (``fcn-edge export --aux``; ``aux_head.py``).
+    outputs_aux = False
+
+    def forward(self, x: torch.Tensor, aux: bool | None = None
                 ) -> torch.Tensor | dict[str, torch.Tensor]:
+        aux = self.outputs_aux if aux is None else aux
         size = x.shape[-2:]
         x3, x4 = self.backbone(x)
         out = F.interpolate(self.classifier(x4), size=size, mode="bilinear",
@@ -161,6 +165,7 @@ def from_config(config: Any) -> TorchvisionFCN:
     with ``model.config`` set (what the builder's registry calls)."""
     model = TorchvisionFCN(config.name, config.num_classes, aux=config.aux)
     model.config = config
+    model.outputs_aux = bool(config.heads)  # an --aux export's config names both heads
     return model
 
 

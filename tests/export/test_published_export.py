@@ -163,3 +163,30 @@ def test_int8_calibrates_a_published_model_on_images_of_other_classes(jetson_pth
                      "--eval-data", "synthetic"])
     assert wrong.returncode != 0 and "has 8 classes but the model predicts 5" in wrong.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_aux_head_exported_only_when_asked(jetson_pth, tmp_path):
+    out = tmp_path / "aux"
+    done = run_cli(["export", str(jetson_pth), "-o", str(out), "--aux", "--parity-sizes",
+                    "64x128"])
+    assert done.returncode == 0, done.stderr
+    with Segmenter(out / "model_best.onnx") as seg, Segmenter(jetson_pth) as plain:
+        assert [h.task for h in seg.meta.heads] == ["out", "aux"]
+        assert seg.meta.output_names == ("logits_out", "logits_aux")
+        assert all(h.classes == DEEPSCENE for h in seg.meta.heads)
+        frame = _frames(1, 64, 128)[0]
+        both = seg(frame)
+        assert _agreement(both["out"], plain(frame)) > 0.999  # the plain export's head
+        assert not np.array_equal(both["aux"], both["out"])
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    write_rgb(images / "0.png", _frames(1, 72, 120)[0])
+    ran = run_cli(["run", str(images), "--model", str(out / "model_best.onnx"), "--head", "aux",
+                   "--save-masks", str(masks)])
+    assert ran.returncode == 0, ran.stderr and len(list(masks.glob("*.png"))) == 1
+    # A file without the aux head (trained without --aux-loss): one line, nothing written.
+    state = jetson_state(jetson_layout(BLOCKS["fcn_resnet18"], 5, aux=False))
+    bare = trainer_checkpoint(tmp_path / "no_aux.pth", state, dataset="deepscene", classes=5)
+    refused = run_cli(["export", str(bare), "-o", str(tmp_path / "never"), "--aux"])
+    assert refused.returncode != 0 and "holds no aux head" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and not (tmp_path / "never").exists()

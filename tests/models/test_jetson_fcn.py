@@ -157,3 +157,15 @@ def test_a_published_model_does_not_initialise_a_skip_net(tmp_path):
     with pytest.raises(ModelFormatError, match="holds fcn_resnet18 weights and cannot initialise "
                                                "a fcn8s: deploy the file as it is"):
         create_model("fcn8s", backbone="resnet18", weights=path)
+
+
+def test_only_its_own_two_heads_may_be_set_on_a_published_architecture():
+    from fcn_edge.config import ModelConfig
+    from fcn_edge.errors import InputError
+
+    both = ModelConfig(name="fcn_resnet18", num_classes=5, aux=True,
+                       heads=(("out", 5), ("aux", 5)))
+    assert both.heads == (("out", 5), ("aux", 5)) and both.num_classes == 5
+    for heads, aux in (((("out", 5), ("aux", 5)), False), ((("a", 5), ("b", 5)), True)):
+        with pytest.raises(InputError, match="heads cannot be set on it"):
+            ModelConfig(name="fcn_resnet18", num_classes=5, aux=aux, heads=heads)
