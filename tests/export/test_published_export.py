@@ -184,7 +184,7 @@ def test_aux_head_exported_only_when_asked(jetson_pth, tmp_path):
     ran = run_cli(["run", str(images), "--model", str(out / "model_best.onnx"), "--head", "aux",
                    "--save-masks", str(masks)])
     assert ran.returncode == 0, ran.stderr
-    assert len(list(masks.glob("*.png"))) == 1
+    assert [len(list((masks / task).glob("*.png"))) for task in ("out", "aux")] == [1, 1]
     # A file without the aux head (trained without --aux-loss): one line, nothing written.
     state = jetson_state(jetson_layout(BLOCKS["fcn_resnet18"], 5, aux=False))
     bare = trainer_checkpoint(tmp_path / "no_aux.pth", state, dataset="deepscene", classes=5)
