@@ -31,6 +31,8 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))  # cut/stall: a promise broken
+        if getattr(self.server, "content_type", None):  # e.g. text/html: a page, not a file
+            self.send_header("Content-Type", self.server.content_type)
         self.end_headers()
         body = data[start:self.server.cut] if mode in ("cut", "stall") else data[start:]
         self.wfile.write(body)

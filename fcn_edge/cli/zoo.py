@@ -23,7 +23,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                      else f"{r['published_params']:,}")
         print(f"{r['name']:<{width}} {len(r['classes']):>7} {r['input_size']:<14} "
               f"{computed:>11} {published:>14} {r['cached']:<8} {r['licence']}")
-        print(f"    {r['architecture']}; sha256 {r['sha256'] or zoo.NOT_PUBLISHED}; {r['url']}"
+        print(f"    {r['architecture']}; {r['hash']}; {r['url']}"
               + ("" if r["loadable"] else "  (not loadable yet)"))
     return 0
 
@@ -40,7 +40,8 @@ def _row(entry, cache: str | None) -> dict:
             "params": params, "published_params": entry.num_params,
             "cached": entry.cache_state(cache), "path": str(entry.cached_path(cache)),
             "prepared": str(entry.prepared_path(cache)), "url": entry.url,
-            "sha256": entry.sha256, "licence": entry.licence, "loadable": entry.loadable,
+            "sha256": entry.sha256, "md5": entry.md5, "hash": entry.hash_text,
+            "licence": entry.licence, "loadable": entry.loadable,
             "source": entry.source, "notes": entry.notes}
 
 
@@ -71,12 +72,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("fetch", help="download a zoo entry, verify its hash and prepare the "
                                      "file fcn-edge deploys",
                        description="Download NAME's file (fcn-edge zoo lists the names) with a "
-                                   "progress bar, or take --weights FILE, check its SHA-256 (the "
-                                   "published one; where none is published, the one recorded at "
-                                   "the first download), prepare it once in the cache (an "
-                                   "fcn-edge checkpoint, or the archive's ONNX made "
-                                   "self-describing) and print that file's path. An interrupted "
-                                   "download resumes.")
+                                   "progress bar, or take --weights FILE, check its hash (the "
+                                   "published SHA-256 or MD5; where none is published, the "
+                                   "one recorded at the first download), prepare it once in "
+                                   "the cache (an fcn-edge checkpoint, or the archive's "
+                                   "ONNX made self-describing) and print that file's path. "
+                                   "An interrupted download resumes.")
     p.add_argument("name", metavar="NAME", help="a zoo name, e.g. torchvision/fcn_resnet50")
     p.add_argument("--weights", metavar="FILE",
                    help="the file you downloaded yourself (offline boxes): checked and "

@@ -3,8 +3,12 @@
 * torchvision's ``.pth`` is a bare state dict: it is loaded strictly into the entry's model and
   written as an fcn-edge checkpoint (``save_checkpoint``) whose meta carries the entry's
   classes, palette, mean/std and colour order, and whose ``source`` records the ``.pth``'s
-  name, URL and SHA-256. It is reused while it is newer than the ``.pth`` and records the
+  name, URL and hash. It is reused while it is newer than the ``.pth`` and records the
   same hash. Needs torch.
+* pytorch-fcn's ``fcnNs_from_caffe.pth`` (the released Caffe nets: C×C×k×k upsampling
+  kernels, as Caffe stores them) goes the same way, loaded through ``apply_weights``, which
+  takes each upsampling's diagonal as fcn-edge's depthwise kernel; its source records the MD5
+  pytorch-fcn publishes.
 * jetson-inference's ``.tar.gz`` is unpacked (``archive.py``) and its ONNX graph made
   self-describing by ``fcn-edge import``'s code (``export/import_onnx.py``): the archive's
   ``classes.txt`` and ``colors.txt`` win over the entry's lists (they are what that file was
@@ -24,7 +28,7 @@ from ..errors import FcnEdgeError, InputError, ModelFormatError
 from ..io import Log, atomic_path, check_writable, file_sha256
 from ..models import trust
 from ..models.archive import jetson_palette, read_colors, unpack
-from ..models.download import CACHE_ENV
+from ..models.download import CACHE_ENV, hash_algorithm, hash_hex
 from ..models.registry import resolve
 from ..models.zoo import PretrainedEntry, get
 
@@ -65,7 +69,7 @@ def prepare_checkpoint(entry: PretrainedEntry, source: Path, digest: str,
                           mean=entry.mean, std=entry.std, color_order=entry.color_order)
     save_checkpoint(model.eval(), target, meta=meta,
                     source={"zoo": entry.name, "file": source.name, "url": entry.url,
-                            "sha256": digest})
+                            hash_algorithm(digest): hash_hex(digest)})
     return target
 
 
@@ -80,11 +84,15 @@ def _current_checkpoint(target: Path, source: Path, digest: str) -> bool:
     except Exception:  # unreadable or not ours: written again
         return False
     recorded = saved.get("source") if isinstance(saved, dict) else None
-    return isinstance(recorded, dict) and recorded.get("sha256") == digest
+    return (isinstance(recorded, dict)
+            and recorded.get(hash_algorithm(digest)) == hash_hex(digest))
 
 
 def _load_state(entry: PretrainedEntry, source: Path):
     """The entry's model with ``source``'s state dict loaded strictly, ``model.config`` set."""
+    model = entry.build_model()
+    if getattr(getattr(model, "config", None), "layout", "") == "reference":
+        return _load_released(entry, model, source)
     import torch
 
     from ..config import ModelConfig
@@ -98,7 +106,6 @@ def _load_state(entry: PretrainedEntry, source: Path):
     if not isinstance(state, dict):
         raise ModelFormatError(f"{source}: holds a {type(state).__name__}, not the state dict "
                                f"of {entry.architecture}")
-    model = entry.build_model()
     try:
         check_fits(model, state)
     except ModelFormatError as exc:
@@ -107,6 +114,27 @@ def _load_state(entry: PretrainedEntry, source: Path):
     if getattr(model, "config", None) is None:
         model.config = ModelConfig(name=model.arch, num_classes=model.num_classes,
                                    aux=entry.aux)
+    return model
+
+
+def _load_released(entry: PretrainedEntry, model, source: Path):
+    """``model`` (the entry's, in the reference layout) with ``source`` loaded: a released Caffe
+    net of the same variant, converted to a bare state dict, every tensor matching once its
+    C×C×k×k upsampling kernels are taken as depthwise ones (``apply_weights``)."""
+    from ..models.loading import apply_weights
+    from ..models.weights import read_weights
+
+    weights = read_weights(source)  # unreadable, or an export: one line from there
+    wanted = model.config.name
+    if weights.kind != "fcn" or weights.backbone != "vgg16" or weights.variant != wanted:
+        found = (f"a {weights.backbone} {weights.variant}" if weights.kind == "fcn"
+                 else f"{weights.kind} weights ({weights.variant or weights.backbone})")
+        raise ModelFormatError(f"{source}: not {entry.name}'s weights: it holds {found}, "
+                               f"expected the released VGG16 {wanted} state dict")
+    try:
+        model.load_report = apply_weights(model, weights)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{source}: not {entry.name}'s weights: {exc}") from None
     return model
 
 

@@ -1,15 +1,19 @@
 """Downloading published weights into a cache: the library part of ``fcn-edge fetch``.
 
-Only the standard library (urllib) and no torch, so a box can fetch without the training
-stack. Nothing downloads at import or behind the user's back: :func:`download` is called on
-purpose, with the SHA-256 the source publishes. The file streams into ``NAME.part`` beside its
-target; an interrupted download keeps that part and the next call asks the server only for the
-rest (an HTTP ``Range`` request; a server that ignores it answers 200 and the part starts over).
-The hash is checked before the part is renamed into place, so the target is either absent or
-whole and verified, and a file already there with the right hash is never fetched again.
+Only the standard library (urllib) and no torch, so a box can fetch without the training stack.
+Nothing downloads at import or behind the user's back: :func:`download` is called on purpose,
+with the hash the source publishes (a SHA-256, or an MD5 written ``md5:HEX``: all pytorch-fcn
+publishes). The file streams into ``NAME.part`` beside its target; an interrupted download
+keeps that part and the next call asks the server only for the rest (an HTTP ``Range`` request;
+a server that ignores it answers 200 and the part starts over). The hash is checked before the
+part is renamed into place, so the target is either absent or whole and verified, and a file
+already there with the right hash is never fetched again. A web page where a file is expected
+(Google Drive's "can't scan for viruses" page for a large file) is refused before a byte of it
+is written.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
@@ -23,7 +27,7 @@ from typing import BinaryIO
 
 from .. import __version__
 from ..errors import FcnEdgeError, InputError, ModelFormatError
-from ..io import Log, check_writable, file_sha256, fsync_path
+from ..io import Log, check_writable, fsync_path
 
 #: Overrides the cache folder (as ``TORCH_HOME`` does torch.hub's).
 CACHE_ENV = "FCN_EDGE_CACHE"
@@ -31,6 +35,9 @@ CACHE_ENV = "FCN_EDGE_CACHE"
 OFFLINE_HINT = "or pass the file you downloaded yourself with --weights FILE"
 _CHUNK = 1 << 16
 _HEX = re.compile(r"[0-9a-f]{8,64}")
+_MD5 = re.compile(r"md5:[0-9a-f]{32}")
+#: hashlib's name of each algorithm an expected hash may name → the name messages use.
+HASH_LABELS = {"sha256": "SHA-256", "md5": "MD5"}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
@@ -45,7 +52,7 @@ def cache_dir() -> Path:
 
 
 class HashMismatch(ModelFormatError):
-    """A downloaded file whose SHA-256 is not the expected one (it was removed); ``got`` and
+    """A downloaded file whose hash is not the expected one (it was removed); ``got`` and
     ``expected`` let a caller that knows where the expectation came from say so."""
 
     def __init__(self, message: str, url: str, got: str, expected: str) -> None:
@@ -57,44 +64,77 @@ def download(url: str, sha256: str | None, dest: str | os.PathLike | None = None
              progress: bool = True, log: Log = print, timeout: float = 30.0,
              name: str = "") -> Path:
     """Fetch ``url`` into ``dest`` (default: the cache folder, under the URL's file name) and
-    return its path once its SHA-256 matches ``sha256``.
+    return its path once its hash matches ``sha256``.
 
     ``sha256`` is the hex digest the source publishes, or a prefix of it of at least 8 digits
     (torchvision publishes only the prefix in its file names, as torch.hub's ``check_hash``
-    reads it). None checks nothing: for a source that publishes no hash, whose caller records
-    and compares one itself (the zoo's trust on first use). ``progress`` draws a tqdm bar when
-    tqdm is installed, else logs a line every tenth; ``timeout`` bounds each connection and
-    each wait for data, in seconds; ``name`` (a zoo name) goes into the log line. Network
-    failures and a wrong hash (:class:`HashMismatch`) raise one line naming the URL and what
-    to do.
+    reads it), or ``md5:`` and the 32 hex digits of an MD5 (all pytorch-fcn publishes; its
+    ``fcn.data.cached_download`` checks that). None checks nothing: for a source that
+    publishes no hash, whose caller records and compares one itself (the zoo's trust on first
+    use). ``progress`` draws a tqdm bar when tqdm is installed, else logs a line every tenth;
+    ``timeout`` bounds each connection and each wait for data, in seconds; ``name`` (a zoo
+    name) goes into the log line. Network failures and a wrong hash (:class:`HashMismatch`)
+    raise one line naming the URL and what to do.
     """
     expected = _expected_hash(sha256) if sha256 is not None else ""
+    label = hash_label(expected)
     target = Path(dest) if dest is not None else cache_dir() / _file_name(url)
     if target.is_file():
-        if file_sha256(target).startswith(expected):
+        if file_hash(target, expected).startswith(expected):
             return target
-        log(f"{target}: its SHA-256 is not the expected one; downloading it again")
+        log(f"{target}: its {label} is not the expected one; downloading it again")
     check_writable(target, CACHE_ENV if dest is None else "download to")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     _fetch(url, part, timeout, progress, log, name)
-    got = file_sha256(part)
+    got = file_hash(part, expected)
     if not got.startswith(expected):
         part.unlink()
         raise HashMismatch(
-            f"{url}: SHA-256 {got}, expected {expected}; the download was removed — run again, "
-            f"{OFFLINE_HINT} if this repeats", url, got, expected)
+            f"{url}: {label} {hash_hex(got)}, expected {hash_hex(expected)}; the download was "
+            f"removed — run again, {OFFLINE_HINT} if this repeats", url, got, expected)
     os.replace(part, target)  # the part was fsynced as it closed
     fsync_path(target.parent)  # and the rename is durable once its folder is
     return target
 
 
 def _expected_hash(sha256: str) -> str:
-    digest = str(sha256).strip().lower()
-    if not _HEX.fullmatch(digest):
-        raise InputError(f"sha256 {sha256!r}: give the published SHA-256, 64 hex digits "
-                         f"(or a prefix of at least 8)")
+    """A published hash, checked and spelt as :func:`file_hash` spells a file's: a SHA-256 (64
+    hex digits, or a prefix of at least 8; ``sha256:`` may lead) as bare hex, an MD5 as
+    ``md5:`` and its 32 hex digits."""
+    digest = str(sha256).strip().lower().removeprefix("sha256:")
+    if not (_HEX.fullmatch(digest) or _MD5.fullmatch(digest)):
+        raise InputError(f"hash {sha256!r}: give the published SHA-256, 64 hex digits (or a "
+                         f"prefix of at least 8), or an MD5 as md5:<32 hex digits>")
     return digest
+
+
+def hash_algorithm(expected: str) -> str:
+    """hashlib's name of the algorithm of ``expected`` (as :func:`_expected_hash` spells it;
+    an empty one is SHA-256)."""
+    return "md5" if expected.startswith("md5:") else "sha256"
+
+
+def hash_label(expected: str) -> str:
+    """``SHA-256`` or ``MD5``: the algorithm of ``expected``, for messages."""
+    return HASH_LABELS[hash_algorithm(expected)]
+
+
+def hash_hex(expected: str) -> str:
+    """The hex digits of ``expected``, without its ``md5:``."""
+    return expected.rpartition(":")[2]
+
+
+def file_hash(path: str | os.PathLike, expected: str = "", chunk: int = 1 << 20) -> str:
+    """The hash of a file's bytes in the algorithm of ``expected``, spelt the same way, so
+    ``file_hash(path, expected).startswith(expected)`` says whether the file is the one
+    expected (a VGG16 file is half a gigabyte: read ``chunk`` bytes at a time)."""
+    algorithm = hash_algorithm(expected)
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return ("md5:" if algorithm == "md5" else "") + digest.hexdigest()
 
 
 def _file_name(url: str) -> str:
@@ -112,6 +152,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool, log: Log, name:
         part.unlink()
         have, response = 0, _open(url, 0, timeout)
     with response:
+        _refuse_web_page(response, url, have)
         asked = have
         have, total = _resume_point(response, have)
         if have:
@@ -146,6 +187,20 @@ def _open(url: str, have: int, timeout: float) -> http.client.HTTPResponse | Non
             reason = f"no answer within {timeout:g} s"
         raise FcnEdgeError(f"{url}: cannot connect ({reason}); check the network, "
                            f"{OFFLINE_HINT}") from None
+
+
+def _refuse_web_page(response: http.client.HTTPResponse, url: str, have: int) -> None:
+    """Refuse an HTML answer where a weights file is expected, before any of it is written.
+    Google Drive answers a plain GET of a large file's ``uc?id=`` link with a "can't scan for
+    viruses" page that asks a person to confirm; its confirmation is a form with a
+    per-request token, which fcn-edge does not script: a browser downloads the file."""
+    declared = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    start = b"" if have else response.peek(64)[:64].lstrip().lower()  # resumed: mid-file
+    if declared != "text/html" and not start.startswith((b"<!doctype html", b"<html")):
+        return
+    raise FcnEdgeError(f"{url}: the server answered with a web page, not the file (the source "
+                       f"serves a confirmation page, as Google Drive does for large files); "
+                       f"download it in a browser from {url} and pass it with --weights FILE")
 
 
 def _resume_point(response: http.client.HTTPResponse, have: int) -> tuple[int, int | None]:

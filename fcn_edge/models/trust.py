@@ -1,13 +1,15 @@
-"""Which SHA-256 a zoo file must have, and checking it: the published one, or trust on first use.
+"""Which hash a zoo file must have, and checking it: the published one, or trust on first use.
 
-torchvision publishes a hash (a prefix, in the file name) and it is checked strictly. Sources
-such as jetson-inference publish none, so fcn-edge does what ``ssh`` does with a host key: the
-first download's SHA-256 is recorded beside the file in the cache, in ``NAME.sha256`` (the
-format of ``sha256sum``, so ``sha256sum -c`` reads it), and every later download or
-``--weights`` copy must match it. A file that changes at its source is then refused with both
-hashes instead of being deployed silently; ``--sha256 HEX`` pins the expected hash (and is
-recorded), whether to trust a new file on purpose or to check the first download against a
-hash obtained elsewhere. Standard library only.
+torchvision publishes a hash (a SHA-256 prefix, in the file name), pytorch-fcn an MD5 (written
+``md5:HEX``, checked with hashlib as its own ``cached_download`` does); either is checked
+strictly (a ``--sha256`` given must agree with it). Sources such as jetson-inference publish
+none, so fcn-edge does what ``ssh`` does with a host key: the first download's SHA-256 is
+recorded beside the file in the cache, in ``NAME.sha256`` (the format of ``sha256sum``, so
+``sha256sum -c`` reads it), and every later download or ``--weights`` copy must match it. A
+file that changes at its source is then refused with both hashes instead of being deployed
+silently; ``--sha256 HEX`` pins the expected hash (and is recorded), whether to trust a new
+file on purpose or to check the first download against a hash obtained elsewhere. Standard
+library only.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, ModelFormatError
-from ..io import Log, atomic_path, file_sha256
-from .download import HashMismatch, _expected_hash, download
+from ..io import Log, atomic_path
+from .download import (HashMismatch, _expected_hash, download, file_hash, hash_algorithm,
+                       hash_hex, hash_label)
 
 if TYPE_CHECKING:
     from .zoo import PretrainedEntry
@@ -25,8 +28,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Expected:
-    """The hash a file must have (None: nothing known yet, so the file is trusted and its hash
-    recorded) and where that hash comes from, in words for the messages."""
+    """The hash a file must have, spelt as ``download.file_hash`` spells one (None: nothing
+    known yet, so the file is trusted and its SHA-256 recorded), and where that hash comes
+    from, in words for the messages."""
 
     digest: str | None
     origin: str
@@ -55,14 +59,16 @@ def expected(entry: PretrainedEntry, cache: str | Path | None, pin: str | None) 
     """The hash ``entry``'s file must have: the published one (``pin`` must agree with it),
     else ``pin``, else the recorded one, else none yet."""
     given = _expected_hash(pin) if pin is not None else None
-    if entry.sha256 is not None:
-        published = _expected_hash(entry.sha256)
+    if given is not None and hash_algorithm(given) != "sha256":
+        raise InputError(f"--sha256 {pin}: give a SHA-256, 64 hex digits")
+    if entry.published_hash is not None:
+        published = _expected_hash(entry.published_hash)
         if given is not None and not (given.startswith(published) or
                                       published.startswith(given)):
             raise InputError(f"--sha256 {given}: {entry.name}'s source publishes {published}; "
                              f"drop --sha256 (published hashes are always checked)")
         return Expected(given if given and len(given) > len(published) else published,
-                        "the published SHA-256", None)
+                        f"the published {hash_label(published)}", None)
     record = sidecar(entry.cached_path(cache))
     if given is not None:
         return Expected(given, "the --sha256 given", record)
@@ -74,7 +80,8 @@ def expected(entry: PretrainedEntry, cache: str | Path | None, pin: str | None) 
 
 @dataclass(frozen=True)
 class Verified:
-    """A checked file: its path, its SHA-256 and the expectation it met."""
+    """A checked file: its path, its hash (SHA-256 hex, or ``md5:HEX`` where the source
+    publishes an MD5; empty for an unpacked folder) and the expectation it met."""
 
     path: Path
     digest: str
@@ -96,11 +103,11 @@ def fetch_verified(entry: PretrainedEntry, cache: str | Path | None, weights: st
     if not path.is_file():
         raise InputError(f"--weights {path}: no such file (give the downloaded "
                          f"{entry.file_name})")
-    digest = file_sha256(path)
+    digest = file_hash(path, want.digest or "")
     if want.digest is not None and not digest.startswith(want.digest):
-        raise ModelFormatError(f"--weights {path}: SHA-256 {digest}, but {want.origin} is "
-                               f"{want.digest}: it is not {entry.name}'s file; nothing was "
-                               f"written")
+        raise ModelFormatError(f"--weights {path}: {hash_label(digest)} {hash_hex(digest)}, "
+                               f"but {want.origin} is {hash_hex(want.digest)}: it is not "
+                               f"{entry.name}'s file; nothing was written")
     return Verified(path, digest, want)
 
 
@@ -121,7 +128,7 @@ def _cached(entry: PretrainedEntry, cache: str | Path | None, want: Expected, *,
     """The cached file and its hash, downloaded first unless it is there and matches."""
     target = entry.cached_path(cache)
     if target.is_file():
-        digest = file_sha256(target)
+        digest = file_hash(target, want.digest or "")
         if want.digest is None or digest.startswith(want.digest):
             return target, digest
     made = _missing_folders(target.parent)
@@ -136,7 +143,7 @@ def _cached(entry: PretrainedEntry, cache: str | Path | None, want: Expected, *,
     except BaseException:
         _remove_empty(made)  # a refused or failed download leaves no empty folders behind
         raise
-    return target, file_sha256(target)
+    return target, file_hash(target, want.digest or "")
 
 
 def _changed(entry: PretrainedEntry, exc: HashMismatch, want: Expected) -> str:

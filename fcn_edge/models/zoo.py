@@ -3,24 +3,26 @@ a file every fcn-edge command deploys.
 
 One :class:`PretrainedEntry` per published file, registered once, at the bottom of this module:
 the architecture that reads it, the classes and palette its labels mean, the normalisation and
-colour order it was trained with, its native input size, the URL and the SHA-256 its source
-publishes (if it publishes one), its licence and the parameter count the source states (if it
-states one). ``fcn-edge zoo`` lists the entries (with the parameter count computed from our
-model beside the published one, so a layout that drifts shows); :func:`fetch` downloads one
-(``trust.py``: the published hash, or trust on first use where none is published) and
-:func:`fcn_edge.export.zoo_prepare.prepare` (in ``export``: it builds models and imports ONNX,
-which ``models`` may not) turns it into the file a command deploys: an fcn-edge checkpoint
-for torchvision's state dicts, a self-describing ONNX for jetson-inference's archives.
+colour order it was trained with, its native input size, the URL and the hash its source
+publishes (if it publishes one: a SHA-256, or pytorch-fcn's MD5), its licence and the parameter
+count the source states (if it states one). ``fcn-edge zoo`` lists the entries (with the
+parameter count computed from our model beside the published one, so a layout that drifts
+shows); :func:`fetch` downloads one (``trust.py``: the published hash, or trust on first use
+where none is published) and :func:`fcn_edge.export.zoo_prepare.prepare` (in ``export``: it
+builds models and imports ONNX, which ``models`` may not) turns it into the file a command
+deploys: an fcn-edge checkpoint for torchvision's state dicts and the released Caffe FCNs
+pytorch-fcn converted, a self-describing ONNX for jetson-inference's archives.
 
 Like the backbone registry (``registry.py``), this module imports neither torch nor the models:
-an entry names its builder as ``"module:attribute"``, resolved only when parameters are
-counted, so listing the zoo and fetching work on a box without the training stack. Nothing
-downloads at import; only :func:`fetch` and :func:`prepare`, called on purpose, do, and they
-say so in the log first.
+an entry names its builder as ``"module:attribute"`` (or a function that imports torch only
+when called), resolved only when parameters are counted or a file prepared, so listing the zoo
+and fetching work on a box without the training stack. Nothing downloads at import; only
+:func:`fetch` and :func:`prepare`, called on purpose, do, and they say so in the log first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,8 @@ from ..errors import InputError
 from ..io import Log
 from ..runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 from .archive import Archive
-from .download import _expected_hash, _file_name, cache_dir
-from .pretrained_data import (CITYSCAPES_21, DEEPSCENE, MHP_21, SUN_RGBD_21,
+from .download import _expected_hash, _file_name, cache_dir, hash_algorithm, hash_hex
+from .pretrained_data import (CAFFE_MEAN_BGR, CITYSCAPES_21, DEEPSCENE, MHP_21, SUN_RGBD_21,
                               VOC_CATEGORIES)
 from .registry import Ref, resolve
 
@@ -55,11 +57,16 @@ class PretrainedEntry:
         mean, std: per-channel normalisation of 0–1 pixels, in ``color_order``.
         color_order: ``rgb`` or ``bgr``: the channel order the network expects.
         input_size: an int: the image's shorter side is resized to it (torchvision's
-            ``resize_size``); a pair: the fixed ``(height, width)`` the network takes.
+            ``resize_size``); a pair: the fixed ``(height, width)`` the network takes; None:
+            any size, as it comes (the Caffe FCNs).
         url: where the source publishes the file.
+        file: the cache file's name where the URL's path ends in none (Google Drive's
+            ``uc?id=…``): the name the source saves it under; empty: the URL's last segment.
         sha256: its SHA-256 as the source publishes it (torchvision: the 8-digit prefix in the
             file name, as torch.hub's ``check_hash`` reads it); None where the source publishes
             none: the first download's is recorded and later ones must match (``trust.py``).
+        md5: its MD5 (32 hex digits), for a source that publishes that instead (pytorch-fcn);
+            checked as strictly as a published SHA-256.
         licence: the licence the source states for the code and weights.
         num_params: the parameter count the source publishes for this file; None if none.
         source: where these facts were read, with the commit.
@@ -78,11 +85,13 @@ class PretrainedEntry:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     color_order: str
-    input_size: int | tuple[int, int]
+    input_size: int | tuple[int, int] | None
     url: str
     licence: str
     source: str
+    file: str = ""
     sha256: str | None = None
+    md5: str | None = None
     num_params: int | None = None
     aux: bool = True
     archive: Archive | None = None
@@ -98,26 +107,48 @@ class PretrainedEntry:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InputError(f"pretrained entry {self.name!r}: mean and std need 3 values, "
                              f"std positive")
-        if self.sha256 is not None:
-            _expected_hash(self.sha256)  # malformed: refused at registration, not at download
-        _file_name(self.url)  # the cache file is named after the URL
+        if self.sha256 is not None and self.md5 is not None:
+            raise InputError(f"pretrained entry {self.name!r}: give the one hash its source "
+                             f"publishes, sha256 or md5")
+        if self.published_hash is not None:  # malformed: refused at registration, not later
+            _expected_hash(self.published_hash)
+        if not self.file:
+            _file_name(self.url)  # the cache file is named after the URL
 
     @property
     def file_name(self) -> str:
         """The name of the downloaded file in the cache: the archive's, else the URL's."""
-        return self.archive.file if self.archive is not None else _file_name(self.url)
+        if self.archive is not None:
+            return self.archive.file
+        return self.file or _file_name(self.url)
 
     @property
     def input_size_text(self) -> str:
-        """``short side 520`` or ``256x512`` (height x width): the native input size."""
+        """``short side 520``, ``256x512`` (height x width) or ``any``: the native input size."""
+        if self.input_size is None:
+            return "any"
         if isinstance(self.input_size, int):
             return f"short side {self.input_size}"
         return "x".join(str(n) for n in self.input_size)
 
     @property
     def sha256_text(self) -> str:
-        """The published hash, or ``none published``."""
+        """The published SHA-256, or ``none published``."""
         return self.sha256 or NOT_PUBLISHED
+
+    @property
+    def published_hash(self) -> str | None:
+        """The published hash as ``download`` takes it (hex, or ``md5:HEX``), or None."""
+        return f"md5:{self.md5}" if self.md5 is not None else self.sha256
+
+    @property
+    def hash_text(self) -> str:
+        """``sha256 1167a1af``, ``md5 d3eb…`` or ``sha256 none published``: what the listing
+        shows, named by its algorithm."""
+        published = self.published_hash
+        if published is None:
+            return f"sha256 {NOT_PUBLISHED}"
+        return f"{hash_algorithm(published)} {hash_hex(published)}"
 
     def palette_colors(self) -> Any:
         """The colours of ``classes``: an N×3 uint8 array."""
@@ -310,3 +341,57 @@ def _jetson_entry(key: str, box_id: str, folder: str) -> PretrainedEntry:
 
 for _model in _JETSON_MODELS:
     register(_jetson_entry(*_model))
+
+
+# The paper's own FCN-32s/16s/8s on VGG16 (PASCAL VOC), released as Caffe models by
+# shelhamer/fcn.berkeleyvision.org @ 1305c7378a9f (README: "the same license as Caffe (BSD-2)
+# and the Caffe-bundled models (that is, unrestricted use)"; voc_layers.py: BGR, mean pixel) and
+# converted to bare PyTorch state dicts, layer names and C×C×k×k upsampling kernels as in Caffe,
+# by wkentaro/pytorch-fcn @ 4b988509bfd1a613d5e8482595a1c6654047d69b (MIT): URL, MD5 and file
+# name in torchfcn/models/fcn{32,16,8}s.py, class names and mean_bgr in torchfcn/datasets/voc.py,
+# the conversion in examples/voc/model_caffe_to_pytorch.py. Its FCN8sAtOnce is not an entry: its
+# forward scales pool4 by 0.01 and pool3 by 0.0001 before score_pool4/score_pool3, which the
+# reference layout (the staged nets') does not, so its weights would load and score wrongly.
+
+#: ``VOCClassSegBase.class_names``: VOC's 21 labels as pytorch-fcn spells them.
+PYTORCH_FCN_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "potted plant",
+    "sheep", "sofa", "train", "tv/monitor")
+
+
+def released_fcn(variant: str, num_classes: int = 21, aux: bool = False, **options: Any) -> Any:
+    """fcn-edge's ``variant`` in the released Caffe nets' layout (``reference``: conv1_1 pads
+    by 100, Caffe's crops), randomly initialised; ``aux`` is the zoo's build signature (these
+    nets have no auxiliary head); ``options`` go to ``create_model`` (tests: ``fc_channels``)."""
+    from ._builder import create_model
+
+    return create_model(variant, num_classes=num_classes, backbone="vgg16",
+                        layout="reference", **options)
+
+
+#: variant → (Google Drive file id, MD5, URL scheme as published, mIU on seg11valid).
+_PYTORCH_FCN = {
+    "fcn32s": ("11k2Q0bvRQgQbT6-jYWeh6nmAsWlSCY3f", "d3eb467a80e7da0468a20dfcbc13e6c8", "https",
+               "63.6"),
+    "fcn16s": ("1bctu58B6YH9bu6lBBSBB2rUeGlGhYLoP", "a2d4035f669f09483b39c9a14a0d6670", "http",
+               "65.0"),
+    "fcn8s": ("1ieXWyoG68xqoHJPWdyrDyaIaaWlfmUxI", "de93e540ec79512f8770033849c8ae89", "http",
+              "65.5"),
+}
+
+for _variant, (_drive_id, _md5, _scheme, _miou) in _PYTORCH_FCN.items():
+    register(PretrainedEntry(
+        name=f"pytorch-fcn/{_variant}", architecture="FCN-VGG16 reference layout (Caffe, pad 100)",
+        build=partial(released_fcn, _variant), aux=False, classes=PYTORCH_FCN_CLASSES,
+        palette="fcn_edge.runtime.palette:voc_palette",
+        # voc.py transform: RGB → BGR, minus mean_bgr on 0..255 pixels, no std.
+        mean=tuple(m / 255 for m in CAFFE_MEAN_BGR), std=(1 / 255,) * 3, color_order="bgr",
+        input_size=None, url=f"{_scheme}://drive.google.com/uc?id={_drive_id}",
+        file=f"{_variant}_from_caffe.pth", md5=_md5,
+        licence="MIT (pytorch-fcn); weights BSD-2 / unrestricted (fcn.berkeleyvision.org)",
+        source="wkentaro/pytorch-fcn torchfcn/models/" + _variant + ".py, datasets/voc.py @ "
+               "4b988509bfd1; shelhamer/fcn.berkeleyvision.org README @ 1305c7378a9f",
+        notes=f"the paper's Caffe net, trained on VOC 2011 train + SBD (not SBD val), {_miou} mIU "
+              f"on seg11valid; any input size (VOC images are at most 500 px a side); Google "
+              f"Drive may answer with a confirmation page: download in a browser, --weights"))
