@@ -246,16 +246,17 @@ def export_int8(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     """ONNX Runtime static quantization (QDQ), calibrated on ``calib`` (the artifact's inputs
     for dataset images, ``_calibration_inputs``); checked against TensorRT's rules for
     ``--int8-target tensorrt``."""
-    from .int8 import quantize_int8
+    from .int8 import CalibrationReader, bound_memory, quantize_int8
 
+    reader = bound_memory(CalibrationReader(calib), fp32_model, log)  # ORT keeps it all
     with tempfile.TemporaryDirectory(prefix="fcn-edge-int8-") as work:  # ORT reads files
         source, quantized_path = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         save_onnx(fp32_model, source)
-        quantize_int8(source, quantized_path, calib, target=config.int8_target)
+        quantize_int8(source, quantized_path, reader, target=config.int8_target)
         quantized = onnx.load(str(quantized_path))
     meta8 = meta.with_(precision="int8")
     infer = ort_run(quantized)
-    figures: dict = {"calibration_images": len(calib), "target": config.int8_target}
+    figures: dict = {"calibration_images": len(reader), "target": config.int8_target}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta8, samples)
     h, w = _opt_size(meta)
