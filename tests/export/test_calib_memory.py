@@ -41,6 +41,7 @@ def test_activation_bytes_counts_every_float_output(tmp_path):
 
 @pytest.mark.parametrize("budget, expected", [
     (10_000, (4, None)),      # 4 × 2,000 fit
+    (8_000, (4, None)),       # exactly 4 × 2,000: all fit, nothing said
     (5_000, (2, None)),       # two fit
     (500, (1, (64, 64))),     # not even one: one image, cropped
 ])
@@ -74,11 +75,13 @@ def test_a_bounded_calibration_still_quantizes(tmp_path):
 def test_a_published_architectures_last_classifier_conv_stays_fp32():
     # torchvision's FCNHead: classifier.0 (3×3) is trunk-sized work, quantized; classifier.4
     # (1×1 to the classes) computes the logits, kept fp32 like the paper nets' score layers.
-    names = ["/model/backbone/conv1/Conv", "/model/classifier/classifier.0/Conv",
-             "/model/classifier/classifier.2/Relu", "/model/classifier/classifier.4/Conv",
-             "/model/aux_classifier/aux_classifier.4/Conv", "/model/Resize"]
-    nodes = [helper.make_node("Conv" if n.endswith("Conv") else "Relu", [f"t{i}"],
-                              [f"t{i + 1}"], name=n) for i, n in enumerate(names)]
+    edges = [("/model/backbone/conv1/Conv", "x", "t1"),
+             ("/model/classifier/classifier.0/Conv", "t1", "t2"),
+             ("/model/classifier/classifier.2/Relu", "t2", "t3"),
+             ("/model/classifier/classifier.4/Conv", "t3", "t4"),
+             ("/model/Resize", "t4", "t5"),
+             ("/model/aux_classifier/aux_classifier.4/Conv", "t1", "t6")]  # off the trunk
+    nodes = [helper.make_node(n.rsplit("/", 1)[1], [i], [o], name=n) for n, i, o in edges]
     graph = helper.make_graph(nodes, "g", [], [])
     kept = set(fp32_nodes(helper.make_model(graph)))
     assert "/model/classifier/classifier.4/Conv" in kept and "/model/Resize" in kept
