@@ -31,8 +31,9 @@ ORT 1.31 on an AVX2 CPU without VNNI):
   QDQ but has no fused int8 kernel for it; it would dequantise and run fp32 anyway.) The
   published architectures' FCNHead (``torchvision_fcn.py``) keeps its last 1×1 convolution
   (``classifier.4``, the logits) fp32 for the same reason, and quantizes its 3×3 one, which is
-  trunk-sized work (jetson-inference's FCN-ResNet18, random weights, 6 procedural 256×512
-  scenes: labels agree 97.0 % with fp32 against 96.5 % with it quantized).
+  trunk-sized work (jetson-inference's FCN-ResNet18, random weights, ``fcn-edge bench`` on 4
+  procedural 256×512 scenes: labels agree 95.6 % with fp32 against 94.7 % with it quantized;
+  BENCHMARKS.md).
 * Calibration memory: ORT's percentile calibrator keeps every activation of every image before
   building its histograms, so ``bound_memory`` keeps as many images as half the available
   memory holds (``calib_memory.py``); torchvision's FCN-ResNet50 at 512×512 (1.2 GiB each)
