@@ -79,7 +79,7 @@ def zoo_name(args: argparse.Namespace) -> str | None:
     from ..models import zoo
 
     text = getattr(args, args.model_argument.dest)
-    if text is None or Path(text).exists() or not zoo.is_zoo_name(text):
+    if text is None or not zoo.is_zoo_name(text):  # is_zoo_name: an existing path never is
         return None
     return text
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import (DIFFICULTIES, FUSIONS, MODEL_LAYOUTS, MODEL_NAMES, OPTIMIZERS, RECIPES,
-                      SCHEDULES, EvalConfig, ModelConfig, TrainConfig)
+                      SCHEDULES, EvalConfig, TrainConfig)
 from ..io import check_writable
 from ..models.registry import backbone_names
 from .args import DATA_LAYOUTS, add_bounded, config_from_args

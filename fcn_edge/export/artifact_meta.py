@@ -10,7 +10,7 @@ from ..io import file_sha256
 from ..models.checkpoint import CheckpointMeta, checkpoint_meta
 from ..runtime.metadata import (NCHW, NHWC, ArtifactMeta, HeadInfo, InputInfo, Shapes,
                                 default_shapes, input_tensor_name, output_tensor_name)
-from ..runtime.palette import voc_palette
+from ..runtime.palette import voc_colours
 from ..runtime.modalities import get_modality
 from .graph import head_labels_dtype
 
@@ -72,7 +72,7 @@ def _heads(config, meta: CheckpointMeta, argmax: bool, labels_dtype: str
 
 def _colours(palette: tuple, n: int) -> tuple[tuple[int, int, int], ...]:
     """The first ``n`` colours of ``palette``, or of the VOC palette when it has none."""
-    return tuple(palette[:n]) if palette else tuple(map(tuple, voc_palette(n).tolist()))
+    return tuple(palette[:n]) if palette else voc_colours(n)
 
 
 def _summary(metrics: dict | None) -> dict:

@@ -15,13 +15,12 @@ that fits. What it did is said in one log line.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 import onnx
 
-from .flops import _infer_shapes, _load, _set_input_dims
+from .flops import shapes_at
 
 #: The share of the available memory the calibration may take (ORT, numpy and the model
 #: itself need the rest).
@@ -44,9 +43,7 @@ def available_bytes() -> int:
 
 def activation_bytes(model: onnx.ModelProto | str | Path, height: int, width: int) -> int:
     """Bytes of every float activation one ``height``×``width`` inference produces."""
-    proto = _load(model)
-    _set_input_dims(proto.graph, 1, height, width)
-    inferred, shape_of = _infer_shapes(proto)
+    inferred, shape_of = shapes_at(model, height, width)
     total = 0
     for node in inferred.graph.node:
         for name in node.output:

@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import InputError, ModelFormatError
 
-__all__ = ["FlopCount", "count_flops"]
+__all__ = ["FlopCount", "count_flops", "shapes_at"]
 
 Shape = tuple[int, ...]
 ShapeOf = Callable[[str], "Shape | None"]
@@ -52,18 +52,26 @@ def count_flops(model: onnx.ModelProto | str | Path, height: int, width: int,
         InputError: a size is not a positive integer.
         ModelFormatError: the model cannot be read, or a counted node's shape is unknown.
     """
-    for name, value in (("height", height), ("width", width), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    proto = _load(model)
-    _set_input_dims(proto.graph, int(batch), int(height), int(width))
-    proto, shape_of = _infer_shapes(proto)
+    proto, shape_of = shapes_at(model, height, width, batch)
     by_op: dict[str, int] = {}
     for node in proto.graph.node:
         if node.op_type in _COUNTERS and node.domain in _DEFAULT_DOMAINS:
             flops = _COUNTERS[node.op_type](node, shape_of)
             by_op[node.op_type] = by_op.get(node.op_type, 0) + flops
     return FlopCount(total=sum(by_op.values()), by_op=by_op)
+
+
+def shapes_at(model: onnx.ModelProto | str | Path, height: int, width: int, batch: int = 1
+              ) -> tuple[onnx.ModelProto, ShapeOf]:
+    """A copy of ``model`` with every tensor's shape inferred for a ``batch``×``height``×
+    ``width`` input, and the lookup of those shapes (``count_flops``; the int8 calibration's
+    memory estimate, ``calib_memory.py``)."""
+    for name, value in (("height", height), ("width", width), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    proto = _load(model)
+    _set_input_dims(proto.graph, int(batch), int(height), int(width))
+    return _infer_shapes(proto)
 
 
 def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:

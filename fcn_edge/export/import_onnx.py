@@ -52,7 +52,7 @@ from ..runtime.metadata import (INPUT_FRAMES, INPUT_IMAGES, MEAN_RANGE, NCHW, NH
                                 OUTPUT_LABELS, OUTPUT_LOGITS, STD_RANGE, ArtifactMeta, Shapes,
                                 default_shapes)
 from ..runtime.processing import frames_to_input, normalization_affine
-from ..runtime.palette import voc_palette
+from ..runtime.palette import voc_colours
 from .import_graph import ForeignGraph, RawIO, rewrite, score_name
 from .onnx_props import set_metadata
 from .staging import Staging
@@ -180,7 +180,7 @@ def class_names(spec: str) -> tuple[tuple[str, ...], tuple[tuple[int, int, int],
     else:
         raise InputError(f"--classes {spec}: neither voc, cityscapes nor a file of class names "
                          f"(one per line)")
-    return names, tuple(map(tuple, voc_palette(len(names)).tolist()))
+    return names, voc_colours(len(names))
 
 
 def _load(src: Path) -> onnx.ModelProto:

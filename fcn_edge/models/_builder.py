@@ -92,6 +92,7 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
         raise ModelFormatError(f"{path} is an ImageNet classifier, not a segmentation model; use "
                                f"create_model(..., backbone='{weights.backbone}', weights=...) "
                                f"to initialise an FCN from it")
+    released = weights.kind == "fcn" and _released_layout(weights)
     if weights.kind == "checkpoint":
         config = dict(weights.checkpoint["model_config"])
     elif weights.kind == "architecture":
@@ -105,17 +106,20 @@ def load_model(path: str | Path, **overrides: Any) -> FCN:
         first = weights.state_dict.get(get_backbone(weights.backbone).first_conv)
         if first is not None:
             config["in_channels"] = int(first.shape[1])
-        if _released_layout(weights):
+        if released:
             config["layout"] = "reference"
     if "in_channels" in overrides and "inputs" not in overrides:
         config.pop("inputs", None)  # the inputs follow the new channel count
     config.update(overrides)
     model = build(ModelConfig.from_dict(config))
     model.load_report = apply_weights(model, weights)
-    # The one place a checkpoint's meta is parsed; a foreign checkpoint's is what it names.
-    model.meta = foreign_meta(weights.foreign) if weights.foreign else read_meta(weights)
-    if weights.kind == "fcn" and _released_layout(weights):
+    # The one place a checkpoint's meta is parsed; a foreign file's is what it implies.
+    if released:
         model.meta = released_meta(model.config.num_classes)
+    elif weights.foreign:
+        model.meta = foreign_meta(weights.foreign)
+    else:
+        model.meta = read_meta(weights)
     return model
 
 

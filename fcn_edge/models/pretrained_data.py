@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..runtime.metadata import DatasetInfo
-from ..runtime.palette import voc_palette
+from ..runtime.palette import voc_colours
 from ..runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 
 #: torchvision's ``_VOC_CATEGORIES`` (``torchvision/models/_meta.py``): background and the 20
@@ -76,7 +76,7 @@ def palette_for(classes: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
     """The colours a label set is drawn in: DeepScene's own, else the VOC palette."""
     if classes == DEEPSCENE:
         return DEEPSCENE_COLORS
-    return tuple(tuple(int(v) for v in row) for row in voc_palette(len(classes)).tolist())
+    return voc_colours(len(classes))
 
 
 def foreign_meta(foreign: Mapping[str, Any]) -> Any:

@@ -42,6 +42,11 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return palette.astype(np.uint8)
 
 
+def voc_colours(n: int) -> tuple[tuple[int, int, int], ...]:
+    """The first ``n`` VOC colours as metadata holds them: one ``(r, g, b)`` int triple each."""
+    return tuple((int(r), int(g), int(b)) for r, g, b in voc_palette(n).tolist())
+
+
 def colours(palette) -> np.ndarray:
     """``palette`` (RGB triples of integers 0..255, nested or flat) as N×3 uint8; anything
     else is an InputError, not numpy's OverflowError for 300 or a silent cut of 1.5 to 1."""
