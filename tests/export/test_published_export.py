@@ -191,3 +191,15 @@ def test_aux_head_exported_only_when_asked(jetson_pth, tmp_path):
     refused = run_cli(["export", str(bare), "-o", str(tmp_path / "never"), "--aux"])
     assert refused.returncode != 0 and "holds no aux head" in refused.stderr
     assert refused.stderr.count("\n") == 1 and not (tmp_path / "never").exists()
+
+
+def test_aux_on_a_skip_net_is_refused_before_anything_is_written(tmp_path):
+    from fcn_edge.errors import InputError
+    from fcn_edge.models import create_model, save_checkpoint
+
+    path = save_checkpoint(create_model("fcn32s", num_classes=3, backbone="resnet18"),
+                           tmp_path / "ours.pt")
+    with pytest.raises(InputError, match="fcn32s has none: leave --aux out"):
+        export(ExportConfig(checkpoint=str(path), out_dir=str(tmp_path / "out"), aux=True),
+               log=lambda s: None)
+    assert not any((tmp_path / "out").glob("*.onnx"))
