@@ -19,6 +19,7 @@ from torch import nn
 from fcn_edge.models import create_model
 from fcn_edge.models.fcn import FCN
 from fcn_edge.models.geometry import chain, chain_size
+from fcn_edge.models.registry import get_backbone
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 #: (backbone, layout) pairs that can be built; the reference layout is VGG16 only.
@@ -30,7 +31,7 @@ UPSCORE_LAYERS = ("upscore", "upscore2", "upscore16", "upscore_pool4", "upscore8
 def small_model(name: str, backbone: str, layout: str = "edge", num_classes: int = 5,
                 **options) -> FCN:
     """A cheap FCN in eval mode (fc6/fc7 16 wide where the backbone has them)."""
-    if backbone != "resnet18":
+    if get_backbone(backbone).fc_layers:
         options.setdefault("fc_channels", 16)
     return create_model(name, num_classes=num_classes, backbone=backbone, layout=layout,
                         **options).eval()
