@@ -8,6 +8,7 @@ import pytest
 
 from fcn_edge.checks import environment, smoke
 from fcn_edge.cli import main
+from fcn_edge.models.registry import backbones
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +35,9 @@ def test_models_json_lists_every_buildable_model():
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     keys = {(r["name"], r["backbone"], r["layout"]) for r in rows}
-    # 3 variants × 3 backbones (edge) + 3 vgg16 reference + 4 published architectures
-    assert len(rows) == 16
+    # 3 variants × each registered backbone's layouts (vgg16: edge and reference) + 4 published
+    assert len(rows) == 3 * sum(len(b.layouts) for b in backbones()) + 4
+    assert {r["backbone"] for r in rows} >= {b.name for b in backbones()}
     assert {("fcn_resnet18", "resnet18", "edge"), ("fcn_resnet50", "resnet50", "edge")} <= keys
     tv50 = next(r for r in rows if r["name"] == "fcn_resnet50")
     # torchvision's published 35,322,218 less the aux head (FCNHead(1024, 21): 3×3 conv

@@ -123,7 +123,8 @@ def torchvision_to_fcn(state: Mapping[str, torch.Tensor], backbone: str,
     """Rename a torchvision classifier's tensors to FCN keys, reshaping Linear to convolution.
 
     The final classifier layer is kept (as ``score_fr``) only when ``target`` expects that
-    shape, i.e. the FCN has the classifier's number of classes. The key map is the backbone's
+    shape, i.e. the FCN has the classifier's number of classes. The key map, and the parts
+    of the classifier that are skipped (``torchvision_dropped``), are the backbone's
     (``registry.BackboneSpec``).
     """
     spec = get_backbone(backbone)
@@ -135,6 +136,8 @@ def torchvision_to_fcn(state: Mapping[str, torch.Tensor], backbone: str,
         new_key = f"{renames.get(module, module)}.{leaf}"
         if module.split(".")[0] in renamed_groups and module not in renames:
             continue  # a renamed group's layer without a new name holds no FCN tensor
+        if key.startswith(spec.torchvision_dropped):
+            continue  # a part of the classifier the FCN has no place for (GoogLeNet's aux)
         if module in spec.torchvision_fc and leaf == "weight":
             tensor = _linear_as_conv(tensor, target.get(new_key), key)
         out[new_key] = tensor

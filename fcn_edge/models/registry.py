@@ -57,6 +57,9 @@ class BackboneSpec:
             trunk's renamed layers (VGG16's ``features.0`` → ``conv1_1``); None when the FCN
             keeps torchvision's trunk names. Layers of a renamed group without a new name hold
             no FCN tensor and are dropped.
+        torchvision_dropped: module prefixes of the classifier that are no part of the FCN and
+            are skipped when its file initialises one (GoogLeNet's auxiliary classifiers,
+            ``aux1``/``aux2``, which torchvision's published file holds).
         torchvision_signs: keys every torchvision state dict of this classifier holds.
         fcn_sign: a key every FCN state dict of this trunk holds.
         summary: one line for listings and docs.
@@ -78,6 +81,7 @@ class BackboneSpec:
     fc_layers: bool = True
     layouts: tuple[str, ...] = ("edge",)
     torchvision_renames: Ref | None = None
+    torchvision_dropped: tuple[str, ...] = ()
     summary: str = ""
 
     def __post_init__(self) -> None:
@@ -175,6 +179,19 @@ register(BackboneSpec(
     default_lr=1e-2, fc_layers=False, torchvision_fc={"fc": "score_fr"},
     torchvision_signs=("layer4.1.conv2.weight", "fc.weight"), fcn_sign="layer4.1.conv2.weight",
     summary="the edge default (as jetson-inference's FCN-ResNet18); no fc6/fc7"))
+
+register(BackboneSpec(
+    name="googlenet", fcn="fcn_edge.models.googlenet:FCNGoogLeNet",
+    classifier="fcn_edge.models.googlenet:GoogLeNet",
+    taps=((8, "inception3b"), (16, "inception4e"), (32, "inception5b")),
+    first_conv="conv1.conv.weight",
+    # §4.1 trained FCN-GoogLeNet at 5·10⁻⁵ (Caffe's net, no batch normalisation, summed loss);
+    # torchvision's has batch normalisation after every convolution, like ResNet18: 10⁻².
+    default_lr=1e-2, fc_layers=False, torchvision_fc={"fc": "score_fr"},
+    torchvision_dropped=("aux1.", "aux2."),
+    torchvision_signs=("inception5b.branch1.conv.weight", "fc.weight"),
+    fcn_sign="inception5b.branch1.conv.weight",
+    summary="paper Table 1 (torchvision's layout: BN, 3×3 '5×5' branch); no fc6/fc7"))
 
 
 # --- published architectures ---------------------------------------------------------------
