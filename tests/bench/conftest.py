@@ -20,6 +20,17 @@ def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("bench_ckpt") / "best.pt")
 
 
+@pytest.fixture(scope="module")
+def restore_torch_threads():
+    """For modules that bench with ``threads``: the bench sets torch's thread count (a process-
+    wide setting); the next module gets back what it had."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def write_folder() -> Callable[..., Path]:
     """``write_folder(root, frames_bgr, masks, classes=PROCEDURAL_CLASSES)``: see _write_folder."""

@@ -29,6 +29,7 @@ from fcn_edge.errors import BackendUnavailable, InputError
 from fcn_edge.data import render_scene
 from fcn_edge.runtime import Segmenter
 
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 FAST = ["--sizes", "64x96", "--images", "2", "--runs", "3", "--warmup", "1", "--threads", "1"]
 BACKENDS = "onnxruntime:cpu,torch:cpu,tensorrt,onnxruntime:cuda"
 ORT_ROWS = {("fp32", "plain"): "best.onnx", ("fp32", "raw"): "best_rawio_argmax.onnx",
@@ -59,16 +60,6 @@ def rows_by(result) -> dict[tuple[str, str, str, str], dict]:
     rows = {(r["backend"], r["precision"], r["io"], r["size"]): r for r in result.json["rows"]}
     assert len(rows) == len(result.json["rows"]), "one row per backend, precision, IO, size"
     return rows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The bench sets torch's thread count (--threads); give the next module what it had."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
