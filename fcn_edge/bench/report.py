@@ -1,4 +1,4 @@
-"""The bench's table, CSV and JSON; files are written atomically."""
+"""The bench's table, CSV and JSON (and the profile's text); files are written atomically."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +8,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..io import atomic_path
+from .profile import format_profiles
 from .runner import BenchReport, BenchRow
 
 COLUMNS = [  # (header, width, BenchRow field or a function of the row)
@@ -20,23 +21,23 @@ COLUMNS = [  # (header, width, BenchRow field or a function of the row)
     ("agree %", 7, lambda r: None if r.agreement is None else f"{r.agreement * 100:.2f}"),
     ("check", 5, "check"),
 ]
+#: With a baseline, after ×torch: the baseline's e2e median over the row's.
+BASELINE_COLUMN = ("×base", 5, "vs_baseline")
 
 
 def format_table(report: BenchReport) -> str:
-    """The table as text, then one numbered note per row with a reason, then the setting."""
-    lines = ["  ".join(f"{h:<{w}}" for h, w, _ in COLUMNS).rstrip()]
+    """The table as text (the baseline's rows under their own heading), then one numbered
+    note per row with a reason, then the setting."""
+    columns = list(COLUMNS)
+    if report.baseline:
+        columns.insert(next(i for i, c in enumerate(columns) if c[0] == "×torch") + 1,
+                       BASELINE_COLUMN)
+    lines = ["  ".join(f"{h:<{w}}" for h, w, _ in columns).rstrip()]
     notes: list[str] = []
-    for row in report.rows:
-        cells = []
-        for _, width, get in COLUMNS:
-            value = get(row) if callable(get) else getattr(row, get)
-            cells.append(f"{_cell(value):<{width}}")
-        line = "  ".join(cells).rstrip()
-        if row.reason:
-            if row.reason not in notes:
-                notes.append(row.reason)
-            line += f"  [{notes.index(row.reason) + 1}]"
-        lines.append(line)
+    lines += _row_lines(report.rows, columns, notes)
+    if report.baseline:
+        lines.append(f"baseline {report.baseline}:")
+        lines += _row_lines(report.baseline_rows, columns, notes)
     lines += [f"[{i}] {text}" for i, text in enumerate(notes, 1)]
     reasons: dict[str, list[str]] = {}
     for what, why in report.not_run:
@@ -46,12 +47,33 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def _row_lines(rows: list[BenchRow], columns: list, notes: list[str]) -> list[str]:
+    """One line per row; a row's reason becomes a numbered note (``notes``, shared)."""
+    lines = []
+    for row in rows:
+        cells = []
+        for _, width, get in columns:
+            value = get(row) if callable(get) else getattr(row, get)
+            cells.append(f"{_cell(value):<{width}}")
+        line = "  ".join(cells).rstrip()
+        if row.reason:
+            if row.reason not in notes:
+                notes.append(row.reason)
+            line += f"  [{notes.index(row.reason) + 1}]"
+        lines.append(line)
+    return lines
+
+
 def to_csv(report: BenchReport) -> str:
+    """One line per row; with a baseline, its rows follow, ``model`` saying whose a row is."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, [f.name for f in fields(BenchRow)], lineterminator="\n")
+    names = [f.name for f in fields(BenchRow)]
+    writer = csv.DictWriter(out, names + ["model"] if report.baseline else names,
+                            lineterminator="\n")
     writer.writeheader()
-    for row in report.rows:
-        writer.writerow(asdict(row))
+    for model, rows in (("model", report.rows), ("baseline", report.baseline_rows)):
+        for row in rows:
+            writer.writerow({**asdict(row), "model": model} if report.baseline else asdict(row))
     return out.getvalue()
 
 
@@ -60,16 +82,25 @@ def to_json(report: BenchReport) -> str:
 
 
 def write_report(report: BenchReport, out_dir: str | Path) -> dict[str, Path]:
-    """``bench.txt``, ``bench.csv`` and ``bench.json`` in ``out_dir``, each written atomically."""
+    """``bench.txt``, ``bench.csv`` and ``bench.json`` in ``out_dir`` (and
+    ``bench_profile.txt`` when rows were profiled), each written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, text in (("bench.txt", format_table(report)), ("bench.csv", to_csv(report)),
-                       ("bench.json", to_json(report))):
+    files = [("bench.txt", format_table(report)), ("bench.csv", to_csv(report)),
+             ("bench.json", to_json(report))]
+    if report.profiles:
+        files.append(("bench_profile.txt", profile_text(report)))
+    for name, text in files:
         with atomic_path(out / name) as tmp:
             tmp.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
         written[name] = out / name
     return written
+
+
+def profile_text(report: BenchReport) -> str:
+    """The profiles of the rows, set against the sgemm ceiling when it was measured."""
+    return format_profiles(report.profiles, report.machine.get("sgemm_gflops"))
 
 
 def _setting(report: BenchReport) -> list[str]:
@@ -83,6 +114,12 @@ def _setting(report: BenchReport) -> list[str]:
                        if value)
     if gflops:
         lines.append(f"model GFLOPs per inference: {gflops}")
+    if report.baseline:
+        theirs = ", ".join(f"{size}: {value:.1f}" for size, value in
+                           report.baseline_gflops.items() if value)
+        lines.append(f"baseline: {report.baseline}, run through the same rows, each right after "
+                     f"the model's; ×base = its e2e median / the row's"
+                     + (f"; GFLOPs per inference {theirs}" if theirs else ""))
     lines.append("reference: " + (f"{report.reference} in PyTorch fp32 on the CPU"
                                   if report.reference else
                                   "none (pass --reference CHECKPOINT for ΔmIoU and agreement)"))

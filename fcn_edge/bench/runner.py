@@ -12,6 +12,10 @@ evaluation frames (its mean IU is the baseline of every ΔmIoU). Then each row:
 4. accuracy on the evaluation frames, held to the regression bounds (``accuracy.THRESHOLDS``).
 
 A row that cannot run says why (unsupported, unavailable, failed) and the bench goes on.
+
+With ``baseline``, a second model runs through the same rows, each right after the model's
+(``compare.py``); with ``profile``, ONNX Runtime's profiler says where each ONNX Runtime CPU
+row's time goes (``profile.py``).
 """
 from __future__ import annotations
 
@@ -26,21 +30,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import BackendUnavailable, FcnEdgeError, InputError
+from ..errors import FcnEdgeError
 from ..config import IMAGE_SIZE
 from ..data import SYNTHETIC_READERS
 from ..io import Log
 from ..runtime import Segmenter
-from ..runtime.backends import artifact_kind, available_backends
 from ..runtime.bounds import Bound, Many, Rule, Threads, check_bounds
-from ..runtime.engine_file import engine_meta, read_engine_header
 from ..runtime.metadata import ArtifactMeta
 from ..runtime.onnx_file import read_onnx_metadata
 from ..runtime.processing import frames_to_input
 from . import accuracy as acc
 from .artifacts import ArtifactStore
-from .plan import (BENCH_BACKENDS, DEFAULT_SIZES, IO_KINDS, PRECISIONS, ArtifactKey, Combo,
-                   combos_for_artifact, plan_combos)
+from .compare import (Contender, baseline_combo, baseline_contender, baseline_data, blocked,
+                      contender, vs_baseline)
+from .plan import BENCH_BACKENDS, DEFAULT_SIZES, IO_KINDS, PRECISIONS, Combo
+from .profile import profile_rows
 from .timing import Timing, measure, sgemm_gflops
 
 CPU_BACKENDS = ("onnxruntime:cpu", "torch:cpu")
@@ -67,13 +71,15 @@ class BenchConfig:
     calib: str | None = None
     out_dir: str = "runs/bench"
     artifacts_dir: str | None = None              # exports; default <out_dir>/artifacts
+    baseline: str | None = None                   # a second model through the same rows
+    profile: int = 0                              # ONNX Runtime profiled calls per row; 0: off
 
     #: Each numeric field's range; the flags of the same name read their text with these.
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
         "images": Bound(1, 100_000), "sizes": Many(IMAGE_SIZE), "runs": Bound(1, 1_000_000),
         "warmup": Bound(0, 100_000),
         "max_seconds": Bound(0.0, 86_400.0, integer=False, low_open=True),
-        "threads": Threads(zero="every core")}
+        "threads": Threads(zero="every core"), "profile": Bound(0, 100_000)}
 
     def __post_init__(self) -> None:
         check_bounds(self, self.BOUNDS)
@@ -100,6 +106,7 @@ class BenchRow:
     fps: float | None = None
     gflops_per_s: float | None = None
     vs_torch: float | None = None      # model-only speed-up over PyTorch eager CPU fp32
+    vs_baseline: float | None = None   # the baseline's e2e median / this row's (same row)
     mean_iou: float | None = None
     delta_miou: float | None = None    # points
     agreement: float | None = None
@@ -114,34 +121,22 @@ class BenchReport:
     reference: str = ""
     model_gflops: dict = field(default_factory=dict)  # size -> GFLOPs per inference
     not_run: list[tuple[str, str]] = field(default_factory=list)  # (combination, why)
+    baseline: str = ""                                 # the --baseline file, if any …
+    baseline_rows: list[BenchRow] = field(default_factory=list)  # … and its rows
+    baseline_gflops: dict = field(default_factory=dict)
+    profiles: list = field(default_factory=list)       # profile.RowProfile per profiled row
 
 
 def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     """Run the bench described by ``config``; see the module docstring."""
-    model = Path(config.model)
-    kind = artifact_kind(model)
     threads = config.threads or os.cpu_count() or 1
-    reference = Path(config.reference) if config.reference else (
-        model if kind == "checkpoint" else None)
-    store, combos, meta = _plan(config, model, kind, log)
-    if meta.inputs or meta.heads:
-        raise InputError(f"{model} takes {' + '.join(meta.modalities)} and has "
-                         f"{len(meta.heads) or 1} head(s); fcn-edge bench measures RGB, "
-                         f"one-head models. For the paper's §5 nets use "
-                         f"benchmarks/bench_multitask.py or benchmarks/bench_fusion.py, and "
-                         f"`fcn-edge eval` for each task's metrics")
-    data = _data_for(config.data, meta, log)
-    report = BenchReport([], _machine(threads), reference=str(reference or ""))
-    store.prepare([c.artifact for c in combos if c.artifact and c.artifact.kind == "onnx"])
-    runnable = []
-    for c in combos:  # what cannot run is said once, not once per size
-        why, path = _blocked(c, store)
-        if why and why[0] == "unsupported":
-            report.not_run.append((f"{c.backend} {c.precision} {c.io}", why[1]))
-        elif why:
-            report.rows.append(BenchRow(c.backend, c.precision, c.io, "all", *why))
-        else:
-            runnable.append((c, path))
+    artifacts = Path(config.artifacts_dir or Path(config.out_dir) / "artifacts")
+    model = contender(config, Path(config.model), config.reference, artifacts, log)
+    base = baseline_contender(config, artifacts, log) if config.baseline else None
+    data = _data_for(config.data, model.meta, log)  # every check passed: the work starts
+    report = BenchReport([], _machine(threads), reference=str(model.reference or ""),
+                         baseline=str(base.path) if base else "")
+    runnable = _runnable(model, base, report)
     # Procedural scenes are rendered at each size; a real data set's images keep their own
     # sizes, so its evaluation (reference and every artifact) is done once, not once per size.
     evaluations: dict = {}
@@ -149,22 +144,79 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
         rendered = data in ("synthetic", acc.UNLABELLED)
         key = size if rendered else "native"
         if key not in evaluations:
-            frames = acc.eval_set(meta, data, config.images, size, config.split,
+            frames = acc.eval_set(model.meta, data, config.images, size, config.split,
                                   config.data_layout)
-            evaluations[key] = _Evaluation(frames, _reference_labels(reference, frames, threads,
-                                                                     log), {})
+            evaluations[key] = [_Evaluation(frames, _reference_labels(model.reference, frames,
+                                                                      threads, log), {})]
+            if base:  # the same frames, labelled where the classes are the same
+                ours = baseline_data(frames, model.meta, base.meta)
+                evaluations[key].append(_Evaluation(ours, _reference_labels(
+                    base.reference, ours, threads, log), {}))
             report.eval_data.append(frames.description)
-        evaluation = evaluations[key]
-        flops = _flops(store, size)
-        report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
-        frame = evaluation.data.frames[0] if rendered else _frame(size)
-        rows = [_row(c, path, size, store, evaluation, frame, flops, threads, config, log)
-                for c, path in runnable]
-        _speedups(rows)
-        report.rows.extend(rows)
+        frame = evaluations[key][0].data.frames[0] if rendered else _frame(size)
+        _bench_size(size, frame, runnable, (model, base), evaluations[key], report, threads,
+                    config, log)
     if any(r.status == "ok" and r.backend in CPU_BACKENDS for r in report.rows):
         report.machine["sgemm_gflops"] = round(sgemm_gflops(threads), 1)
     return report
+
+
+def _runnable(model: Contender, base: Contender | None, report: BenchReport) -> list:
+    """``(combination, file, the baseline's (combination, file) or None)`` of each row that
+    can run; what cannot is reported, once and not once per size. Exports happen here."""
+    model.store.prepare([c.artifact for c in model.combos
+                         if c.artifact and c.artifact.kind == "onnx"])
+    if base:
+        base.store.prepare([c.artifact for c in base.combos
+                            if c.artifact and c.artifact.kind == "onnx"])
+    runnable = []
+    for c in model.combos:
+        why, path = blocked(c, model.store)
+        if why and why[0] == "unsupported":
+            report.not_run.append((f"{c.backend} {c.precision} {c.io}", why[1]))
+        elif why:
+            report.rows.append(BenchRow(c.backend, c.precision, c.io, "all", *why))
+        else:
+            partner = None
+            if base:
+                theirs, why, their_path = baseline_combo(base, c)
+                if why:
+                    report.baseline_rows.append(BenchRow(c.backend, c.precision, c.io, "all",
+                                                         *why))
+                else:
+                    partner = (theirs, their_path)
+            runnable.append((c, path, partner))
+    return runnable
+
+
+def _bench_size(size, frame: np.ndarray, runnable: list, models: tuple, evaluations: list,
+                report: BenchReport, threads: int, config: BenchConfig, log: Log) -> None:
+    """Every runnable row at ``size``; each baseline row right after the model's row of the
+    same combination, so that a slow spell of the shared machine hits both."""
+    model, base = models
+    flops = _flops(model.store, size)
+    report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
+    if base:
+        base_flops = _flops(base.store, size)
+        report.baseline_gflops[_size_text(size)] = base_flops / 1e9 if base_flops else None
+    rows, base_rows = [], []
+    for c, path, partner in runnable:
+        rows.append(_row(c, path, size, model.store, evaluations[0], frame, flops, threads,
+                         config, log))
+        if partner:
+            base_rows.append(_row(*partner, size, base.store, evaluations[1], frame,
+                                  base_flops, threads, config, log))
+    _speedups(rows)
+    _speedups(base_rows)
+    vs_baseline(rows, base_rows)
+    report.rows.extend(rows)
+    report.baseline_rows.extend(base_rows)
+    if config.profile:
+        out = Path(config.out_dir)
+        batch_of = lambda path: _model_input(read_onnx_metadata(path), frame)  # noqa: E731
+        for name, group in (("model", rows), ("baseline", base_rows)):
+            report.profiles += profile_rows(group, name, batch_of, threads, config.profile,
+                                            config.warmup, out, log)
 
 
 def _data_for(data: str | None, meta: ArtifactMeta, log: Log) -> str:
@@ -177,35 +229,6 @@ def _data_for(data: str | None, meta: ArtifactMeta, log: Log) -> str:
     log("no labelled data for mean IU (pass --data FOLDER); timing and agreement with the "
         "reference on unlabelled procedural frames")
     return acc.UNLABELLED
-
-
-def _plan(config: BenchConfig, model: Path, kind: str, log: Log):
-    out = Path(config.artifacts_dir or Path(config.out_dir) / "artifacts")
-    if kind == "checkpoint":
-        store = ArtifactStore(out, checkpoint=model, calib=config.calib, log=log)
-        combos = plan_combos(config.backends, config.precisions, config.io)
-        meta = _checkpoint_meta(model)
-        return store, combos, meta
-    meta = _artifact_meta(model, kind)
-    io = "raw" if meta.raw_io else "plain"
-    key = ArtifactKey(kind, meta.precision, io)
-    store = ArtifactStore(out, given=(key, model), log=log)
-    return store, combos_for_artifact(kind, meta.precision, io, config.backends), meta
-
-
-def _blocked(c: Combo, store: ArtifactStore) -> tuple[tuple[str, str] | None, Path | None]:
-    """``((status, reason), None)`` when ``c`` cannot run here, else ``(None, its file)``."""
-    if c.artifact is None:
-        return ("unsupported", c.why), None
-    try:
-        path = store.path(c.artifact)
-    except BackendUnavailable as exc:  # e.g. no TensorRT to build the engine with
-        return ("unavailable", str(exc)), None
-    except FcnEdgeError as exc:
-        return ("failed", f"no artifact: {exc}"), None
-    available = {name: (ok, why) for name, ok, why in available_backends(path)}
-    ok, why = available.get(c.backend_name, (False, "not a backend for this file"))
-    return (None, path) if ok else (("unavailable", why), None)
 
 
 @dataclass
@@ -305,26 +328,6 @@ def _speedups(rows: list[BenchRow]) -> None:
     for r in rows:
         if base and r.model_p50_ms:
             r.vs_torch = round(base / r.model_p50_ms, 2)
-
-
-def _checkpoint_meta(path: Path) -> ArtifactMeta:
-    try:
-        from ..export.artifact_meta import artifact_meta
-        from ..models import load_model
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("torch", "onnx"):
-            raise
-        raise BackendUnavailable(f"benchmarking a checkpoint needs {exc.name}: pip install "
-                                 f"'fcn-edge[train]', or bench an exported .onnx") from None
-    return artifact_meta(load_model(path).eval(), path, raw_io=False, argmax=False,
-                         shapes=None, options={})
-
-
-def _artifact_meta(path: Path, kind: str) -> ArtifactMeta:
-    """The given artifact's own metadata, read without opening an engine."""
-    if kind == "engine":
-        return engine_meta(read_engine_header(path), path)
-    return read_onnx_metadata(path)
 
 
 def _machine(threads: int) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io import check_writable
 from .args import DATA_LAYOUTS, add_bounded, config_from_args
-from .model_arg import ANY, add_model_argument, resolve_model, zoo_name
+from .model_arg import ANY, ModelArgument, add_model_argument, resolve_model, zoo_name
 
 # The configs whose ranges the flags read, imported only when a flag is given.
 _RUN = "fcn_edge.runtime.run:RunConfig"
@@ -66,7 +66,7 @@ def _latest_artifact(root: Path) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.plan import BENCH_BACKENDS, IO_KINDS, PRECISIONS, parse_choices
-    from ..bench.report import format_table, write_report
+    from ..bench.report import format_table, profile_text, write_report
     from ..bench.runner import BenchConfig, bench
 
     lists = {dest: parse_choices(getattr(args, dest), choices, f"--{dest}")
@@ -76,9 +76,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_writable(config.out_dir, "--out", folder=True)
     if resolve_model(args):  # a zoo name: its file, prepared once the flags are good
         config = replace(config, model=args.model)
+    if args.baseline is not None:  # a file, or a zoo name as the model argument takes one
+        baseline = argparse.Namespace(baseline=args.baseline, model_argument=ModelArgument(
+            "baseline", "--baseline", ANY, "fcn-edge bench", weights_dest="baseline_weights"))
+        resolve_model(baseline)
+        config = replace(config, baseline=baseline.baseline)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     report = bench(config, log=log)
     print(format_table(report))
+    if report.profiles:
+        print("\n" + profile_text(report))
     written = write_report(report, config.out_dir)
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return 1 if any(r.check == "FAIL" for r in report.rows) else 0
@@ -167,6 +174,14 @@ def _add_bench_parser(sub) -> None:
                 help="threads for every CPU backend (default: every core)")
     p.add_argument("--reference", help="the checkpoint an exported MODEL came from (ΔmIoU)")
     p.add_argument("--calib", help="int8 calibration data (default: the checkpoint's)")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="a second checkpoint, artifact or zoo name run through the same rows, "
+                        "each right after the model's; the ×base column is its e2e median / "
+                        "the row's (above 1: faster than the baseline)")
+    add_bounded(p, "--profile", _BENCH, nargs="?", const=20, metavar="N",
+                help="profile each ONNX Runtime CPU row with ONNX Runtime's profiler over N "
+                     "calls (default 20): time and GFLOP/s per op type and the slowest "
+                     "nodes, printed after the table (bench_profile.txt; traces in OUT/profile)")
     p.add_argument("--out", dest="out_dir", metavar="OUT",
                    help="folder for artifacts and bench.txt/.csv/.json")
     p.add_argument("--quiet", action="store_true", help="only the table")

@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import InputError, ModelFormatError
 
-__all__ = ["FlopCount", "count_flops", "shapes_at"]
+__all__ = ["FlopCount", "count_flops", "node_flops", "shapes_at"]
 
 Shape = tuple[int, ...]
 ShapeOf = Callable[[str], "Shape | None"]
@@ -59,6 +59,19 @@ def count_flops(model: onnx.ModelProto | str | Path, height: int, width: int,
             flops = _COUNTERS[node.op_type](node, shape_of)
             by_op[node.op_type] = by_op.get(node.op_type, 0) + flops
     return FlopCount(total=sum(by_op.values()), by_op=by_op)
+
+
+def node_flops(node: onnx.NodeProto, shape_of: ShapeOf) -> int | None:
+    """FLOPs of one node whose tensors' shapes ``shape_of`` gives, by the rules of
+    :func:`count_flops`; None for an op type not counted. For graphs other tools rewrote: the
+    bench's profile reads ONNX Runtime's optimised graph, whose fused convolutions (FusedConv,
+    NCHWc Conv, the NHWC QLinearConv) have a Conv's inputs, and takes shapes from its profiler.
+
+    Raises:
+        ModelFormatError: a shape the count needs is unknown.
+    """
+    counter = _COUNTERS.get(_FUSED_CONVS.get(node.op_type, node.op_type))
+    return None if counter is None else counter(node, shape_of)
 
 
 def shapes_at(model: onnx.ModelProto | str | Path, height: int, width: int, batch: int = 1
@@ -205,3 +218,5 @@ _COUNTERS: dict[str, Callable[[onnx.NodeProto, ShapeOf], int]] = {
     "MatMul": _matmul, "Gemm": _matmul}
 #: (weight, bias) input indices where they are not (1, 2); ConvInteger has no bias.
 _CONV_INPUTS = {"QLinearConv": (3, 8), "ConvInteger": (1, 99)}
+#: ONNX Runtime's fused convolutions (contrib ops): inputs as Conv's (X, W, B, then a fused Sum).
+_FUSED_CONVS = {"FusedConv": "Conv", "NhwcFusedConv": "Conv", "NhwcConv": "Conv"}
