@@ -12,7 +12,7 @@ import pytest
 from fcn_edge.bench.report import format_table, profile_text, to_csv, write_report
 from fcn_edge.bench.runner import BenchConfig, bench
 from fcn_edge.errors import InputError
-from faults import run_cli
+from faults import limit_file_size, run_cli
 from support import make_checkpoint
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
@@ -181,3 +181,21 @@ def test_the_cli_refuses_a_missing_baseline_in_one_line(checkpoint, tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == "fcn-edge bench: --baseline missing.pt: no such model file\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_profile_that_cannot_be_written_is_said_and_the_bench_goes_on(compared, tmp_path):
+    """Files capped at 2 MB: the profiling session cannot save its optimised graph (45 MB), so
+    that row's profile says why; the table and its files are written all the same."""
+    _, _, _, out = compared
+    model = out / "artifacts" / "plain-int8cpu" / "best.onnx"
+    done = run_cli(["bench", model, *CLI_FAST, "--profile", "3", "--out", "out", "--quiet"],
+                   cwd=tmp_path, timeout=120, preexec_fn=limit_file_size(2_000_000))
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("profile of model"))
+    assert line.startswith(f"profile of model onnxruntime:cpu fp32 plain {SIZE}: none "
+                           f"(onnxruntime's profiler failed on best.onnx: ")
+    profile, = json.loads((tmp_path / "out" / "bench.json").read_text())["fcn_edge_bench"][
+        "profiles"]
+    assert profile["error"] and profile["calls"] == 0 and profile["trace"] == ""
+    assert list((tmp_path / "out" / "profile").iterdir()) == []  # nothing half-written left
+
