@@ -19,6 +19,8 @@ _EXPORTS = {
     "FCN": "fcn", "LateFusionFCN": "fusion", "MultiHeadFCN": "multihead",
     "FCNVGG16": "vgg", "VGG16": "vgg", "FCNAlexNet": "alexnet", "AlexNet": "alexnet",
     "FCNResNet18": "resnet", "ResNet18": "resnet", "TorchvisionFCN": "torchvision_fcn",
+    "FCNMobileNetV3Large": "mobilenet", "FCNMobileNetV3Small": "mobilenet",
+    "MobileNetV3": "mobilenet",
     "create_model": "_builder", "build": "_builder", "load_model": "_builder",
     "list_models": "_builder", "count_parameters": "_builder",
     "save_checkpoint": "checkpoint", "CheckpointMeta": "checkpoint", "read_weights": "weights",
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .fcn import FCN
     from .fusion import LateFusionFCN
     from .loading import LoadReport, reference_state_dict
+    from .mobilenet import FCNMobileNetV3Large, FCNMobileNetV3Small, MobileNetV3
     from .multihead import MultiHeadFCN
     from .registry import BackboneSpec, backbone_names, get_backbone, register
     from .resnet import FCNResNet18, ResNet18

@@ -180,6 +180,34 @@ register(BackboneSpec(
     torchvision_signs=("layer4.1.conv2.weight", "fc.weight"), fcn_sign="layer4.1.conv2.weight",
     summary="the edge default (as jetson-inference's FCN-ResNet18); no fc6/fc7"))
 
+
+def _mobilenet_v3(size: str, stride8: int, stride16: int, last_conv: int,
+                  summary: str) -> BackboneSpec:
+    """MobileNetV3-``size``: taps at the last block of strides 8 and 16 (``features.N``) and,
+    at 32, the classifier's hidden Linear convolutionalised as ``conv_head`` (mobilenet.py says
+    why). Signed by its last 1×1 convolution, ``features.{last_conv}.0``: at that index the
+    other size has an inverted residual (``features.N.block…``) or nothing, so neither size's
+    files match the other's record."""
+    last = f"features.{last_conv}.0.weight"
+    return BackboneSpec(
+        name=f"mobilenet_v3_{size}",
+        fcn=f"fcn_edge.models.mobilenet:FCNMobileNetV3{size.title()}",
+        classifier=f"fcn_edge.models.mobilenet:mobilenet_v3_{size}",
+        taps=((8, f"features.{stride8}"), (16, f"features.{stride16}"), (32, "conv_head")),
+        first_conv="features.0.0.weight",
+        # Not in the paper: batch normalised, so 10⁻² as ResNet18; torchvision trains
+        # lraspp_mobilenet_v3_large at its segmentation script's default 10⁻²
+        # (references/segmentation/train.py @ 058f331cc652).
+        default_lr=1e-2, fc_layers=False,
+        torchvision_fc={"classifier.0": "conv_head", "classifier.3": "score_fr"},
+        torchvision_signs=(last, "classifier.3.weight"), fcn_sign=last, summary=summary)
+
+
+register(_mobilenet_v3("large", 6, 12, last_conv=16,
+                       summary="depthwise and squeeze-excitation, for real time on a CPU"))
+register(_mobilenet_v3("small", 3, 8, last_conv=12,
+                       summary="MobileNetV3-Large's small sibling: a quarter of its FLOPs"))
+
 register(BackboneSpec(
     name="googlenet", fcn="fcn_edge.models.googlenet:FCNGoogLeNet",
     classifier="fcn_edge.models.googlenet:GoogLeNet",
