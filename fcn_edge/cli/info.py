@@ -28,10 +28,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<13} {'backbone':<9} {'layout':<10} {'stride':>6} {'params':>9} "
+    wide = max([9] + [len(r["backbone"]) for r in rows])  # mobilenet_v3_large is 18
+    print(f"{'model':<13} {'backbone':<{wide}} {'layout':<10} {'stride':>6} {'params':>9} "
           f"{'GFLOPs':>8}   (at {height}×{width}, {args.num_classes} classes)")
     for r in rows:
-        print(f"{r['name']:<13} {r['backbone']:<9} {r['layout']:<10} {r['output_stride']:>6} "
+        print(f"{r['name']:<13} {r['backbone']:<{wide}} {r['layout']:<10} {r['output_stride']:>6} "
               f"{r['params'] / 1e6:>8.1f}M {r['gflops']:>8.1f}")
     return 0
 
