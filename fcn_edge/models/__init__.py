@@ -1,5 +1,5 @@
 """The FCN model family (paper §3–4): FCN-32s/16s/8s on the registered backbones (VGG16,
-AlexNet and ResNet18: ``registry.py``).
+AlexNet, ResNet18, GoogLeNet, MobileNetV3-Large and -Small: ``registry.py``).
 
 >>> from fcn_edge.models import create_model
 >>> model = create_model("fcn8s", num_classes=21, backbone="resnet18")
