@@ -34,6 +34,9 @@ ORT 1.31 on an AVX2 CPU without VNNI):
   trunk-sized work (jetson-inference's FCN-ResNet18, random weights, ``fcn-edge bench`` on 4
   procedural 256×512 scenes: labels agree 95.6 % with fp32 against 94.7 % with it quantized;
   BENCHMARKS.md).
+* Squeeze-excitation (MobileNetV3) scales stay fp32: ``Mul`` is left out of the quantized
+  operators (``QUANTIZED_OPS`` says why); its convolutions, depthwise ones included, are
+  quantized like any other.
 * Calibration memory: ORT's percentile calibrator keeps every activation of every image before
   building its histograms, so ``bound_memory`` keeps as many images as half the available
   memory holds (``calib_memory.py``); torchvision's FCN-ResNet50 at 512×512 (1.2 GiB each)
@@ -54,6 +57,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..errors import InputError, ModelFormatError
@@ -67,6 +71,13 @@ log = logging.getLogger(__name__)
 METHODS = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
            "entropy": CalibrationMethod.Entropy}
 INT8_TARGETS = ("tensorrt", "cpu")
+#: The operators quantized: ONNX Runtime's default set (every operator it has a QDQ or QLinear
+#: rule for) but Mul. A calibrated tensor is every float input and output of such an operator,
+#: and MobileNetV3's squeeze-excitation multiplies a feature map by a hard sigmoid whose
+#: values can all lie within a millionth of 0.5 (an untrained or saturated block): the
+#: histogram calibrators then fail ("Too many bins for data range"). Our trunks have no other
+#: Mul, so the excitation's scaling stays fp32 and nothing else changes (mobilenet.py).
+QUANTIZED_OPS = tuple(sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"Mul"}))
 #: Node names of the FCN classifier head (score_fr, score_pool4, upscore2, upscore8, ...).
 _HEAD = re.compile(r"(^|/)((up)?score|(aux_)?classifier\.4/)")
 #: Spatial axes of the project's two input layouts: NCHW ``images``, NHWC uint8 ``frames``.
@@ -232,6 +243,7 @@ def _quantize(prepared: Path, out: Path, reader: CalibrationReader, method: str,
                         per_channel=True, reduce_range=not symmetric,
                         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        op_types_to_quantize=list(QUANTIZED_OPS),
                         calibrate_method=METHODS[method],
                         extra_options={"ActivationSymmetric": symmetric,
                                        "WeightSymmetric": True,

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, numpy_helper
 
 from fcn_edge.data import normalize, open_dataset
@@ -197,3 +198,37 @@ def test_bad_arguments(models, tmp_path):
     with pytest.raises(InputError, match="no such model"):
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx", [])
     assert not (tmp_path / "x.onnx").exists()
+
+
+class _Excitation(torch.nn.Module):
+    """A convolution whose map is scaled by a squeeze-excitation's hard sigmoid that stays
+    within a millionth of 0.5, as an untrained or saturated MobileNetV3 block's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.score = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        scale = torch.nn.functional.hardsigmoid(1e-6 * y.mean((2, 3), keepdim=True).tanh())
+        return self.score(y * scale)
+
+
+@pytest.mark.parametrize("method", ["percentile", "minmax"])
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_a_near_constant_excitation_calibrates(tmp_path, method, target):
+    """ORT's histogram calibrators failed on the hard sigmoid ("Too many bins for data
+    range"): the excitation's Mul is not quantized, so that tensor is not calibrated."""
+    source = export_onnx(_Excitation().eval(), tmp_path / "se.onnx")
+    images = np.stack([normalize(im) for im in scenes("train", 4, (32, 32))])
+    out = quantize_int8(source, tmp_path / "se.int8.onnx", [{"images": im[None]} for im in images],
+                        method=method, target=target)
+    nodes = onnx.load(str(out)).graph.node
+    excitation = {o for n in nodes if n.op_type == "HardSigmoid" for o in n.output}
+    quantized = {i for n in nodes if n.op_type == "QuantizeLinear" for i in n.input}
+    assert excitation and not excitation & quantized   # the scaling stays fp32 …
+    assert quantized   # … the convolutions do not
+    x = images[:1]
+    fp32 = session(source).run(None, {"images": x})[0]
+    assert np.abs(session(out).run(None, {"images": x})[0] - fp32).max() < 0.1 * np.abs(fp32).max()
