@@ -154,10 +154,9 @@ def test_tap_geometry_is_the_maps_geometry(backbone):
     assert (plan.input_margin, plan.min_input) == (0, 1)
     assert [up.crop for *_, up in plan.skips] == [3, 3]  # one replicated cell + half a kernel
     assert (plan.final.factor, plan.final.kernel, plan.final.crop) == (8, 15, 15)
-    meta = model.to("meta")
-    for h in list(range(1, 70)) + [97, 131, 255]:
+    for h in list(range(1, 41)) + [97, 131, 255]:  # every size modulo 32, and larger ones
         with torch.no_grad():
-            taps = meta.taps(torch.empty(1, 3, h, 2 * h + 1, device="meta"))
+            taps = model.taps(torch.zeros(1, 3, h, 2 * h + 1))
         for stride, tap in taps.items():
             assert tap.shape[-2:] == (chain_size(geoms[stride], h),
                                       chain_size(geoms[stride], 2 * h + 1)), (h, stride)
