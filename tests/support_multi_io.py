@@ -19,8 +19,9 @@ SIZE = 48  # frames and the export's parity size: small, so every test stays fas
 
 
 def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), heads=TWO_HEADS,
-                          fusion: str = "early", name: str = "fcn16s", seed: int = 0) -> Path:
-    """A ResNet18 FCN (16s by default, as the paper's SIFT Flow net; 32s labels barely vary
+                          fusion: str = "early", name: str = "fcn16s", seed: int = 0,
+                          backbone: str = "resnet18") -> Path:
+    """A ResNet18 (or ``backbone``) FCN (16s by default, as the paper's SIFT Flow net; 32s labels barely vary
     at 48 px) taking ``inputs`` with ``heads`` (or 8 classes when ``heads`` is empty), random
     weights, score layers drawn from N(0, 0.05²) so labels vary over the image (the upsampling
     stays bilinear, so they vary smoothly, as a trained net's do); its meta names every task's
@@ -33,7 +34,7 @@ def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), head
 
     torch.manual_seed(seed)
     options = {"heads": tuple(heads)} if heads else {"num_classes": 8}
-    model = create_model(name, backbone="resnet18", inputs=tuple(inputs), fusion=fusion,
+    model = create_model(name, backbone=backbone, inputs=tuple(inputs), fusion=fusion,
                          **options)
     with torch.no_grad():
         for key, param in model.named_parameters():

@@ -82,6 +82,18 @@ def checkpoints(tmp_path_factory):
         "rgbd": make_multi_checkpoint(tmp / "rgbd.pt", heads=()),
         "rgb_hha_late": make_multi_checkpoint(tmp / "hha.pt", inputs=(("rgb", 3), ("hha", 3)),
                                               fusion="late", heads=()),
+        # The edge backbones: hardswish, squeeze-excitation (global pooling, hard sigmoid, a
+        # broadcast Mul), depthwise convolutions; GoogLeNet's inception concatenations and
+        # ceil-mode pools; each with several heads and inputs too.
+        "mobilenet_v3_large": make_checkpoint(tmp / "mnl.pt", backbone="mobilenet_v3_large"),
+        "mobilenet_v3_small": make_checkpoint(tmp / "mns.pt", backbone="mobilenet_v3_small",
+                                              name="fcn16s"),
+        "googlenet": make_checkpoint(tmp / "goog.pt", backbone="googlenet"),
+        "mobilenet_two_heads_rgbd": make_multi_checkpoint(tmp / "mn_multi.pt",
+                                                          backbone="mobilenet_v3_large"),
+        "googlenet_hha_late": make_multi_checkpoint(
+            tmp / "goog_hha.pt", inputs=(("rgb", 3), ("hha", 3)), fusion="late", heads=(),
+            backbone="googlenet"),
     }
 
 
@@ -95,6 +107,10 @@ IO = {"plain": {}, "raw_argmax": {"raw_io": True, "argmax": True},
     ("alexnet", "plain"), ("alexnet", "raw_argmax"), ("vgg16_reference", "raw_argmax"),
     ("two_heads", "raw_argmax"), ("two_heads", "plain"),
     ("rgbd", "raw_argmax"), ("rgb_hha_late", "argmax"),
+    ("mobilenet_v3_large", "plain"), ("mobilenet_v3_large", "raw_argmax"),
+    ("mobilenet_v3_small", "raw_argmax_int32"), ("googlenet", "plain"),
+    ("googlenet", "raw_argmax"), ("mobilenet_two_heads_rgbd", "raw_argmax"),
+    ("googlenet_hha_late", "argmax"),
 ])
 def test_fp32_and_fp16_artifacts_build_everywhere(checkpoints, name, io):
     fp32, meta = _fp32(checkpoints[name], **IO[io])
@@ -103,7 +119,10 @@ def test_fp32_and_fp16_artifacts_build_everywhere(checkpoints, name, io):
 
 
 @pytest.mark.parametrize("name, io", [("resnet18", "raw_argmax"), ("resnet18", "plain"),
-                                      ("two_heads", "raw_argmax"), ("rgbd", "plain")])
+                                      ("two_heads", "raw_argmax"), ("rgbd", "plain"),
+                                      ("mobilenet_v3_large", "raw_argmax"),
+                                      ("mobilenet_v3_small", "plain"), ("googlenet", "plain"),
+                                      ("mobilenet_two_heads_rgbd", "plain")])
 def test_int8_for_tensorrt_builds_everywhere(checkpoints, name, io, tmp_path):
     fp32, meta = _fp32(checkpoints[name], **IO[io])
     int8 = _int8(fp32, meta, tmp_path)
