@@ -117,8 +117,8 @@ def _setting(report: BenchReport) -> list[str]:
     if report.baseline:
         theirs = ", ".join(f"{size}: {value:.1f}" for size, value in
                            report.baseline_gflops.items() if value)
-        lines.append(f"baseline: {report.baseline}, run through the same rows, each right after "
-                     f"the model's; ×base = its e2e median / the row's"
+        lines.append(f"baseline: {report.baseline}, run through the same rows, timed "
+                     f"interleaved with the model's; ×base = its e2e median / the row's"
                      + (f"; GFLOPs per inference {theirs}" if theirs else ""))
     lines.append("reference: " + (f"{report.reference} in PyTorch fp32 on the CPU"
                                   if report.reference else

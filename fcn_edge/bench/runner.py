@@ -4,7 +4,7 @@ For each input size, first the reference: the checkpoint in PyTorch fp32 on the 
 evaluation frames (its mean IU is the baseline of every ΔmIoU). Then each row:
 
 1. open the artifact with a :class:`~fcn_edge.runtime.Segmenter` on the row's backend, with the
-   same ``threads`` for every CPU backend;
+   same ``threads`` for every CPU backend (and the baseline's of the same combination);
 2. model-only latency: the backend's ``infer`` on a prepared batch of one (warm-up first;
    ``infer`` returns host memory, so GPU work is finished when it returns);
 3. end-to-end latency: a Segmenter call on a BGR uint8 frame — pre-processing, inference,
@@ -13,23 +13,20 @@ evaluation frames (its mean IU is the baseline of every ΔmIoU). Then each row:
 
 A row that cannot run says why (unsupported, unavailable, failed) and the bench goes on.
 
-With ``baseline``, a second model runs through the same rows, each right after the model's
-(``compare.py``); with ``profile``, ONNX Runtime's profiler says where each ONNX Runtime CPU
-row's time goes (``profile.py``).
+With ``baseline``, a second model runs through the same rows, each timed interleaved with the
+model's, call by call (``compare.py``); with ``profile``, ONNX Runtime's profiler says where
+each ONNX Runtime CPU row's time goes (``profile.py``).
 """
 from __future__ import annotations
 
 import os
-import platform
-import time
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import FcnEdgeError
 from ..config import IMAGE_SIZE
 from ..data import SYNTHETIC_READERS
@@ -45,7 +42,7 @@ from .compare import (Contender, baseline_combo, baseline_contender, baseline_da
                       contender, vs_baseline)
 from .plan import BENCH_BACKENDS, DEFAULT_SIZES, IO_KINDS, PRECISIONS, Combo
 from .profile import profile_rows
-from .timing import Timing, measure, sgemm_gflops
+from .timing import Timing, interleaved, machine, sgemm_gflops
 
 CPU_BACKENDS = ("onnxruntime:cpu", "torch:cpu")
 
@@ -134,7 +131,7 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
     model = contender(config, Path(config.model), config.reference, artifacts, log)
     base = baseline_contender(config, artifacts, log) if config.baseline else None
     data = _data_for(config.data, model.meta, log)  # every check passed: the work starts
-    report = BenchReport([], _machine(threads), reference=str(model.reference or ""),
+    report = BenchReport([], machine(threads), reference=str(model.reference or ""),
                          baseline=str(base.path) if base else "")
     runnable = _runnable(model, base, report)
     # Procedural scenes are rendered at each size; a real data set's images keep their own
@@ -191,8 +188,8 @@ def _runnable(model: Contender, base: Contender | None, report: BenchReport) -> 
 
 def _bench_size(size, frame: np.ndarray, runnable: list, models: tuple, evaluations: list,
                 report: BenchReport, threads: int, config: BenchConfig, log: Log) -> None:
-    """Every runnable row at ``size``; each baseline row right after the model's row of the
-    same combination, so that a slow spell of the shared machine hits both."""
+    """Every runnable row at ``size``; each baseline row timed with the model's row of the
+    same combination, call by call (``_combination_rows``)."""
     model, base = models
     flops = _flops(model.store, size)
     report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
@@ -201,11 +198,12 @@ def _bench_size(size, frame: np.ndarray, runnable: list, models: tuple, evaluati
         report.baseline_gflops[_size_text(size)] = base_flops / 1e9 if base_flops else None
     rows, base_rows = [], []
     for c, path, partner in runnable:
-        rows.append(_row(c, path, size, model.store, evaluations[0], frame, flops, threads,
-                         config, log))
+        jobs = [_Job(c, path, model.store, evaluations[0], flops)]
         if partner:
-            base_rows.append(_row(*partner, size, base.store, evaluations[1], frame,
-                                  base_flops, threads, config, log))
+            jobs.append(_Job(*partner, base.store, evaluations[1], base_flops))
+        ours, *theirs = _combination_rows(jobs, size, frame, threads, config, log)
+        rows.append(ours)
+        base_rows += theirs
     _speedups(rows)
     _speedups(base_rows)
     vs_baseline(rows, base_rows)
@@ -240,41 +238,96 @@ class _Evaluation:
     scores: dict  # Combo -> acc.Accuracy
 
 
-def _row(c: Combo, path: Path, size, store: ArtifactStore, evaluation: _Evaluation,
-         frame: np.ndarray, flops, threads: int, config: BenchConfig, log: Log) -> BenchRow:
-    row = BenchRow(c.backend, c.precision, c.io, _size_text(size), artifact=path.name,
-                   path=str(path), reason=c.note)
-    size_bytes = store.size_bytes(c.artifact)
-    row.artifact_mb = round(size_bytes / 1e6, 1) if size_bytes else None
-    options = dict(c.options)
-    if c.backend in CPU_BACKENDS:
-        options["threads"] = threads
-    log(f"{c.backend} {c.precision} {c.io} {row.size}: {path.name}")
-    try:
-        with Segmenter(path, backend=c.backend_name, profile=None, **options) as seg:
-            _measure_row(row, seg, frame, flops, config)
-            if c not in evaluation.scores:
-                predictions = acc.predict_all(seg, evaluation.data)
-                evaluation.scores[c] = acc.score(predictions, evaluation.data,
-                                                 evaluation.ref_labels)
-            _record_accuracy(row, evaluation.scores[c])
-    except FcnEdgeError as exc:
-        return replace(row, status="failed", reason=str(exc))
-    return row
+@dataclass(frozen=True)
+class _Job:
+    """One row to run: a combination of one model, its file, and what its figures need."""
+
+    combo: Combo
+    path: Path
+    store: ArtifactStore
+    evaluation: _Evaluation
+    flops: float | None
 
 
-def _measure_row(row: BenchRow, seg: Segmenter, frame: np.ndarray, flops,
-                 config: BenchConfig) -> None:
-    batch = _model_input(seg.meta, frame)
-    backend = seg.backend
+def _combination_rows(jobs: list[_Job], size, frame: np.ndarray, threads: int,
+                      config: BenchConfig, log: Log) -> list[BenchRow]:
+    """The rows of one combination (the model's; the baseline's after it), all open at once
+    and timed interleaved, call by call, so that a slow spell of the machine hits each alike;
+    then each one's accuracy."""
+    rows = []
+    with ExitStack() as stack:
+        opened = []
+        for job in jobs:
+            c = job.combo
+            row = BenchRow(c.backend, c.precision, c.io, _size_text(size),
+                           artifact=job.path.name, path=str(job.path), reason=c.note)
+            size_bytes = job.store.size_bytes(c.artifact)
+            row.artifact_mb = round(size_bytes / 1e6, 1) if size_bytes else None
+            options = dict(c.options)
+            if c.backend in CPU_BACKENDS:
+                options["threads"] = threads
+            log(f"{c.backend} {c.precision} {c.io} {row.size}: {job.path.name}")
+            rows.append(row)
+            try:
+                opened.append((row, stack.enter_context(Segmenter(
+                    job.path, backend=c.backend_name, profile=None, **options)), job))
+            except FcnEdgeError as exc:
+                _failed(row, exc)
+        _measure_rows(opened, frame, config)
+        for row, seg, job in opened:
+            if row.status != "ok":
+                continue
+            try:
+                evaluation = job.evaluation
+                if job.combo not in evaluation.scores:
+                    predictions = acc.predict_all(seg, evaluation.data)
+                    evaluation.scores[job.combo] = acc.score(predictions, evaluation.data,
+                                                             evaluation.ref_labels)
+                _record_accuracy(row, evaluation.scores[job.combo])
+            except FcnEdgeError as exc:
+                _failed(row, exc)
+    return rows
+
+
+def _measure_rows(opened: list, frame: np.ndarray, config: BenchConfig) -> None:
+    """Model-only, then end-to-end latency of every opened row, interleaved. A row whose call
+    fails is marked failed (``_guarded``) and the others are measured again without it."""
     timing = dict(runs=config.runs, warmup=config.warmup, max_seconds=config.max_seconds)
-    model = measure(lambda: backend.infer(batch), **timing)
-    e2e = measure(lambda: seg(frame), **timing)
-    row.model_p50_ms, row.model_p99_ms = _ms(model)
-    row.e2e_p50_ms, row.e2e_p99_ms = _ms(e2e)
-    row.fps = round(e2e.fps, 1)
-    if flops:
-        row.gflops_per_s = round(flops / (model.p50 / 1e3) / 1e9, 1)
+    pending = list(opened)
+    while pending:
+        model = {str(i): _guarded(row, lambda b=seg.backend, x=_model_input(seg.meta, frame):
+                                  b.infer(x)) for i, (row, seg, _) in enumerate(pending)}
+        e2e = {str(i): _guarded(row, lambda s=seg: s(frame))
+               for i, (row, seg, _) in enumerate(pending)}
+        try:
+            model_times, e2e_times = interleaved(model, **timing), interleaved(e2e, **timing)
+            break
+        except FcnEdgeError:
+            pending = [p for p in pending if p[0].status == "ok"]
+    else:
+        return
+    for i, (row, _, job) in enumerate(pending):
+        model_t, e2e_t = model_times[str(i)], e2e_times[str(i)]
+        row.model_p50_ms, row.model_p99_ms = _ms(model_t)
+        row.e2e_p50_ms, row.e2e_p99_ms = _ms(e2e_t)
+        row.fps = round(e2e_t.fps, 1)
+        if job.flops:
+            row.gflops_per_s = round(job.flops / (model_t.p50 / 1e3) / 1e9, 1)
+
+
+def _guarded(row: BenchRow, call):
+    """``call``, marking ``row`` failed (and raising on) when it fails."""
+    def run():
+        try:
+            return call()
+        except FcnEdgeError as exc:
+            _failed(row, exc)
+            raise
+    return run
+
+
+def _failed(row: BenchRow, exc: FcnEdgeError) -> None:
+    row.status, row.reason = "failed", str(exc)
 
 
 def _record_accuracy(row: BenchRow, result: acc.Accuracy) -> None:
@@ -328,23 +381,6 @@ def _speedups(rows: list[BenchRow]) -> None:
     for r in rows:
         if base and r.model_p50_ms:
             r.vs_torch = round(base / r.model_p50_ms, 2)
-
-
-def _machine(threads: int) -> dict:
-    return {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": _cpu_name(), "cpus": os.cpu_count(), "threads": threads,
-            "fcn_edge": __version__, "date": date.today().isoformat(),
-            "started": time.strftime("%H:%M:%S")}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _ms(timing: Timing) -> tuple[float, float]:

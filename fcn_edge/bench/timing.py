@@ -1,4 +1,4 @@
-"""Latency measurement that is fair between backends, and the machine's sgemm ceiling.
+"""Latency measurement that is fair between backends; the machine and its sgemm ceiling.
 
 * Warm-up calls first (first calls allocate, JIT-select kernels, build TensorRT/ORT caches).
 * Every backend's ``infer`` returns host memory, so a call returns only when the device is
@@ -13,12 +13,17 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from .. import __version__
 from ..errors import InputError
 
 
@@ -64,21 +69,46 @@ def measure(call: Callable[[], Any], runs: int = 50, warmup: int = 3,
     return summarize(samples)
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], runs: int = 20,
-                warmup: int = 2) -> dict[str, Timing]:
+def interleaved(calls: dict[str, Callable[[], Any]], runs: int = 20, warmup: int = 2,
+                max_seconds: float = math.inf, min_runs: int = 5) -> dict[str, Timing]:
     """Time several contenders in alternating rounds (A B C A B C …) after each one's
-    warm-up; one :class:`Timing` per name. Use it for ratios measured in one run."""
+    warm-up; one :class:`Timing` per name. Use it for ratios measured in one run. As in
+    :func:`measure`, rounds stop early once one contender's timed calls add up to
+    ``max_seconds``, but never before ``min_runs`` rounds."""
     _check_counts(runs, warmup)
     for call in calls.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(runs):
+    spent = dict.fromkeys(calls, 0.0)
+    rounds = 0
+    while rounds < runs and (max(spent.values()) < max_seconds or rounds < min(min_runs, runs)):
         for name, call in calls.items():
             start = time.perf_counter()
             call()
             samples[name].append((time.perf_counter() - start) * 1e3)
+            spent[name] += samples[name][-1] / 1e3
+        rounds += 1
     return {name: summarize(values) for name, values in samples.items()}
+
+
+def machine(threads: int) -> dict:
+    """What a timing was measured on: platform, CPU, cores, the threads used, fcn-edge's
+    version, the date and time."""
+    return {"platform": platform.platform(), "machine": platform.machine(),
+            "processor": _cpu_name(), "cpus": os.cpu_count(), "threads": threads,
+            "fcn_edge": __version__, "date": date.today().isoformat(),
+            "started": time.strftime("%H:%M:%S")}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def sgemm_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> float:

@@ -176,7 +176,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--calib", help="int8 calibration data (default: the checkpoint's)")
     p.add_argument("--baseline", metavar="MODEL",
                    help="a second checkpoint, artifact or zoo name run through the same rows, "
-                        "each right after the model's; the ×base column is its e2e median / "
+                        "timed interleaved with the model's; the ×base column is its e2e median / "
                         "the row's (above 1: faster than the baseline)")
     add_bounded(p, "--profile", _BENCH, nargs="?", const=20, metavar="N",
                 help="profile each ONNX Runtime CPU row with ONNX Runtime's profiler over N "

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from fcn_edge.bench.report import format_table, profile_text, to_csv, write_report
 from fcn_edge.bench.runner import BenchConfig, bench
@@ -62,7 +65,7 @@ def test_vs_baseline_is_the_baseline_median_over_the_rows_from_the_reports_numbe
     assert theirs[("torch:cpu", "fp32", "plain", SIZE)]["vs_torch"] == 1.0
 
 
-def test_each_baseline_row_runs_right_after_the_models_row(compared, checkpoint, baseline):
+def test_each_baseline_row_is_opened_and_timed_with_the_models_row(compared, checkpoint, baseline):
     _, _, logged, out = compared
     rows = [line for line in logged if line.startswith(("onnxruntime:cpu ", "torch:cpu "))]
     assert rows == [f"onnxruntime:cpu fp32 plain {SIZE}: {checkpoint.stem}.onnx",
@@ -198,4 +201,39 @@ def test_a_profile_that_cannot_be_written_is_said_and_the_bench_goes_on(compared
         "profiles"]
     assert profile["error"] and profile["calls"] == 0 and profile["trace"] == ""
     assert list((tmp_path / "out" / "profile").iterdir()) == []  # nothing half-written left
+
+
+def _only_at(source: Path, target: Path, height: int, width: int) -> None:
+    """``source`` whose logits pass through a Reshape to 1×C×``height``×``width``: the same
+    model at that size, an ONNX Runtime error at any other (its metadata kept)."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    name = graph.output[0].name
+    producer = next(n for n in graph.node if name in n.output)
+    producer.output[list(producer.output).index(name)] = name + "_free"
+    classes = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    graph.initializer.append(numpy_helper.from_array(
+        np.array([1, classes, height, width], np.int64), "fixed_shape"))
+    graph.node.append(helper.make_node("Reshape", [name + "_free", "fixed_shape"], [name]))
+    onnx.save(model, str(target))
+
+
+def test_a_baseline_failing_mid_bench_fails_its_row_and_the_models_is_measured(compared,
+                                                                            tmp_path):
+    """At 64×96 the baseline's ONNX Runtime call fails inside the interleaved timing: its row
+    says why, the model's row of that combination is measured without it."""
+    _, _, _, out = compared
+    model = out / "artifacts" / "plain-int8cpu" / "best.onnx"
+    _only_at(model, tmp_path / "fixed.onnx", 32, 64)
+    sizes = dict(FAST, sizes=((32, 64), (64, 96)), backends=("onnxruntime:cpu",))
+    config = BenchConfig(str(model), baseline=str(tmp_path / "fixed.onnx"),
+                         out_dir=str(tmp_path / "out"), **sizes)
+    report = bench(config, log=lambda line: None)
+    ours = {r.size: r for r in report.rows}
+    theirs = {r.size: r for r in report.baseline_rows}
+    assert theirs[SIZE].status == "ok" and ours[SIZE].vs_baseline > 0
+    assert theirs["64x96"].status == "failed" and theirs["64x96"].e2e_p50_ms is None
+    assert theirs["64x96"].reason.startswith("onnxruntime failed on a 1×64×96 batch of ")
+    assert ours["64x96"].status == "ok" and ours["64x96"].e2e_p50_ms > 0
+    assert ours["64x96"].mean_iou is not None and ours["64x96"].vs_baseline is None
 

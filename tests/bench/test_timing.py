@@ -101,6 +101,15 @@ def test_interleaved_warms_each_up_then_alternates_rounds():
     assert list(result) == ["a", "b", "c"] and all(t.runs == 3 for t in result.values())
 
 
+def test_interleaved_stops_once_one_contender_used_max_seconds_but_not_before_min_runs():
+    calls = {"slow": lambda: time.sleep(0.02), "fast": lambda: None}
+    result = interleaved(calls, runs=1000, warmup=0, max_seconds=0.05, min_runs=2)
+    assert 2 <= result["slow"].runs == result["fast"].runs <= 3  # rounds end together
+    floor = interleaved(calls, runs=1000, warmup=0, max_seconds=0.001, min_runs=4)
+    assert floor["slow"].runs == floor["fast"].runs == 4
+    assert interleaved(calls, runs=2, warmup=0, max_seconds=0.001)["fast"].runs == 2
+
+
 def test_interleaved_times_each_contender_separately():
     result = interleaved({"slow": lambda: time.sleep(0.005), "fast": lambda: None},
                          runs=3, warmup=0)
