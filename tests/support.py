@@ -32,6 +32,7 @@ def make_checkpoint(path: Path, *, backbone: str = "resnet18", name: str = "fcn8
 
     torch.manual_seed(seed)
     model = create_model(name, num_classes=len(PROCEDURAL_CLASSES), backbone=backbone)
+    awaken(model)
     with torch.no_grad():
         for key, param in model.named_parameters():
             if key.startswith("score"):
@@ -44,6 +45,51 @@ def make_checkpoint(path: Path, *, backbone: str = "resnet18", name: str = "fcn8
                         "image_size": list(image_size)},
             "metrics": {"mean_iou": 0.5, "pixel_accuracy": 0.9}}
     return save_checkpoint(model, path, meta)
+
+
+def awaken(model, size: tuple[int, int] = (64, 96), images: int = 4):
+    """Give the BatchNorm layers of each FCN in ``model`` (itself, a multi-head net's trunk, a
+    late-fusion net's streams) the running statistics of procedural scenes when its eval-mode
+    activations vanish at initialisation; return ``model`` (unchanged otherwise).
+
+    torchvision's initialisations of MobileNetV3 (kaiming ``fan_out`` on depthwise kernels:
+    the fan is C·k², the real one k²) and GoogLeNet (N(0, 0.01²)) shrink the activations
+    ~1000× per stage in eval mode, where BatchNorm uses its unit initial statistics: an
+    untrained net then answers one constant everywhere, and parity, calibration and label
+    tests on it would test nothing. Training mode normalises them, so they train as they
+    should; here one train-mode pass (cumulative averages, no gradients) does what the first
+    steps of training would. ResNet18's initialisation keeps its activations alive and is
+    left exactly as it was."""
+    import torch
+
+    from fcn_edge.data import normalize, render_scene
+    from fcn_edge.models.fcn import FCN
+
+    rng = np.random.default_rng(0)
+    rgb = torch.from_numpy(np.stack([normalize(render_scene(rng, *size)[0])
+                                     for _ in range(images)]))
+    for fcn in [m for m in model.modules() if isinstance(m, FCN)]:
+        channels = fcn.config.in_channels
+        x = torch.cat([rgb, rgb[:, :1].expand(-1, max(channels - 3, 0), -1, -1)], 1)[:, :channels]
+        _awaken_one(fcn, x.contiguous())
+    return model
+
+
+def _awaken_one(fcn, x) -> None:
+    import torch
+
+    was_training = fcn.training
+    with torch.no_grad():
+        if float(fcn.eval().taps(x)[32].std()) < 1e-3:
+            norms = [m for m in fcn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None   # a cumulative average of the pass below
+            fcn.train().taps(x)
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+    fcn.train(was_training)
 
 
 def random_score_fcn8s(num_classes: int = 8):

@@ -11,6 +11,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from support import awaken
+
 #: The geometric head's colours: distinct from each other and from the semantic palette's
 #: first entries, so an overlay shows which head it was drawn from.
 GEOMETRIC_PALETTE = ((10, 20, 30), (220, 40, 0), (0, 170, 250))
@@ -36,6 +38,7 @@ def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), head
     options = {"heads": tuple(heads)} if heads else {"num_classes": 8}
     model = create_model(name, backbone=backbone, inputs=tuple(inputs), fusion=fusion,
                          **options)
+    awaken(model)
     with torch.no_grad():
         for key, param in model.named_parameters():
             if key.split(".")[-2].startswith("score"):  # score_fr, score_pool4 …: not upscore

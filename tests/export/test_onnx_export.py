@@ -15,14 +15,14 @@ from fcn_edge.export.onnx_props import set_metadata
 from fcn_edge.models import create_model
 from fcn_edge.runtime.processing import frames_to_input
 
-from support import ort_infer
+from support import awaken, ort_infer
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _model(backbone: str, name: str = "fcn8s"):
     torch.manual_seed(1)
-    model = create_model(name, num_classes=5, backbone=backbone).eval()
+    model = awaken(create_model(name, num_classes=5, backbone=backbone)).eval()
     with torch.no_grad():
         for key, param in model.named_parameters():
             if key.startswith("score"):
@@ -31,7 +31,9 @@ def _model(backbone: str, name: str = "fcn8s"):
 
 
 @pytest.mark.parametrize("backbone,name", [("resnet18", "fcn8s"), ("alexnet", "fcn16s"),
-                                           ("vgg16", "fcn32s")])
+                                           ("vgg16", "fcn32s"), ("mobilenet_v3_large", "fcn8s"),
+                                           ("mobilenet_v3_small", "fcn16s"),
+                                           ("googlenet", "fcn8s")])
 def test_dynamic_sizes_match_pytorch(backbone, name):
     model = _model(backbone, name)
     onnx_model = trace_to_onnx(DeployGraph(model), example_size=(64, 64))

@@ -10,6 +10,8 @@ from fcn_edge.models import create_model, load_model, save_checkpoint
 from fcn_edge.models.channels import adapt_first_conv, extend_input_conv
 from fcn_edge.models.registry import get_backbone
 
+from support import awaken
+
 
 def _rgb_and_rgbd(extra: int = 1):
     """A grey RGB image and the same image with ``extra`` channels carrying the grey value."""
@@ -33,11 +35,12 @@ def test_the_rule_keeps_a_grey_images_response_exactly():
         extend_input_conv(weight, 2)
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "alexnet"])
+@pytest.mark.parametrize("backbone", ["resnet18", "alexnet", "mobilenet_v3_large",
+                                      "mobilenet_v3_small"])
 def test_an_rgb_checkpoint_initialises_an_rgbd_fcn(tmp_path, backbone):
     torch.manual_seed(1)
-    options = {} if backbone == "resnet18" else {"fc_channels": 32}
-    rgb = create_model("fcn32s", num_classes=4, backbone=backbone, **options).eval()
+    options = {"fc_channels": 32} if get_backbone(backbone).fc_layers else {}
+    rgb = awaken(create_model("fcn32s", num_classes=4, backbone=backbone, **options)).eval()
     with torch.no_grad():
         for name, p in rgb.named_parameters():
             if name.startswith("score"):
@@ -82,3 +85,23 @@ def test_other_mismatches_are_still_reported():
     assert not adapted and out["conv1.weight"].shape == (32, 3, 7, 7)
     five = {"conv1.weight": torch.randn(64, 5, 7, 7)}  # more channels than the model: no
     assert adapt_first_conv(five, "resnet18", own)[1] is False
+
+
+def test_googlenet_keeps_the_rule_in_its_trunks_own_input(tmp_path):
+    """GoogLeNet re-normalises its RGB channels (torchvision's ``transform_input``) and passes
+    extra ones as they are, so the rule is exact for an image that is grey where the trunk
+    sees it: RGB channels whose re-normalised values equal the extra channel's value."""
+    torch.manual_seed(3)
+    rgb = create_model("fcn32s", num_classes=4, backbone="googlenet").eval()
+    with torch.no_grad():
+        rgb.score_fr.weight.normal_(0, 0.05)
+    path = save_checkpoint(rgb, tmp_path / "rgb.pt", {})
+    rgbd = load_model(path, in_channels=4).eval()
+    assert rgbd.load_report.adapted == ("conv1.conv.weight",)
+    grey = torch.rand(1, 1, 40, 56)
+    scale, shift = rgb.input_scale, rgb.input_shift   # 1×3×1×1
+    x3 = (grey - shift) / scale                        # re-normalised: grey in every channel
+    x4 = torch.cat([x3, grey], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(rgbd(x4), rgb(x3), rtol=1e-4, atol=1e-5)
+        assert not torch.equal(rgbd(torch.cat([x3, grey * 0], dim=1)), rgb(x3))

@@ -18,11 +18,16 @@ from fcn_edge.models import AlexNet, ResNet18, VGG16, count_parameters, create_m
 from fcn_edge.models.geometry import chain
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
-TRUNKS = (("vgg16", "edge"), ("vgg16", "reference"), ("alexnet", "edge"), ("resnet18", "edge"))
+TRUNKS = (("vgg16", "edge"), ("vgg16", "reference"), ("alexnet", "edge"), ("resnet18", "edge"),
+          ("mobilenet_v3_large", "edge"), ("mobilenet_v3_small", "edge"), ("googlenet", "edge"))
+#: The trunks without fc6/fc7 (their classifier's last layer becomes score_fr directly).
+CONVOLUTIONAL = ("resnet18", "mobilenet_v3_large", "mobilenet_v3_small", "googlenet")
 CONFIGS = [(v, b, lay) for b, lay in TRUNKS for v in VARIANTS]
 CONFIG_IDS = [f"{b}-{lay}-{v}" for v, b, lay in CONFIGS]
 #: Channels of the stride-16 and stride-8 taps (pool4/pool3, pool2/pool1, layer3/layer2).
-TAP_CHANNELS = {"vgg16": (512, 256), "alexnet": (192, 64), "resnet18": (256, 128)}
+TAP_CHANNELS = {"vgg16": (512, 256), "alexnet": (192, 64), "resnet18": (256, 128),
+                "mobilenet_v3_large": (112, 40), "mobilenet_v3_small": (48, 24),
+                "googlenet": (832, 480)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,6 +74,9 @@ def test_forward_small_inputs_real(shared_model, name, backbone, layout):
     ("alexnet", [(333, 500), (500, 375), (257, 769)]),
     ("resnet18", [(257, 769)]),
     ("vgg16", [(97, 129)]),
+    ("mobilenet_v3_large", [(257, 769)]),
+    ("mobilenet_v3_small", [(333, 500)]),
+    ("googlenet", [(257, 769)]),
 ])
 def test_forward_large_inputs_real(shared_model, backbone, sizes):
     model = shared_model("fcn8s", backbone)
@@ -85,7 +93,7 @@ def test_forward_large_inputs_real(shared_model, backbone, sizes):
 SWEEP = [(n, (n * 29) % 70 + 1) for n in range(1, 71)]  # every height 1..70, mixed widths
 
 
-@pytest.mark.parametrize("backbone", ["alexnet", "resnet18"])
+@pytest.mark.parametrize("backbone", ["alexnet", *CONVOLUTIONAL])
 def test_size_sweep_real(shared_model, backbone):
     model = shared_model("fcn8s", backbone)
     with torch.no_grad():
@@ -147,18 +155,22 @@ def test_fcn8s_vgg16_has_134m_trainable_parameters():
 
 
 @pytest.mark.parametrize("backbone,classifier", [
-    ("vgg16", 138_357_544), ("alexnet", 61_100_840), ("resnet18", 11_689_512)])
+    ("vgg16", 138_357_544), ("alexnet", 61_100_840), ("resnet18", 11_689_512),
+    # torchvision's published counts (its weights' ``num_params``); GoogLeNet's without the
+    # auxiliary classifiers, which are no part of the FCN
+    ("mobilenet_v3_large", 5_483_032), ("mobilenet_v3_small", 2_542_856),
+    ("googlenet", 6_624_904)])
 def test_convolutionalised_classifier_keeps_every_parameter(backbone, classifier):
     # §3.1: fc layers become convolutions with the same weights; with 1000 classes score_fr is
     # the classifier's last layer, so FCN-32s has exactly the classifier's trainable parameters.
-    if backbone == "resnet18":  # (CPU: kaiming init on meta is slow, and 11.7M is cheap)
+    if backbone in CONVOLUTIONAL:  # (CPU: kaiming init on meta is slow, and these are cheap)
         model = create_model("fcn32s", num_classes=1000, backbone=backbone)
     else:
         model = _meta(create_model, "fcn32s", num_classes=1000, backbone=backbone)
     assert count_parameters(model, trainable_only=True) == classifier
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "alexnet", "resnet18"])
+@pytest.mark.parametrize("backbone", ["vgg16", "alexnet", *CONVOLUTIONAL])
 def test_parameter_count_relationships(helpers, backbone, classes=7):
     c16, c8 = TAP_CHANNELS[backbone]
     models = {v: helpers.meta_model(v, backbone, num_classes=classes) for v in VARIANTS}
@@ -202,7 +214,7 @@ def test_resnet18_scores_layer4_directly():
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "alexnet", "resnet18"])
+@pytest.mark.parametrize("backbone", ["vgg16", "alexnet", *CONVOLUTIONAL])
 def test_score_layers_zero_initialised(helpers, backbone):
     model = helpers.small_model("fcn8s", backbone)
     for name, layer in helpers.score_layers(model).items():
@@ -368,7 +380,8 @@ def _coarse_and_fine(helpers, backbone, fine_name):
     return coarse, fine
 
 
-@pytest.mark.parametrize("backbone", ["alexnet", "resnet18"])
+@pytest.mark.parametrize("backbone", ["alexnet", "resnet18", "mobilenet_v3_large",
+                                      "mobilenet_v3_small"])
 @pytest.mark.parametrize("fine_name", ["fcn16s", "fcn8s"])
 def test_zero_skips_reproduce_fcn32s_exactly(helpers, backbone, fine_name):
     # AlexNet and ResNet18 cells sit on pixels (odd kernels): 2×, 2×, then 8× linear
@@ -385,14 +398,17 @@ def test_zero_skips_reproduce_fcn32s_exactly(helpers, backbone, fine_name):
     assert torch.allclose(out_fine, out32, rtol=0, atol=1e-5 * scale)
 
 
-def test_zero_skips_nearly_reproduce_fcn32s_on_vgg16(helpers):
+@pytest.mark.parametrize("backbone", ["vgg16", "googlenet"])
+def test_zero_skips_nearly_reproduce_fcn32s(helpers, backbone):
     # VGG16 cells fall between pixels (even kernels). 2× upsampling samples the 32× linear
     # interpolation exactly (fine cells at coarse centre ± 8 px get ¾·v_i + ¼·v_i±1), but those
     # two samples straddle the coarse centre, so interpolating between them cuts the corner at
     # that kink: error ⅛·|v_i−1 − 2v_i + v_i+1| per axis there, none where the map is linear.
     # So FCN-8s with zero skips starts close to, not exactly at, FCN-32s's prediction
     # (measured: mean difference 1–1.6 % of the largest score, ~2.5 % of the labels change).
-    coarse, fine = _coarse_and_fine(helpers, "vgg16", "fcn8s")
+    # GoogLeNet's cells sit on pixels, but its stride-32 centres (32·i + 22) fall half-way
+    # between its stride-16 ones (16·j + 14): the same corner-cutting, at the same places.
+    coarse, fine = _coarse_and_fine(helpers, backbone, "fcn8s")
     x = torch.randn(1, 3, 128, 160)
     with torch.no_grad():
         out32, out8 = coarse(x), fine(x)
@@ -520,7 +536,8 @@ def test_head_alignment_with_ramp_taps(helpers, name, backbone, layout):
 def _symmetric_width(model) -> int:
     # Cells sit at 32·i + o: the grid is mirror-symmetric on W pixels when the last cell centre
     # 32·(k−1) + o equals W − 1 − o, i.e. W ≡ 2o + 1 (mod 32): vgg16 edge (o = 15.5) 64,
-    # reference (o = 12.5) 58, alexnet (o = 15) 63, resnet18 (o = 0) 65.
+    # reference (o = 12.5) 58, alexnet (o = 15) 63, resnet18 and mobilenets (o = 0) 65,
+    # googlenet (o = 22) 77.
     offset = chain(model.tap_geometry()[32]).offset
     r = int(2 * offset + 1) % 32
     return r + 32 if r >= 16 else r + 64
@@ -545,7 +562,8 @@ def test_mirror_equivariance(helpers, name, backbone, layout):
                 m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
     w = _symmetric_width(model)
     assert w == {"vgg16-edge": 64, "vgg16-reference": 58, "alexnet-edge": 63,
-                 "resnet18-edge": 65}[f"{backbone}-{layout}"]
+                 "resnet18-edge": 65, "mobilenet_v3_large-edge": 65,
+                 "mobilenet_v3_small-edge": 65, "googlenet-edge": 77}[f"{backbone}-{layout}"]
     h = 8
     x = torch.randn(1, 3, h, w + 1)
     with torch.no_grad():
