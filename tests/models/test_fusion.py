@@ -9,6 +9,8 @@ from fcn_edge.errors import InputError
 from fcn_edge.models import create_model
 from fcn_edge.models.fusion import LateFusionFCN
 
+from support import awaken
+
 
 def _stream(in_channels: int, seed: int, name: str = "fcn16s"):
     torch.manual_seed(seed)
@@ -71,3 +73,24 @@ def test_exports_to_one_onnx_graph_with_dynamic_size(fused, tmp_path):
     got = session.run(None, {"images": x.numpy()})[0]
     assert got.shape == expected.shape
     assert abs(got - expected).max() <= 1e-4 * max(1.0, abs(expected).max())
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "googlenet"])
+def test_the_edge_backbones_fuse_late(backbone):
+    """RGB + raw depth streams of an edge trunk: the sum of the streams, one tensor in."""
+    torch.manual_seed(0)
+    model = awaken(create_model("fcn8s", num_classes=4, backbone=backbone,
+                                inputs=(("rgb", 3), ("depth", 1)), fusion="late"))
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "score" in key.split(".")[-2]:
+                p.normal_(0, 0.05)
+    model.eval()
+    assert isinstance(model, LateFusionFCN)
+    x = torch.rand(1, 4, 37, 53)
+    with torch.no_grad():
+        out = model(x)
+        expected = model.streams["rgb"](x[:, :3]) + model.streams["depth"](x[:, 3:])
+    assert out.shape == (1, 4, 37, 53)
+    torch.testing.assert_close(out, expected)
+    assert out.abs().max() > 0

@@ -8,6 +8,8 @@ import torch
 from fcn_edge.errors import InputError
 from fcn_edge.models import MultiHeadFCN, create_model
 
+from support import awaken
+
 HEADS = {"semantic": 6, "geometric": 3}
 
 
@@ -118,3 +120,29 @@ def test_heads_live_in_the_model_config():
                                                                      ["geometric", 3]])
     assert config.heads == (("semantic", 33), ("geometric", 3)) and config.num_classes == 33
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "mobilenet_v3_small", "googlenet"])
+def test_the_edge_backbones_carry_several_heads(backbone):
+    """Every registered trunk takes heads the same way: one trunk, each head exactly the
+    single-task FCN on it (the trunks' BatchNorm statistics drawn from procedural scenes, so
+    that the maps are alive in eval mode: ``support.awaken``)."""
+    torch.manual_seed(0)
+    model = awaken(create_model("fcn8s", backbone=backbone, heads=HEADS))
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "score" in key:
+                p.normal_(0, 0.05)
+    model.eval()
+    single = create_model("fcn8s", num_classes=3, backbone=backbone).eval()
+    state = {k[len("fcn."):]: v for k, v in model.state_dict().items()
+             if k.startswith("fcn.") and not k.startswith(("fcn.score", "fcn.upscore"))}
+    state.update({k.split(".", 2)[2]: v for k, v in model.state_dict().items()
+                  if k.startswith("extra_heads.geometric.")})
+    single.load_state_dict(state)
+    x = torch.rand(1, 3, 45, 61)
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(out["geometric"], single(x))
+    assert out["semantic"].shape == (1, 6, 45, 61)
+    assert out["geometric"].argmax(1).unique().numel() > 1   # labels vary: a live trunk
