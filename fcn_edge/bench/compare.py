@@ -3,7 +3,7 @@ same rows.
 
 A ratio measured across two runs of a shared machine says as much about the machine's mood as
 about the models; measured in one run, with each combination's model row and baseline row open
-together and timed interleaved, call by call, on the same frame (``runner._combination_rows``),
+together and timed in alternating turns on the same frame (``runner._combination_rows``),
 a slow spell hits both alike. So ``fcn-edge bench NEW.pt --baseline
 resnet18.pt`` gives each row of the model ``vs_baseline`` = the baseline's end-to-end median /
 this row's (above 1: faster than the baseline), and the baseline's own rows beside them.

@@ -14,11 +14,12 @@ evaluation frames (its mean IU is the baseline of every ΔmIoU). Then each row:
 A row that cannot run says why (unsupported, unavailable, failed) and the bench goes on.
 
 With ``baseline``, a second model runs through the same rows, each timed interleaved with the
-model's, call by call (``compare.py``); with ``profile``, ONNX Runtime's profiler says where
+model's in alternating turns (``compare.py``); with ``profile``, ONNX Runtime's profiler says where
 each ONNX Runtime CPU row's time goes (``profile.py``).
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ def _runnable(model: Contender, base: Contender | None, report: BenchReport) -> 
 def _bench_size(size, frame: np.ndarray, runnable: list, models: tuple, evaluations: list,
                 report: BenchReport, threads: int, config: BenchConfig, log: Log) -> None:
     """Every runnable row at ``size``; each baseline row timed with the model's row of the
-    same combination, call by call (``_combination_rows``)."""
+    same combination, in alternating turns (``_combination_rows``)."""
     model, base = models
     flops = _flops(model.store, size)
     report.model_gflops[_size_text(size)] = flops / 1e9 if flops else None
@@ -252,7 +253,7 @@ class _Job:
 def _combination_rows(jobs: list[_Job], size, frame: np.ndarray, threads: int,
                       config: BenchConfig, log: Log) -> list[BenchRow]:
     """The rows of one combination (the model's; the baseline's after it), all open at once
-    and timed interleaved, call by call, so that a slow spell of the machine hits each alike;
+    and timed in alternating turns, so that a slow spell of the machine hits each alike;
     then each one's accuracy."""
     rows = []
     with ExitStack() as stack:
@@ -292,7 +293,10 @@ def _combination_rows(jobs: list[_Job], size, frame: np.ndarray, threads: int,
 def _measure_rows(opened: list, frame: np.ndarray, config: BenchConfig) -> None:
     """Model-only, then end-to-end latency of every opened row, interleaved. A row whose call
     fails is marked failed (``_guarded``) and the others are measured again without it."""
-    timing = dict(runs=config.runs, warmup=config.warmup, max_seconds=config.max_seconds)
+    # Turns of a fifth of the runs: ONNX Runtime's threads spin on after a call, and would
+    # slow every call of a contender that followed another call by call (interleaved).
+    timing = dict(runs=config.runs, warmup=config.warmup, max_seconds=config.max_seconds,
+                  block=math.ceil(config.runs / 5))
     pending = list(opened)
     while pending:
         model = {str(i): _guarded(row, lambda b=seg.backend, x=_model_input(seg.meta, frame):

@@ -70,25 +70,33 @@ def measure(call: Callable[[], Any], runs: int = 50, warmup: int = 3,
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], runs: int = 20, warmup: int = 2,
-                max_seconds: float = math.inf, min_runs: int = 5) -> dict[str, Timing]:
-    """Time several contenders in alternating rounds (A B C A B C …) after each one's
-    warm-up; one :class:`Timing` per name. Use it for ratios measured in one run. As in
-    :func:`measure`, rounds stop early once one contender's timed calls add up to
-    ``max_seconds``, but never before ``min_runs`` rounds."""
+                max_seconds: float = math.inf, min_runs: int = 5,
+                block: int = 1) -> dict[str, Timing]:
+    """Time several contenders in alternating turns of ``block`` calls (A B C A B C … for 1;
+    A A B B … for 2) after each one's warm-up; one :class:`Timing` per name. Use it for
+    ratios measured in one run. As in :func:`measure`, turns stop early once one contender's
+    timed calls add up to ``max_seconds``, but never before ``min_runs`` calls.
+
+    Turns of several calls suit engines whose worker threads spin after a call (ONNX Runtime
+    by default): on a 2-core machine the last contender's spinning threads slow the next one's
+    first call of its turn, which a median over longer turns leaves out.
+    """
     _check_counts(runs, warmup)
     for call in calls.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
-    rounds = 0
-    while rounds < runs and (max(spent.values()) < max_seconds or rounds < min(min_runs, runs)):
+    done = 0
+    while done < runs and (max(spent.values()) < max_seconds or done < min(min_runs, runs)):
+        turn = min(max(1, block), runs - done)
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-            spent[name] += samples[name][-1] / 1e3
-        rounds += 1
+            for _ in range(turn):
+                start = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+                spent[name] += samples[name][-1] / 1e3
+        done += turn
     return {name: summarize(values) for name, values in samples.items()}
 
 

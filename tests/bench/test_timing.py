@@ -110,6 +110,14 @@ def test_interleaved_stops_once_one_contender_used_max_seconds_but_not_before_mi
     assert interleaved(calls, runs=2, warmup=0, max_seconds=0.001)["fast"].runs == 2
 
 
+def test_interleaved_in_turns_of_a_block_of_calls():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    result = interleaved(calls, runs=5, warmup=1, block=2)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 2 + ["a", "b"]  # the last turn: 1
+    assert result["a"].runs == result["b"].runs == 5
+
+
 def test_interleaved_times_each_contender_separately():
     result = interleaved({"slow": lambda: time.sleep(0.005), "fast": lambda: None},
                          runs=3, warmup=0)
