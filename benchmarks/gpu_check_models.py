@@ -232,7 +232,20 @@ PARITY_TAPS = {
                 ("pool2", "features.5", "features.5", False),
                 ("pool5", "features.12", "features.12", False),
                 ("fc6", "fc6", "classifier.1", True)),
+    # The edge backbones keep torchvision's names: the skips' blocks and the last convolution
+    # (conv_head, the convolutionalised Linear, is checked on the CPU: test_mobilenet.py).
+    "mobilenet_v3_large": tuple((f"features.{i} (stride {s})", f"features.{i}",
+                                 f"features.{i}", False) for i, s in ((6, 8), (12, 16), (16, 32))),
+    "mobilenet_v3_small": tuple((f"features.{i} (stride {s})", f"features.{i}",
+                                 f"features.{i}", False) for i, s in ((3, 8), (8, 16), (12, 32))),
+    "googlenet": tuple((f"{m} (stride {s})", m, m, False)
+                       for m, s in (("inception3b", 8), ("inception4e", 16), ("inception5b", 32))),
 }
+#: torchvision's builder options for each backbone's reference: our FCN-GoogLeNet always
+#: re-normalises its input as torchvision's pretrained GoogLeNet does (transform_input), and
+#: its files hold the auxiliary classifiers our loading skips.
+REFERENCE_OPTIONS = {"googlenet": {"transform_input": True, "aux_logits": True,
+                                   "init_weights": True}}
 
 
 def torchvision_parity(ctx: Context, record: dict) -> None:
@@ -251,7 +264,8 @@ def torchvision_parity(ctx: Context, record: dict) -> None:
     with tempfile.TemporaryDirectory() as folder, _no_tf32():
         for backbone in backbones:
             attempt(ctx, results, backbone, lambda: _parity_one(
-                getattr(models, backbone)(weights=None), backbone, Path(folder), ctx.device))
+                getattr(models, backbone)(weights=None, **REFERENCE_OPTIONS.get(backbone, {})),
+                backbone, Path(folder), ctx.device))
         segmentation_parity(ctx, models, results, Path(folder))
     raise_failures(results)
 
@@ -266,12 +280,28 @@ def _parity_one(reference, backbone: str, folder: Path, device: str) -> dict:
 
 
 def load_ours(reference: torch.nn.Module, backbone: str, folder: Path):
-    """Our FCN-8s with ``reference``'s state dict (BatchNorm statistics drawn first, so eval
-    mode uses them), written to a file and read back by fcn_edge's weight loading."""
+    """Our FCN-8s with ``reference``'s state dict (weights and BatchNorm statistics drawn
+    first, so eval mode uses them), written to a file and read back by fcn_edge's weight
+    loading."""
+    draw_live_weights(reference)
     draw_batchnorm(reference)
     path = folder / f"{backbone}_classifier.pt"
     torch.save(reference.state_dict(), path)
     return _create(backbone, weights=path)
+
+
+def draw_live_weights(model: torch.nn.Module, seed: int = 2) -> None:
+    """He-normal weights over each layer's true fan-in (a depthwise kernel's is k², not
+    C·k²). torchvision's own initialisations of MobileNetV3 (fan_out) and GoogLeNet
+    (N(0, 0.01²)) shrink the maps ~1000× a stage in eval mode: the taps would be BatchNorm's
+    biases alone, and a wrong convolution would hide below the tolerance."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen)
+                                    * (2.0 / fan_in) ** 0.5)
 
 
 def draw_batchnorm(model: torch.nn.Module, seed: int = 1) -> None:

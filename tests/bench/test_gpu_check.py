@@ -223,6 +223,33 @@ def test_parity_passes_for_the_same_weights_and_finds_the_first_tap_that_differs
     assert taps["layer3 (stride 16)"]["rel"] > 1e-3
 
 
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "mobilenet_v3_small", "googlenet"])
+def test_parity_covers_the_edge_backbones(tmp_path, backbone):
+    """The stand-in is our own classifier with torchvision's keys, built with the options the
+    section gives torchvision's (GoogLeNet: transform_input and its auxiliary classifiers)."""
+    from fcn_edge.models.googlenet import GoogLeNet
+    from fcn_edge.models.mobilenet import mobilenet_v3_large, mobilenet_v3_small
+
+    torch.manual_seed(0)
+    builders = {"mobilenet_v3_large": mobilenet_v3_large, "mobilenet_v3_small": mobilenet_v3_small,
+                "googlenet": GoogLeNet}
+    options = {k: v for k, v in models.REFERENCE_OPTIONS.get(backbone, {}).items()
+               if k != "init_weights"}   # torchvision's own switch; ours always initialises
+    reference = builders[backbone](**options)
+    whole = models._parity_one(reference, backbone, tmp_path, "cpu")
+    assert "error" not in whole and len(whole["taps"]) == 3, whole
+    assert all(t["rel"] < 1e-5 and t["reference_scale"] > 0 for t in whole["taps"].values())
+    ours = models.load_ours(reference, backbone, tmp_path)
+    after8 = {"mobilenet_v3_large": "features.7", "mobilenet_v3_small": "features.4",
+              "googlenet": "inception4a"}[backbone]
+    conv = next(m for m in dict(reference.named_modules())[after8].modules()
+                if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(1.5)   # a change after the stride-8 tap: found at 16 and 32 only
+    taps = models.compare_taps(ours, reference, backbone, torch.randn(1, 3, 224, 224))
+    assert [t["ok"] for t in taps.values()] == [True, False, False], taps
+
+
 def test_parity_compares_fc6_with_the_classifier_linear_layer(tmp_path):
     torch.manual_seed(0)
     reference = AlexNet()
