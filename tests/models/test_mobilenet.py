@@ -16,7 +16,7 @@ from fcn_edge.errors import ModelFormatError
 from fcn_edge.models import create_model, load_model, read_weights
 from fcn_edge.models.geometry import chain, chain_size
 from fcn_edge.models.mobilenet import (
-    ARCHS, FCNMobileNetV3Large, FCNMobileNetV3Small, make_divisible,
+    ARCHS, FCN_BN_MOMENTUM, FCNMobileNetV3Large, FCNMobileNetV3Small, make_divisible,
     mobilenet_v3_large, mobilenet_v3_small, tap_indices,
 )
 from fcn_edge.models.registry import backbones, get_backbone
@@ -276,3 +276,16 @@ def test_fcn_file_is_recognised_by_its_fcn_sign_and_reloads(tmp_path, backbone):
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
 
+
+
+def test_the_fcns_batchnorm_settles_in_a_short_run():
+    """The classifier keeps torchvision's momentum (0.01); the FCN takes PyTorch's 0.1: with
+    0.01 a few hundred steps leave the running statistics far from the maps' own, and eval
+    mode predicted background everywhere (mobilenet.py, FCN_BN_MOMENTUM)."""
+    fcn = create_model("fcn8s", num_classes=3, backbone="mobilenet_v3_small")
+    norms = [m for m in fcn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and {m.momentum for m in norms} == {FCN_BN_MOMENTUM} == {0.1}
+    assert {m.eps for m in norms} == {0.001}   # torchvision's, which its weights expect
+    classifier = {m.momentum for m in mobilenet_v3_small().modules()
+                  if isinstance(m, torch.nn.BatchNorm2d)}
+    assert classifier == {0.01}
