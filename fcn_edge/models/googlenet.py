@@ -72,7 +72,10 @@ class Inception(nn.Module):
                                      BasicConv2d(c3_reduce, c3, 3, padding=1))
         self.branch3 = nn.Sequential(BasicConv2d(c_in, c5_reduce, 1),
                                      BasicConv2d(c5_reduce, c5, 3, padding=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+        # torchvision sets ceil_mode here too; at stride 1 it changes nothing in PyTorch (the
+        # map keeps its size either way), but onnx.reference's MaxPool then adds two rows and
+        # columns, which broke the fp16 export's check in fp16 arithmetic (Concat of 8 and 10).
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
                                      BasicConv2d(c_in, pool_proj, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

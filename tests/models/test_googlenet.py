@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from onnx.reference import ReferenceEvaluator
 
 from fcn_edge.export.graph import DeployGraph
 from fcn_edge.export.onnx_export import trace_to_onnx
@@ -19,7 +20,7 @@ from fcn_edge.models.geometry import Affine, chain, chain_size, geom_of
 from fcn_edge.models.googlenet import GoogLeNet, Inception, imagenet_to_half_range
 from fcn_edge.runtime.processing import IMAGENET_MEAN, IMAGENET_STD
 
-from support import ort_infer
+from support import awaken, ort_infer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -255,14 +256,22 @@ def test_onnx_opset17_matches_pytorch_at_odd_sizes():
     """The exporter's path (DeployGraph, opset 17): the pools keep torchvision's rounding up,
     and inputs below the 15×15 minimum are padded in the graph."""
     torch.manual_seed(1)
-    model = create_model("fcn8s", 5, "googlenet").eval()
+    model = awaken(create_model("fcn8s", 5, "googlenet")).eval()   # live maps (support.py)
     with torch.no_grad():
         for score in (model.score_fr, model.score_pool4, model.score_pool3):
             score.weight.normal_(0, 0.05)
     onnx_model = trace_to_onnx(DeployGraph(model), opset=17)
     pools = [n for n in onnx_model.graph.node if n.op_type == "MaxPool"]
     assert len(pools) == 4 + 9  # the stem's four and one per Inception module
-    assert all({a.name: a.i for a in n.attribute}["ceil_mode"] == 1 for n in pools)
+    ceil = [{a.name: a.i for a in n.attribute}.get("ceil_mode", 0) for n in pools]
+    assert sorted(ceil) == [0] * 9 + [1] * 4   # the strided ones round up, as torchvision's
+    # onnx.reference (the fp16 export's check in fp16 arithmetic) sizes every map as PyTorch
+    # does: with ceil_mode on the stride-1 pools it made them two pixels larger.
+    x = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = ReferenceEvaluator(onnx_model).run(None, {"images": x.numpy()})[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()
     infer = ort_infer(onnx_model)
     for x in (torch.randn(2, 3, 31, 47), torch.randn(1, 3, 1, 1), torch.randn(1, 3, 97, 131)):
         with torch.no_grad():
