@@ -91,6 +91,30 @@ def test_fp16_arithmetic_holds_its_bound(regression_artifacts, regression_refere
     _hold(accuracy, "fp16", "fp16 ONNX in fp16 arithmetic (onnx.reference)")
 
 
+# --- the edge backbone ---------------------------------------------------------------------------
+
+EDGE_ARTIFACTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8_tensorrt": "int8"}
+
+
+def test_the_edge_model_segments(edge_regression):
+    ref = edge_regression.reference
+    reference = score(ref.labels, ref.data)
+    print(f"\nMobileNetV3-Large trained in {edge_regression.trained.seconds:.1f} s: validation "
+          f"mean IU {edge_regression.trained.mean_iou:.3f}; on {ref.data.description}: "
+          f"{reference.mean_iou:.3f}")
+    assert edge_regression.trained.mean_iou >= MIN_MEAN_IU
+    assert reference.mean_iou >= MIN_MEAN_IU
+
+
+@pytest.mark.parametrize("artifact", list(EDGE_ARTIFACTS))
+def test_the_edge_models_artifacts_hold_their_bounds(edge_regression, artifact):
+    ref = edge_regression.reference
+    with Segmenter(edge_regression.paths[artifact], "onnxruntime:cpu") as seg:
+        assert seg.meta.precision == EDGE_ARTIFACTS[artifact]
+        accuracy = score(predict_all(seg, ref.data), ref.data, ref.labels)
+    _hold(accuracy, EDGE_ARTIFACTS[artifact], f"mobilenet_v3_large onnxruntime:cpu {artifact}")
+
+
 # --- the check fails when it should -----------------------------------------------------------
 
 def test_swapped_classes_fail_every_bound(regression_artifacts, regression_reference, tmp_path):
