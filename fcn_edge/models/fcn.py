@@ -25,7 +25,7 @@ from ..config import ModelConfig
 from ..errors import InputError
 from .geometry import Affine, LayerGeom, Upsampling, chain, chain_size, geom_of, plan_upsampling
 from .padding import pad_to_minimum
-from .upsample import bilinear_deconv, crop_like, fuse
+from .upsample import bilinear_deconv, crop_like, fuse, grid_upsample
 
 #: Which taps each variant fuses, coarse to fine, with the reference nets' layer names:
 #: (stride, score layer, upsampling layer that brings the coarser scores to this stride).
@@ -53,6 +53,10 @@ class HeadPlan:
     pad_scores: bool = False
     input_margin: int = 0
     min_input: int = 1
+    #: The final upsampling's crop when its cells sit on the output grid (pixel f·i is cell
+    #: i) and its kernel is fixed bilinear: it is then exported as one Resize
+    #: (``upsample.grid_upsample``). None: the deconvolution as it is.
+    grid_crop: int | None = None
 
 
 class FCN(nn.Module):
@@ -107,6 +111,8 @@ class FCN(nn.Module):
             skip = getattr(layers, score_name)(taps[stride])
             score = fuse(getattr(layers, up_name)(self._pad_scores(score)), skip, up.crop)
         upscore = getattr(layers, _FINAL_UPSCORE[self.config.name])
+        if self.plan.grid_crop is not None:
+            return crop_like(grid_upsample(score, upscore, self.plan.grid_crop), x, 0)
         return crop_like(upscore(self._pad_scores(score)), x, self.plan.final.crop)
 
     def head_layer_names(self) -> tuple[str, ...]:
@@ -158,7 +164,9 @@ class FCN(nn.Module):
             raise ValueError("the network's output starts inside the image; it cannot be aligned")
         plan = HeadPlan(tuple(skips), final, pad_scores=pad)
         margin, min_input = _input_padding(plan, geoms)
-        return replace(plan, input_margin=margin, min_input=min_input)
+        grid = pad and not self.config.learnable_upsampling and current.offset == 0
+        return replace(plan, input_margin=margin, min_input=min_input,
+                       grid_crop=final.crop if grid else None)
 
     def _init_scores(self) -> None:
         """Class-scoring layers start at zero, as in the paper (§4.2, "zero-initialized")."""

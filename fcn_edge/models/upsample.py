@@ -7,8 +7,11 @@ as the paper describes for the final layer.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .geometry import Upsampling
@@ -63,3 +66,55 @@ def fuse(upsampled: torch.Tensor, skip: torch.Tensor, crop: int) -> torch.Tensor
     if crop >= 0:
         return crop_like(upsampled, skip, crop) + skip
     return upsampled + crop_like(skip, upsampled, -crop)
+
+
+class _GridUpsample(torch.autograd.Function):
+    """The edge layout's final upsampling when its cells sit on the output's pixel grid (cell
+    ``i`` at pixel ``f·i``): pixel ``q`` is the scores linearly interpolated at cell ``q / f``,
+    clamped to the outer cells. In PyTorch it runs the bilinear deconvolution itself (so the
+    numbers are the model's); in an ONNX export it becomes one ``Resize`` (linear,
+    ``asymmetric`` coordinates: exactly that map), which ONNX Runtime's CPU runs 4.5× faster
+    than the grouped ConvTranspose (1.9 against 8.7 ms for 8 classes at 256×512, where the
+    ConvTranspose was 18 % of FCN-8s MobileNetV3-Large: BENCHMARKS.md) and TensorRT supports."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, deconv_weight: torch.Tensor, factor: int,
+                crop: int) -> torch.Tensor:
+        up = F.conv_transpose2d(_replicate(scores), deconv_weight, stride=factor,
+                                groups=scores.shape[1])
+        return _on_grid(up, scores, factor, crop)
+
+    @staticmethod
+    def symbolic(g, scores, deconv_weight, factor: int, crop: int):
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        scales = g.op("Constant", value_t=torch.tensor([1.0, 1.0, factor, factor]))
+        return g.op("Resize", scores, roi, scales, mode_s="linear",
+                    coordinate_transformation_mode_s="asymmetric")
+
+
+def grid_upsample(scores: torch.Tensor, deconv: nn.ConvTranspose2d, crop: int) -> torch.Tensor:
+    """``deconv`` on ``scores`` replicated by one cell, cropped so that output pixel ``f·i`` is
+    cell ``i``: N×C×(h·f)×(w·f). Exported as a Resize (``_GridUpsample``) only while its
+    kernel is still the bilinear one: weights loaded or edited into it keep the
+    deconvolution, so the exported graph always computes what the model does."""
+    if torch.onnx.is_in_onnx_export() and _is_bilinear(deconv.weight):
+        return _GridUpsample.apply(scores, deconv.weight, deconv.stride[0], crop)
+    return _on_grid(deconv(_replicate(scores)), scores, deconv.stride[0], crop)
+
+
+def _replicate(scores: torch.Tensor) -> torch.Tensor:
+    return F.pad(scores, (1, 1, 1, 1), mode="replicate")
+
+
+def _on_grid(up: torch.Tensor, scores: torch.Tensor, factor: int, crop: int) -> torch.Tensor:
+    h, w = scores.shape[-2] * factor, scores.shape[-1] * factor
+    return up[:, :, crop:crop + h, crop:crop + w]
+
+
+def _is_bilinear(weight: torch.Tensor) -> bool:
+    # Called while the exporter traces: the weights are fixed for this export, so the answer
+    # is one branch of the graph, rightly; the tracer's warnings about it say nothing here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        kernel = torch.from_numpy(bilinear_kernel(int(weight.shape[-1]))).to(weight)
+        return bool(torch.equal(weight, kernel.expand_as(weight)))

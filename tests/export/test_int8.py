@@ -186,6 +186,7 @@ def test_calibration_reader_crops_to_one_shape():
 
 def test_fp32_nodes_are_the_input_path_and_the_head(models):
     names = set(fp32_nodes(onnx.load(models["fp32"])))
+    # (random_score_fcn8s draws the upsampling kernels too: upscore8 stays a ConvTranspose)
     assert {"/score_fr/Conv", "/upscore2/ConvTranspose", "/upscore8/ConvTranspose"} <= names
     assert not any(n.startswith(("/conv1", "/layer")) for n in names)
 

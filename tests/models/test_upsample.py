@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from fcn_edge.models.geometry import Upsampling
-from fcn_edge.models.upsample import bilinear_deconv, bilinear_kernel, crop_like, fuse
+from fcn_edge.models import create_model
+from fcn_edge.models.registry import get_backbone
+from fcn_edge.models.upsample import (bilinear_deconv, bilinear_kernel, crop_like, fuse,
+                                      grid_upsample)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,3 +205,75 @@ def test_fuse_zero_crop_and_channels():
 def test_bilinear_kernel_refuses_non_integer_sizes(size):
     with pytest.raises(ValueError, match="integer"):
         bilinear_kernel(size)
+
+
+# --- the final upsampling on the output grid, exported as one Resize ---------------------------
+
+@pytest.mark.parametrize("backbone, name, grid", [
+    ("resnet18", "fcn8s", True), ("mobilenet_v3_large", "fcn32s", True),
+    ("mobilenet_v3_small", "fcn16s", True),
+    ("googlenet", "fcn8s", False),      # cells at 8·i + 6: not on the output grid
+    ("vgg16", "fcn8s", False)])         # cells between pixels (even kernels)
+def test_the_grid_path_is_the_deconvolution(backbone, name, grid):
+    options = {"fc_channels": 16} if get_backbone(backbone).fc_layers else {}
+    model = create_model(name, num_classes=3, backbone=backbone, **options).eval()
+    assert (model.plan.grid_crop is not None) == grid
+    learnable = create_model(name, num_classes=3, backbone=backbone,
+                             learnable_upsampling=True, **options)
+    assert learnable.plan.grid_crop is None   # a trained kernel is no longer bilinear
+    if not grid:
+        return
+    upscore = getattr(model, model.head_layer_names()[-1])
+    for h, w in [(1, 1), (3, 5), (17, 11)]:
+        scores, image = torch.randn(2, 3, h, w), torch.zeros(2, 3, h * 8 - 3, w * 8 - 5)
+        expected = crop_like(upscore(F.pad(scores, (1, 1, 1, 1), mode="replicate")), image,
+                             model.plan.final.crop)
+        got = crop_like(grid_upsample(scores, upscore, model.plan.grid_crop), image, 0)
+        assert torch.equal(got, expected)
+
+
+def test_the_grid_path_exports_as_one_resize():
+    """``Resize`` (linear, asymmetric: pixel q ← cell q / f, clamped) replaces the final
+    ConvTranspose, and ONNX Runtime's answer equals the deconvolution's."""
+    import onnx
+
+    from fcn_edge.export.graph import DeployGraph
+    from fcn_edge.export.onnx_export import trace_to_onnx
+    from support import ort_infer
+
+    torch.manual_seed(0)
+    model = create_model("fcn32s", num_classes=3, backbone="resnet18").eval()
+    with torch.no_grad():
+        model.score_fr.weight.normal_(0, 0.05)
+    graph = trace_to_onnx(DeployGraph(model), example_size=(64, 64))
+    resize = [n for n in graph.graph.node if n.op_type == "Resize"]
+    assert len(resize) == 1 and not any(n.op_type == "ConvTranspose" for n in graph.graph.node)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in resize[0].attribute}
+    assert attrs["mode"] == b"linear" and attrs["coordinate_transformation_mode"] == b"asymmetric"
+    infer = ort_infer(graph)
+    for h, w in [(1, 1), (33, 65), (97, 131)]:
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(infer(x.numpy()) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_a_final_kernel_that_is_no_longer_bilinear_exports_as_it_is():
+    """Edited (or loaded) upsampling weights keep the ConvTranspose: a Resize would compute
+    bilinear interpolation, not what the model computes."""
+    from fcn_edge.export.graph import DeployGraph
+    from fcn_edge.export.onnx_export import trace_to_onnx
+    from support import ort_infer
+
+    torch.manual_seed(0)
+    model = create_model("fcn32s", num_classes=3, backbone="resnet18").eval()
+    with torch.no_grad():
+        model.score_fr.weight.normal_(0, 0.05)
+        model.upscore.weight.mul_(0.5)
+    graph = trace_to_onnx(DeployGraph(model), example_size=(64, 64))
+    ops = [n.op_type for n in graph.graph.node]
+    assert "ConvTranspose" in ops and "Resize" not in ops
+    x = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(ort_infer(graph)(x.numpy()) - expected).max() <= 1e-5 * np.abs(expected).max()
