@@ -45,7 +45,8 @@ class ModelConfig:
         name: ``fcn32s``, ``fcn16s`` or ``fcn8s`` — the output stride of the finest skip (§4.2).
         num_classes: number of score channels (21 for PASCAL VOC: 20 classes + background).
         backbone: the classifier made fully convolutional (§3.1, §4.1): a registered backbone
-            (``models/registry.py``: vgg16, alexnet, resnet18).
+            (``models/registry.py``: vgg16, alexnet, resnet18, mobilenet_v3_large,
+            mobilenet_v3_small, googlenet).
         layout: ``edge`` (no 100-pixel input padding; cheaper, export-friendly) or ``reference``
             (layer-for-layer the released Caffe FCN-VGG16 nets, VGG16 only): one of
             ``MODEL_LAYOUTS`` that the backbone comes in.

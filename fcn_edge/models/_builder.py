@@ -31,7 +31,8 @@ def create_model(name: str = "fcn8s", num_classes: int = 21, backbone: str = "vg
         name: the variant: output stride of the finest skip (32, 16, 8).
         num_classes: class score channels (21 for PASCAL VOC).
         backbone: a registered backbone (``registry.py``): ``vgg16`` (the paper's best),
-            ``alexnet`` or ``resnet18`` (the edge pick).
+            ``alexnet``, ``googlenet`` (paper Table 1), ``resnet18`` (the edge default) or
+            ``mobilenet_v3_large``/``mobilenet_v3_small`` (real time on a CPU).
         layout: ``edge`` or ``reference`` (VGG16 only; the released Caffe nets).
         weights: a local file: an fcn-edge checkpoint, an FCN state dict (ours or the released
             nets converted to PyTorch), a torchvision classifier (ImageNet initialisation), or a

@@ -8,7 +8,8 @@ execution: ``torch.load(weights_only=True)`` or safetensors. A file is one of:
 * an FCN state dict: ours or the released FCN-VGG16 nets converted to PyTorch (``conv1_1`` …
   ``score_fr``, ``upscore*``);
 * a torchvision ImageNet classifier state dict of a registered backbone (vgg16, alexnet,
-  resnet18; ``registry.py`` holds the keys that recognise each);
+  resnet18, mobilenet_v3_large/small, googlenet; ``registry.py`` holds the keys that
+  recognise each);
 * a published segmentation architecture's state dict (``torchvision_fcn.py``: torchvision's
   fcn_resnet50/101, jetson-inference's fcn_resnet18/34), bare or in the checkpoint dict
   dusty-nv/pytorch-segmentation's ``train.py`` writes (``{"model", "arch", "dataset", …}``).
