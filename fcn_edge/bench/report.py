@@ -16,13 +16,14 @@ COLUMNS = [  # (header, width, BenchRow field or a function of the row)
     ("size", 9, "size"), ("status", 11, "status"), ("MB", 6, "artifact_mb"),
     ("model ms p50/p99", 16, lambda r: _pair(r.model_p50_ms, r.model_p99_ms)),
     ("e2e ms p50/p99", 16, lambda r: _pair(r.e2e_p50_ms, r.e2e_p99_ms)),
-    ("FPS", 7, "fps"), ("GFLOP/s", 7, "gflops_per_s"), ("×torch", 6, "vs_torch"),
+    ("FPS", 7, "fps"), ("GFLOP/s", 7, "gflops_per_s"),
+    ("×torch", 6, lambda r: _ratio(r.vs_torch)),
     ("mIoU", 6, "mean_iou"), ("ΔmIoU", 6, lambda r: _signed(r.delta_miou)),
     ("agree %", 7, lambda r: None if r.agreement is None else f"{r.agreement * 100:.2f}"),
     ("check", 5, "check"),
 ]
 #: With a baseline, after ×torch: the baseline's e2e median over the row's.
-BASELINE_COLUMN = ("×base", 5, "vs_baseline")
+BASELINE_COLUMN = ("×base", 5, lambda r: _ratio(r.vs_baseline))
 
 
 def format_table(report: BenchReport) -> str:
@@ -133,6 +134,11 @@ def _pair(a, b) -> str | None:
 
 def _signed(value) -> str | None:
     return None if value is None else f"{value:+.2f}"
+
+
+def _ratio(value: float | None) -> str | None:
+    """A speed ratio with two decimals, below 1 too (0.59×, not the 0.5900 of a mean IU)."""
+    return None if value is None else f"{value:.2f}"
 
 
 def _cell(value) -> str:

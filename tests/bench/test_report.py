@@ -143,3 +143,11 @@ def test_a_report_that_cannot_be_written_leaves_the_old_files(tmp_path):
     with pytest.raises(TypeError):
         write_report(broken, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_speed_ratios_keep_two_decimals_below_one():
+    """×torch and ×base are ratios: 0.59, not the 0.5900 the mean IU column is given."""
+    row = BenchRow("torch:cpu", "fp32", "plain", "64x96", vs_torch=0.59, vs_baseline=0.5,
+                   mean_iou=0.59)
+    cells = format_table(BenchReport([row])).splitlines()[1].split()
+    assert cells.count("0.59") == 1 and "0.5900" in cells and "0.5000" not in cells
