@@ -33,14 +33,20 @@ def test_one_score_map_per_task_at_the_input_size(two_heads):
     assert isinstance(two_heads, MultiHeadFCN) and two_heads.config.name == "fcn16s"
 
 
-def test_each_head_equals_a_single_task_fcn_with_the_same_trunk_and_head(two_heads):
-    """The geometric head is exactly an FCN-16s with that head's layers on the shared trunk."""
-    single = create_model("fcn16s", num_classes=3, backbone="resnet18").eval()
-    state = {k[len("fcn."):]: v for k, v in two_heads.state_dict().items()
+def _geometric_head_alone(model, name: str, backbone: str):
+    """A single-task FCN with ``model``'s trunk and its geometric head's layers."""
+    single = create_model(name, num_classes=3, backbone=backbone).eval()
+    state = {k[len("fcn."):]: v for k, v in model.state_dict().items()
              if k.startswith("fcn.") and not k.startswith(("fcn.score", "fcn.upscore"))}
-    state.update({k.split(".", 2)[2]: v for k, v in two_heads.state_dict().items()
+    state.update({k.split(".", 2)[2]: v for k, v in model.state_dict().items()
                   if k.startswith("extra_heads.geometric.")})
     single.load_state_dict(state)
+    return single
+
+
+def test_each_head_equals_a_single_task_fcn_with_the_same_trunk_and_head(two_heads):
+    """The geometric head is exactly an FCN-16s with that head's layers on the shared trunk."""
+    single = _geometric_head_alone(two_heads, "fcn16s", "resnet18")
     x = torch.rand(1, 3, 64, 80)
     with torch.no_grad():
         torch.testing.assert_close(two_heads(x)["geometric"], single(x))
@@ -134,12 +140,7 @@ def test_the_edge_backbones_carry_several_heads(backbone):
             if "score" in key:
                 p.normal_(0, 0.05)
     model.eval()
-    single = create_model("fcn8s", num_classes=3, backbone=backbone).eval()
-    state = {k[len("fcn."):]: v for k, v in model.state_dict().items()
-             if k.startswith("fcn.") and not k.startswith(("fcn.score", "fcn.upscore"))}
-    state.update({k.split(".", 2)[2]: v for k, v in model.state_dict().items()
-                  if k.startswith("extra_heads.geometric.")})
-    single.load_state_dict(state)
+    single = _geometric_head_alone(model, "fcn8s", backbone)
     x = torch.rand(1, 3, 45, 61)
     with torch.no_grad():
         out = model(x)
