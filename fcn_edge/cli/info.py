@@ -8,6 +8,7 @@ import json
 from ..errors import BackendUnavailable
 from ..io import check_writable
 from ..config import IMAGE_SIZE, ModelConfig
+from ..models.registry import backbone_names
 from .args import add_bounded, config_from_args
 
 
@@ -71,4 +72,6 @@ def add_demo_parser(sub) -> None:
                    help="output folder (default runs/demo)")
     add_bounded(p, "--minutes", "fcn_edge.demo.state:DemoConfig",
                 help="training budget in minutes (default 4; the other stages add ~2-3)")
+    p.add_argument("--backbone", choices=backbone_names(),
+                   help="the FCN-8s trunk (default resnet18)")
     p.set_defaults(func=cmd_demo)

@@ -1,7 +1,8 @@
 """``fcn-edge demo``: the whole pipeline on the built-in procedural data, in one command.
 
 1. data      — procedural scenes (the working default: no download), sized to the time budget
-2. train     — FCN-8s ResNet18 (paper §4.2) from scratch, AdamW, for ``minutes`` of this machine
+2. train     — FCN-8s ResNet18 or ``--backbone`` (paper §4.2) from scratch, AdamW, for
+                ``minutes`` of this machine
 3. evaluate  — the paper's four metrics and per-class IoU (§5) on held-out scenes
 4. export    — verified ONNX in fp32, fp16 and int8 (+ raw-IO/argmax for the bench)
 5. bench     — every backend here × precision against the PyTorch fp32 reference

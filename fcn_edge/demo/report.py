@@ -27,7 +27,8 @@ def write_demo_report(config: DemoConfig, state: DemoState) -> Path:
     plot_curves(out / "training_curve.png", state.history)
     _samples(out / "samples.png", model, row.backend, config)
     lines = [f"# fcn-edge demo — {date.today().isoformat()}", "",
-             f"FCN-8s ResNet18 (paper §4.2) trained from scratch on procedural scenes for "
+             f"FCN-8s {config.backbone} (paper §4.2) trained from scratch on procedural "
+             f"scenes for "
              f"{config.minutes:g} minutes on {_machine(state.bench)} "
              f"({state.num_images} scenes of {config.image_size[0]}×{config.image_size[1]}, "
              f"{config.epochs} epochs); fcn-edge {__version__}.", ""]

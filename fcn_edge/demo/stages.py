@@ -17,7 +17,9 @@ from .state import DemoConfig, DemoState
 if TYPE_CHECKING:  # annotations only: the bench modules load when their stage runs
     from ..bench.runner import BenchReport, BenchRow
 
-MODEL = ModelConfig(name="fcn8s", backbone="resnet18", num_classes=8)
+def model_config(config: DemoConfig) -> ModelConfig:
+    """The demo's model: FCN-8s on ``--backbone`` (ResNet18 by default), the 8 scene classes."""
+    return ModelConfig(name="fcn8s", backbone=config.backbone, num_classes=8)
 
 
 def data(config: DemoConfig, state: DemoState, log: Log) -> None:
@@ -41,7 +43,7 @@ def data(config: DemoConfig, state: DemoState, log: Log) -> None:
 def train(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..train import train as train_model
 
-    cfg = TrainConfig(model=MODEL, num_images=state.num_images, val_images=config.val_images,
+    cfg = TrainConfig(model=model_config(config), num_images=state.num_images, val_images=config.val_images,
                       image_size=config.image_size, epochs=config.epochs,
                       batch_size=config.batch_size, optimizer="adamw", schedule="poly",
                       out_dir=str(state.out / "train"), seed=config.seed)
@@ -128,11 +130,12 @@ def train_rate(config: DemoConfig, steps: int = 3) -> float:
 
     from ..models import create_model
 
-    model = create_model(MODEL.name, num_classes=MODEL.num_classes, backbone=MODEL.backbone)
+    spec = model_config(config)
+    model = create_model(spec.name, num_classes=spec.num_classes, backbone=spec.backbone)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(config.batch_size, 3, *config.image_size)
-    y = torch.randint(0, MODEL.num_classes, (config.batch_size, *config.image_size))
+    y = torch.randint(0, spec.num_classes, (config.batch_size, *config.image_size))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

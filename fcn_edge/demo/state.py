@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import InputError
+from ..models.registry import backbone_names
 from ..runtime.bounds import Bound, Rule, check_bounds
 
 if TYPE_CHECKING:  # annotations only: these modules load when the stages that use them run
@@ -20,10 +21,11 @@ if TYPE_CHECKING:  # annotations only: these modules load when the stages that u
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What ``fcn-edge demo`` does; ``out_dir`` and ``minutes`` are its CLI flags."""
+    """What ``fcn-edge demo`` does; ``out_dir``, ``minutes`` and ``backbone`` are its CLI flags."""
 
     out_dir: str = "runs/demo"
     minutes: float = 4.0                       # training budget; the rest takes ~2–3 minutes
+    backbone: str = "resnet18"                 # FCN-8s on this registered trunk
     image_size: tuple[int, int] = (128, 128)   # training scenes
     epochs: int = 8
     batch_size: int = 8
@@ -44,6 +46,9 @@ class DemoConfig:
 
     def check(self) -> None:
         check_bounds(self, self.BOUNDS, flags=True)
+        if self.backbone not in backbone_names():
+            raise InputError(f"--backbone {self.backbone!r} is not a backbone; choose one of "
+                             f"{', '.join(backbone_names())}")
         if self.epochs < 1 or self.batch_size < 1 or self.video_frames < 1:
             raise InputError("epochs, batch_size and video_frames must be at least 1")
 

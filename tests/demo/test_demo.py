@@ -124,3 +124,18 @@ def test_the_state_the_stages_share_is_typed_fields():
     state = DemoState(Path("out"))
     with pytest.raises(AttributeError):  # a misspelt name fails where it is written
         state.chekpoint = Path("best.pt")
+
+
+def test_the_demo_takes_any_registered_backbone(tmp_path):
+    """``--backbone``: the same pipeline on an edge trunk, named in the report; a name that
+    is not registered is refused before any work, in one line."""
+    out = tmp_path / "mnv3"
+    result = run_demo(DemoConfig(out_dir=str(out), backbone="mobilenet_v3_small", **TINY),
+                      log=lambda line: None)
+    report = result.report.read_text(encoding="utf-8")
+    assert "FCN-8s mobilenet_v3_small" in report
+    config = json.loads((out / "train" / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["backbone"] == "mobilenet_v3_small"
+    with pytest.raises(InputError, match="--backbone 'resnet19' is not a backbone"):
+        run_demo(DemoConfig(out_dir=str(tmp_path / "x"), backbone="resnet19"))
+    assert not (tmp_path / "x").exists()
