@@ -1,7 +1,8 @@
 """Train FCN-32s, 16s and 8s on the procedural scenes with the same CPU budget; report each.
 
     python benchmarks/bench_train.py [--backbone resnet18 | --backbones resnet18,googlenet,…]
-                                     [--variants fcn32s,fcn16s,fcn8s] [--epochs 6] [--num-images 600]
+                                     [--variants fcn32s,fcn16s,fcn8s] [--epochs 6]
+                                     [--num-images 600]
                                      [--image-size 128x128] [--optimizer sgd|adamw]
                                      [--difficulty standard|hard] [--out runs/bench_train]
 

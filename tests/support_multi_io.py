@@ -23,8 +23,8 @@ SIZE = 48  # frames and the export's parity size: small, so every test stays fas
 def make_multi_checkpoint(path: Path, *, inputs=(("rgb", 3), ("depth", 1)), heads=TWO_HEADS,
                           fusion: str = "early", name: str = "fcn16s", seed: int = 0,
                           backbone: str = "resnet18") -> Path:
-    """A ResNet18 (or ``backbone``) FCN (16s by default, as the paper's SIFT Flow net; 32s labels barely vary
-    at 48 px) taking ``inputs`` with ``heads`` (or 8 classes when ``heads`` is empty), random
+    """A ResNet18 (or ``backbone``) FCN (16s by default, as the paper's SIFT Flow net; 32s labels
+    barely vary at 48 px) taking ``inputs`` with ``heads`` (or 8 classes when ``heads`` is empty), random
     weights, score layers drawn from N(0, 0.05²) so labels vary over the image (the upsampling
     stays bilinear, so they vary smoothly, as a trained net's do); its meta names every task's
     classes and colours as training writes them."""

@@ -43,8 +43,9 @@ def data(config: DemoConfig, state: DemoState, log: Log) -> None:
 def train(config: DemoConfig, state: DemoState, log: Log) -> None:
     from ..train import train as train_model
 
-    cfg = TrainConfig(model=model_config(config), num_images=state.num_images, val_images=config.val_images,
-                      image_size=config.image_size, epochs=config.epochs,
+    cfg = TrainConfig(model=model_config(config), num_images=state.num_images,
+                      val_images=config.val_images, image_size=config.image_size,
+                      epochs=config.epochs,
                       batch_size=config.batch_size, optimizer="adamw", schedule="poly",
                       out_dir=str(state.out / "train"), seed=config.seed)
     result = train_model(cfg, progress=True)
