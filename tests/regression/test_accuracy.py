@@ -99,9 +99,9 @@ EDGE_ARTIFACTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int8_tensorrt
 def test_the_edge_model_segments(edge_regression):
     ref = edge_regression.reference
     reference = score(ref.labels, ref.data)
-    print(f"\nMobileNetV3-Large trained in {edge_regression.trained.seconds:.1f} s: validation "
-          f"mean IU {edge_regression.trained.mean_iou:.3f}; on {ref.data.description}: "
-          f"{reference.mean_iou:.3f}")
+    print(f"\n{edge_regression.backbone} trained in {edge_regression.trained.seconds:.1f} s: "
+          f"validation mean IU {edge_regression.trained.mean_iou:.3f}; on "
+          f"{ref.data.description}: {reference.mean_iou:.3f}")
     assert edge_regression.trained.mean_iou >= MIN_MEAN_IU
     assert reference.mean_iou >= MIN_MEAN_IU
 
@@ -112,7 +112,8 @@ def test_the_edge_models_artifacts_hold_their_bounds(edge_regression, artifact):
     with Segmenter(edge_regression.paths[artifact], "onnxruntime:cpu") as seg:
         assert seg.meta.precision == EDGE_ARTIFACTS[artifact]
         accuracy = score(predict_all(seg, ref.data), ref.data, ref.labels)
-    _hold(accuracy, EDGE_ARTIFACTS[artifact], f"mobilenet_v3_large onnxruntime:cpu {artifact}")
+    _hold(accuracy, EDGE_ARTIFACTS[artifact],
+          f"{edge_regression.backbone} onnxruntime:cpu {artifact}")
 
 
 # --- the check fails when it should -----------------------------------------------------------
