@@ -96,9 +96,18 @@ def start_cli(args: Sequence[str], *, cwd: Path | None = None,
     """``fcn-edge ARGS`` started in a real child process (send it signals, then ``communicate``,
     or watch its output with ``ChildOutput``). Its output is unbuffered, as on a terminal, so a
     progress line is there to see when it is printed. ``new_group``: the child leads its own
-    process group, for signals sent to the whole group (``os.killpg``) as systemd does."""
+    process group, for signals sent to the whole group (``os.killpg``) as systemd does.
+
+    SIGINT starts at its default in the child, as in a terminal's foreground job: a test run
+    launched in the background (``cmd &`` in a script, as CI jobs often are) inherits SIGINT
+    ignored, and Python then keeps it ignored, so a Ctrl-C test saw the run finish (exit 0)."""
+    def start() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec_fn is not None:
+            preexec_fn()
+
     return subprocess.Popen(cli_command(args), cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=start,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             start_new_session=new_group)
 
