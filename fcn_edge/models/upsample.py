@@ -73,9 +73,9 @@ class _GridUpsample(torch.autograd.Function):
     ``i`` at pixel ``f·i``): pixel ``q`` is the scores linearly interpolated at cell ``q / f``,
     clamped to the outer cells. In PyTorch it runs the bilinear deconvolution itself (so the
     numbers are the model's); in an ONNX export it becomes one ``Resize`` (linear,
-    ``asymmetric`` coordinates: exactly that map), which ONNX Runtime's CPU runs 4.5× faster
-    than the grouped ConvTranspose (1.9 against 8.7 ms for 8 classes at 256×512, where the
-    ConvTranspose was 18 % of FCN-8s MobileNetV3-Large: BENCHMARKS.md) and TensorRT supports."""
+    ``asymmetric`` coordinates: exactly that map), which TensorRT supports and ONNX Runtime's
+    CPU runs in 0.95 ms where the grouped ConvTranspose took 7.1 ms (18 % of FCN-8s
+    MobileNetV3-Large at 256×512; `fcn-edge bench --profile`, BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, deconv_weight: torch.Tensor, factor: int,
