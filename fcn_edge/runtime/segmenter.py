@@ -72,6 +72,7 @@ from .backends.base import check_threads
 from .heads import Head, Labels, find_head, heads_of, pick, result_of, tasks_of
 from .metadata import ArtifactMeta, Shapes, parse_shapes
 from .modalities import check_extras, encode_batch, gather_extras, resize_extra
+from .palette import draw_legend
 from .processing import (as_frame, colorize, fit_size, group_by_size, labels_from_logits,
                          overlay, resize_frame, resize_labels, rgb_input)
 
@@ -189,16 +190,20 @@ class Segmenter:
         return colorize(pick(labels, head), head.palette, self.color)
 
     def overlay(self, frame: Any, labels: Labels, alpha: float = 0.5,
-                task: str | None = None) -> np.ndarray:
+                task: str | None = None, legend: bool = False) -> np.ndarray:
         """``frame`` blended with its colorized ``labels`` (``alpha`` of the colours); for a
-        multi-head artifact, ``task``'s labels in its palette (default: the first head)."""
+        multi-head artifact, ``task``'s labels in its palette (default: the first head).
+        ``legend``: that head's classes in a corner (:func:`~.palette.draw_legend`; beyond
+        12 classes, only those in ``labels``)."""
         view = as_frame(frame)
         head = find_head(self._heads, task, self._name())
         labels = np.asarray(pick(labels, head))
         if labels.shape != view.shape[:2]:
             raise InputError(f"labels of shape {labels.shape} do not match a frame of "
                              f"{view.shape[0]}×{view.shape[1]}")
-        return overlay(view, colorize(labels, head.palette, self.color), alpha)
+        shown = overlay(view, colorize(labels, head.palette, self.color), alpha)
+        return draw_legend(shown, head.classes, head.palette, present=labels, color=self.color,
+                           inplace=True) if legend else shown
 
     @property
     def classes(self) -> tuple[str, ...]:
