@@ -138,6 +138,8 @@ class _Pipeline:
         self.stats = RunStats(source=source.description, backend=segmenter.backend.name,
                               live=source.live)
         self.started = time.perf_counter()
+        for sink in self.sinks:  # sinks that show live figures (the live view) get the run's
+            getattr(sink, "bind", lambda stats, times: None)(self.stats, self.times)
 
     def halt(self) -> None:
         """Stop every stage (thread-safe): the reader also leaves a reconnection wait."""

@@ -24,6 +24,7 @@ from .bounds import Bound, Rule, Threads, check_bounds
 from .modalities import MODALITIES, file_reader
 from .paired import with_extras
 from .pipeline import RunStats, run_pipeline
+from .serve import check_address, serve_sink
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
 from .source_spec import MAX_CAMERA_INDEX, check_camera, parse_source
@@ -60,6 +61,7 @@ class RunConfig:
     #: (modality, folder) pairs: each frame's other inputs, e.g. (("depth", "depth/"),) for an
     #: RGB-D artifact (--depth DIR, --hha DIR, --input NAME=DIR); see ``input_folders``.
     inputs: tuple[tuple[str, str], ...] = ()
+    serve: str | None = None            # [HOST:]PORT of a live view in a browser (--serve)
 
     #: Each numeric field's range, checked by ``check`` and read by the flag of the same name.
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
@@ -113,6 +115,8 @@ class RunConfig:
             check_writable(self.save_masks, "--save-masks", folder=True)
         if self.stats:
             check_writable(self.stats, "--stats")
+        if self.serve is not None:  # a port in use is one line now, not after the model loads
+            check_address(self.serve)
 
 
 def output_kind(output: str) -> str:
@@ -242,6 +246,8 @@ def _make_sinks(config: RunConfig, source: Source, segmenter: Any, log: Log) -> 
         sinks.append(MaskDirSink(config.save_masks, segmenter.meta.palette, log=log))
     if config.show:
         sinks.append(WindowSink(f"fcn-edge: {source.description}", log=log))
+    if config.serve is not None:
+        sinks.append(serve_sink(config.serve, segmenter, config.head, source.description, log))
     return sinks
 
 
