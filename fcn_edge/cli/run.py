@@ -21,11 +21,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.modalities import extra_modalities
     from ..runtime.run import RunConfig, input_folders, run
 
+    specs = args.source or []  # one SOURCE: ``source``; several: ``sources``, batched
+    args.source = specs[0] if len(specs) == 1 else None
     _zoo_name_as_model(args)
     resolve_model(args)
     model = args.model or _latest_artifact(Path("runs"))
     flags = {m.name: getattr(args, f"input_{m.name}", None) for m in extra_modalities()}
     config = config_from_args(RunConfig, args, model=model,
+                              sources=tuple(specs) if len(specs) > 1 else (),
                               inputs=input_folders(args.input, flags))
     # Ctrl-C or SIGTERM before the pipeline started (model load, first connection) reaches
     # main(), which reports it in one line; once started, the pipeline finishes the outputs.
@@ -102,8 +105,10 @@ def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="segment a camera, video, images or a stream",
                        description="Run an exported model over a source; overlays, masks and "
                                    "statistics out. Ctrl-C ends cleanly.")
-    p.add_argument("source", nargs="?", help="video file, image, folder, glob (quoted), "
-                                             "rtsp:// or http(s):// URL, or a camera index")
+    p.add_argument("source", nargs="*", metavar="SOURCE",
+                   help="video file, image, folder, glob (quoted), rtsp:// or http(s):// URL, "
+                        "or a camera index; several SOURCEs run through the model in shared "
+                        "batches, each into its own outputs")
     add_bounded(p, "--camera", _RUN, help="camera index, instead of SOURCE")
     add_model_argument(p, "--model", needs=ANY,
                        help="an artifact of fcn-edge export (.onnx, .engine), a checkpoint, or "
@@ -124,6 +129,11 @@ def _add_run_parser(sub) -> None:
                    help="latest-frame policy (default: on for cameras and URLs)")
     add_bounded(p, "--threads", _RUN, help="CPU inference threads")
     add_bounded(p, "--queue-size", _RUN)
+    add_bounded(p, "--max-batch", _RUN,
+                help="several SOURCEs: at most N frames per model call (default: one per source)")
+    add_bounded(p, "--batch-timeout", _RUN, metavar="MS",
+                help="several SOURCEs: milliseconds a batch waits for the sources that have no "
+                     "frame ready (default 10)")
     add_bounded(p, "--reconnect-timeout", _RUN,
                 help="seconds to keep reopening a dropped live source")
     add_bounded(p, "--progress-every", _RUN,

@@ -62,11 +62,11 @@ class _LatestSlot:
             self._closed = True
             self._cond.notify()
 
-    def get(self) -> Any:
-        """The frame, ``_END`` once closed and empty, or None after a short wait."""
+    def get(self, timeout: float = _POLL) -> Any:
+        """The frame, ``_END`` once closed and empty, or None after waiting ``timeout``."""
         with self._cond:
             if self._item is None and not self._closed:
-                self._cond.wait(_POLL)
+                self._cond.wait(timeout)
             if self._item is not None:
                 item, self._item = self._item, None
                 return item
@@ -92,9 +92,9 @@ class _Channel:
     def close(self, stop: threading.Event) -> None:
         self.put(_END, stop)
 
-    def get(self) -> Any:
+    def get(self, timeout: float = _POLL) -> Any:
         try:
-            return self._queue.get(timeout=_POLL)
+            return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
 
@@ -108,10 +108,16 @@ def _segment_timed(segmenter: Any, image: np.ndarray,
     The split is exact: the backend notes when each of its calls starts and ends
     (:meth:`~fcn_edge.runtime.backends.base.BackendBase.take_call_times`), in this thread.
     """
-    backend = segmenter.backend
+    return _timed(segmenter.backend,
+                  lambda: segmenter(image, **extras) if extras else segmenter(image))
+
+
+def _timed(backend: Any, call: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """``call()``'s result and its seconds in preprocess, infer and postprocess, from the
+    times ``backend`` noted for the calls ``call`` made to it (one frame or one batch)."""
     backend.take_call_times()  # start counting at this call
     started = time.perf_counter()
-    labels = segmenter(image, **extras) if extras else segmenter(image)
+    labels = call()
     ended = time.perf_counter()
     calls = backend.take_call_times()
     return labels, {"preprocess": calls.first_start - started, "infer": calls.seconds,
@@ -123,7 +129,7 @@ class _Pipeline:
 
     def __init__(self, source: Source, segmenter: Any, sinks: Sequence[Sink], alpha: float,
                  max_frames: int | None, queue_size: int, stop: threading.Event,
-                 task: str | None = None) -> None:
+                 task: str | None = None, times: StageTimes | None = None) -> None:
         self.source, self.segmenter, self.sinks = source, segmenter, list(sinks)
         self.alpha, self.max_frames = float(alpha), max_frames
         self.overlay_options = {"task": task} if task is not None else {}
@@ -134,7 +140,7 @@ class _Pipeline:
                                                  else _Channel(queue_size))
         self.results_q = _Channel(queue_size)
         self.errors: list[BaseException] = []
-        self.times = StageTimes()
+        self.times = times if times is not None else StageTimes()
         self.stats = RunStats(source=source.description, backend=segmenter.backend.name,
                               live=source.live)
         self.started = time.perf_counter()
@@ -153,18 +159,7 @@ class _Pipeline:
         in ``join`` makes Python 3.11 mark a still-running thread as stopped (CPython
         gh-90882), and the sinks would then be used after the caller thinks they are closed.
         """
-        def run() -> None:
-            try:
-                stage()
-            except StopRequested:
-                self.stats.interrupted = True
-                self.halt()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller after shutdown
-                self.errors.append(exc)
-                self.halt()
-            finally:
-                done.set()
-        return run
+        return _guard(stage, done, self.stats, self.errors, self.halt)
 
     def capture(self) -> None:
         """Read frames into the first queue (files: every one; live: the latest)."""
@@ -244,6 +239,24 @@ class _Pipeline:
         self.stats.frames += 1
 
 
+def _guard(stage: Callable[[], None], done: threading.Event, stats: RunStats,
+           errors: list[BaseException], halt: Callable[[], None]) -> Callable[[], None]:
+    """``stage`` run so that a StopRequested ends the run as interrupted, any other error is
+    kept in ``errors``, either calls ``halt``, and ``done`` is set at the end."""
+    def run() -> None:
+        try:
+            stage()
+        except StopRequested:
+            stats.interrupted = True
+            halt()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller after shutdown
+            errors.append(exc)
+            halt()
+        finally:
+            done.set()
+    return run
+
+
 def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha: float = 0.5,
                  max_frames: int | None = None, queue_size: int = 4,
                  on_progress: Callable[[RunStats], None] | None = None,
@@ -312,16 +325,24 @@ def _wait(run: _Pipeline, written: threading.Event,
 def _shutdown(run: _Pipeline, done: list[threading.Event],
               threads: list[threading.Thread]) -> None:
     """Let the stages finish (they stop at their next queue poll) and fill in the figures."""
+    _join(done, threads, run.halt, run.stats)
+    _fill_in(run)
+
+
+def _join(done: list[threading.Event], threads: list[threading.Thread],
+          halt: Callable[[], None], stats: RunStats) -> None:
+    """Wait (bounded) for every stage, the last ones (the writers) first; ``halt`` them if
+    they were still running; a Ctrl-C meanwhile marks ``stats`` interrupted."""
     deadline = time.monotonic() + _SHUTDOWN_TIMEOUT
     if not all(event.is_set() for event in done):
-        run.halt()
+        halt()
     for event in reversed(done):  # the writer first: it finishes the output files
         while not event.is_set() and time.monotonic() < deadline:
             try:
                 event.wait(max(0.0, deadline - time.monotonic()))
             except KeyboardInterrupt:  # Ctrl-C while finishing: finish anyway (bounded wait)
-                run.stats.interrupted = True
-                run.halt()
+                stats.interrupted = True
+                halt()
     if not all(event.is_set() for event in done):  # daemon threads: cannot block exit
         _logger.warning("a stage is still busy %g s after the stop", _SHUTDOWN_TIMEOUT)
     else:
@@ -329,7 +350,11 @@ def _shutdown(run: _Pipeline, done: list[threading.Event],
             for thread in threads:  # each is past its last statement: this takes no time
                 thread.join(1.0)
         except KeyboardInterrupt:
-            run.stats.interrupted = True
+            stats.interrupted = True
+
+
+def _fill_in(run: _Pipeline) -> None:
+    """The run's figures from its stage times and its source, once its stages ended."""
     run.stats.latency_ms = run.times.summary()
     run.stats.rss_end_mb = rss_mb()
     run.stats.rss_peak_mb = max(run.stats.rss_peak_mb, run.stats.rss_end_mb)

@@ -28,6 +28,7 @@ from .serve import check_address, serve_sink
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
 from .source_spec import MAX_CAMERA_INDEX, check_camera, parse_source
+from .shapes import MAX_BATCH
 from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
 
 __all__ = ["RunConfig", "input_folders", "output_kind", "run", "MAX_QUEUE_SIZE"]
@@ -61,13 +62,20 @@ class RunConfig:
     #: (modality, folder) pairs: each frame's other inputs, e.g. (("depth", "depth/"),) for an
     #: RGB-D artifact (--depth DIR, --hha DIR, --input NAME=DIR); see ``input_folders``.
     inputs: tuple[tuple[str, str], ...] = ()
+    #: Several sources instead of ``source`` (``fcn-edge run SRC1 SRC2 …``): their frames run
+    #: in shared batches, each source into its own outputs (``runtime/multi_run.py``).
+    sources: tuple[str, ...] = ()
+    max_batch: int | None = None        # several sources: frames per batch (None: one each)
+    batch_timeout: float = 10.0         # several sources: ms a batch waits for late sources
     serve: str | None = None            # [HOST:]PORT of a live view in a browser (--serve)
 
     #: Each numeric field's range, checked by ``check`` and read by the flag of the same name.
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
         "camera": Bound(0, MAX_CAMERA_INDEX), "alpha": Bound(0.0, 1.0, integer=False),
         "max_frames": Bound(1, 10**12), "threads": Threads(),
-        "queue_size": Bound(1, MAX_QUEUE_SIZE),
+        "queue_size": Bound(1, MAX_QUEUE_SIZE), "max_batch": Bound(1, MAX_BATCH),
+        "batch_timeout": Bound(0.0, 60_000.0, integer=False,
+                               zero="each batch takes the frames ready at once"),
         "reconnect_timeout": Bound(0.0, 86_400.0, integer=False),
         "progress_every": Bound(0.0, 86_400.0, integer=False, zero="no progress lines")}
 
@@ -79,15 +87,19 @@ class RunConfig:
     def check(self) -> None:
         """Refuse contradictory or out-of-range settings, a source OpenCV would crash or hang
         on, and outputs that cannot be written — before anything is opened or loaded."""
-        if (self.source is None) == (self.camera is None):
-            raise InputError("give exactly one of SOURCE or --camera N")
+        if sum((self.source is not None, bool(self.sources), self.camera is not None)) != 1:
+            raise InputError("give exactly one of SOURCE or --camera N (or several SOURCEs)")
         if self.camera is not None:
             check_camera(self.camera)
-        else:
-            parse_source(self.source)
+        for spec in self.sources or ((self.source,) if self.camera is None else ()):
+            parse_source(spec)
         self._check_inputs()
         self._check_numbers()
-        self._check_outputs()
+        if self.sources:  # per-source outputs
+            from .multi_run import check_several
+            check_several(self)
+        else:
+            self._check_outputs()
 
     def _check_inputs(self) -> None:
         names = [modality for modality, _ in self.inputs]
@@ -159,6 +171,9 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
     bad inputs, unreadable models and missing engines.
     """
     config.check()
+    if config.sources:  # several sources batched through the model: runtime/multi_run.py
+        from .multi_run import run_several
+        return run_several(config, log, stop)
     spec: int | str = config.camera if config.camera is not None else str(config.source)
     source = open_source(spec, live=config.live, reconnect_timeout=config.reconnect_timeout,
                          log=log)
@@ -279,6 +294,7 @@ def _report(config: RunConfig, stats: RunStats, sinks: list[Sink], log: Log) -> 
     if config.stats:
         settings = asdict(config)
         settings["source"] = redact(config.source) if config.source else None
+        settings["sources"] = [redact(spec) for spec in config.sources]
         data = {"fcn_edge_run": stats.to_dict(), "config": settings}
         with atomic_path(config.stats) as tmp:
             tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -58,6 +58,9 @@ class Frame:
     #: The frame's other input modalities by name (``depth``: H×W, paper §5 RGB-D), as the
     #: Segmenter takes them; None for plain RGB frames. See ``runtime/depth.py``.
     extras: Optional[Mapping[str, np.ndarray]] = None
+    #: Which source it came from, when a run reads several (``runtime/multi.py``): the
+    #: source's position among them; 0 for a run of one.
+    source: int = 0
 
 
 class Source:
