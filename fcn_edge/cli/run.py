@@ -119,6 +119,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--output", help="video (.mp4, .avi), image, or folder of overlays")
     p.add_argument("--save-masks", help="folder for palette PNG label maps")
     p.add_argument("--show", action="store_true", help="show a window (when a display exists)")
+    p.add_argument("--legend", action="store_true",
+                   help="draw a class legend (colour and name) on the overlays; with more "
+                        "than 12 classes, only the classes in each frame")
     p.add_argument("--serve", metavar="[HOST:]PORT",
                    help="serve a live view (overlay, legend, figures) to browsers at "
                         "http://HOST:PORT/ (HOST default 127.0.0.1; PORT 0: any free port)")

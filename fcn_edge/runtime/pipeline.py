@@ -129,10 +129,13 @@ class _Pipeline:
 
     def __init__(self, source: Source, segmenter: Any, sinks: Sequence[Sink], alpha: float,
                  max_frames: int | None, queue_size: int, stop: threading.Event,
-                 task: str | None = None, times: StageTimes | None = None) -> None:
+                 task: str | None = None, times: StageTimes | None = None,
+                 legend: bool = False) -> None:
         self.source, self.segmenter, self.sinks = source, segmenter, list(sinks)
         self.alpha, self.max_frames = float(alpha), max_frames
-        self.overlay_options = {"task": task} if task is not None else {}
+        self.overlay_options: dict[str, Any] = {"task": task} if task is not None else {}
+        if legend:  # only when asked: a Segmenter stand-in need not take the keyword
+            self.overlay_options["legend"] = True
         self.need_overlay = any(getattr(s, "needs_overlay", True) for s in self.sinks)
         self.stop = stop
         self.enough = threading.Event()      # max_frames reached: stop reading, drain the rest
@@ -261,7 +264,8 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
                  max_frames: int | None = None, queue_size: int = 4,
                  on_progress: Callable[[RunStats], None] | None = None,
                  progress_every: float = 1.0,
-                 stop: threading.Event | None = None, task: str | None = None) -> RunStats:
+                 stop: threading.Event | None = None, task: str | None = None,
+                 legend: bool = False) -> RunStats:
     """Segment every frame of ``source`` (the latest ones, for live sources) into ``sinks``.
 
     Args:
@@ -278,6 +282,8 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
         stop: set it from any thread to end the run as Ctrl-C does.
         task: the head the overlays show, for a multi-head artifact (paper §5; None: the
             first). Sinks get every head's labels (``Result.labels`` is then a dict).
+        legend: draw the class legend on the overlays (``Segmenter.overlay``'s
+            ``legend``: the shown head's classes; beyond 12, those in the frame).
 
     Returns:
         The run's :class:`RunStats`; ``interrupted`` is True after Ctrl-C or ``stop``.
@@ -288,7 +294,7 @@ def run_pipeline(source: Source, segmenter: Any, sinks: Sequence[Sink], *, alpha
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be ≥ 1 or None, got {max_frames}")
     run = _Pipeline(source, segmenter, sinks, alpha, max_frames, queue_size,
-                    stop or threading.Event(), task)
+                    stop or threading.Event(), task, legend=legend)
     run.stats.rss_start_mb = run.stats.rss_peak_mb = rss_mb()
     done = [threading.Event() for _ in range(3)]
     threads = [threading.Thread(target=run.guarded(fn, event), name=f"fcn-edge-{fn.__name__}",

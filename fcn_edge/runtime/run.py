@@ -62,6 +62,7 @@ class RunConfig:
     #: (modality, folder) pairs: each frame's other inputs, e.g. (("depth", "depth/"),) for an
     #: RGB-D artifact (--depth DIR, --hha DIR, --input NAME=DIR); see ``input_folders``.
     inputs: tuple[tuple[str, str], ...] = ()
+    legend: bool = False                # a class legend on the overlays (--legend)
     #: Several sources instead of ``source`` (``fcn-edge run SRC1 SRC2 …``): their frames run
     #: in shared batches, each source into its own outputs (``runtime/multi_run.py``).
     sources: tuple[str, ...] = ()
@@ -195,7 +196,8 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
         stats = run_pipeline(source, segmenter, sinks, alpha=config.alpha,
                              max_frames=config.max_frames, queue_size=config.queue_size,
                              on_progress=_progress(log) if config.progress_every > 0 else None,
-                             progress_every=config.progress_every or 1.0, stop=stop, task=task)
+                             progress_every=config.progress_every or 1.0, stop=stop, task=task,
+                             legend=config.legend)
     finally:
         # The pipeline's reader releases the source itself, in its own thread; here it is
         # only closed when the pipeline never started.

@@ -268,3 +268,83 @@ def test_a_multi_head_overlay_lists_the_shown_heads_classes(tmp_path_factory, sc
     assert not any(colours_in(region, coloured))
     top, left, bottom, right = changed_box(first, semantic)
     assert all(colours_in(semantic[top:bottom, left:right], coloured))
+
+
+# --- through the pipeline and `fcn-edge run --legend` -----------------------------------------
+
+class Keeper:
+    """A sink that keeps every overlay it is given."""
+
+    needs_overlay = True
+
+    def __init__(self) -> None:
+        self.overlays: list[np.ndarray] = []
+
+    def write(self, result) -> None:
+        self.overlays.append(result.overlay)
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_pipeline_draws_the_legend_on_every_overlay(segmenter, scene, tmp_path):
+    from fcn_edge.runtime.pipeline import run_pipeline
+    from fcn_edge.runtime.sources import open_source
+
+    from support import read_video, write_video
+
+    video = write_video(tmp_path / "in.mp4", [scene(240, 320, seed=s) for s in range(3)])
+    frames = read_video(video)  # as decoded: what the pipeline segments
+    shown, plain = Keeper(), Keeper()
+    run_pipeline(open_source(str(video)), segmenter, [shown], alpha=0.6, legend=True)
+    run_pipeline(open_source(str(video)), segmenter, [plain], alpha=0.6)
+    assert len(shown.overlays) == len(frames) == 3
+    for frame, with_legend, without in zip(frames, shown.overlays, plain.overlays):
+        labels = segmenter(frame)
+        assert np.array_equal(with_legend, segmenter.overlay(frame, labels, 0.6, legend=True))
+        assert np.array_equal(without, segmenter.overlay(frame, labels, 0.6))
+
+
+def _run(*args) -> int:
+    from fcn_edge.cli import main
+
+    return main(["run", *map(str, args), "--progress-every", "0"])
+
+
+def test_fcn_edge_run_legend_writes_overlay_images_and_videos_with_the_legend(
+        onnx_artifact, segmenter, scene, tmp_path):
+    from support import read_video, write_video
+
+    model, frame = onnx_artifact("rawio_argmax"), scene(240, 320, seed=5)
+    assert cv2.imwrite(str(tmp_path / "in.png"), frame)
+    assert _run(tmp_path / "in.png", "--model", model, "--legend", "--output",
+                tmp_path / "out.png") == 0
+    expected = segmenter.overlay(frame, segmenter(frame), legend=True)
+    assert np.array_equal(cv2.imread(str(tmp_path / "out.png")), expected)
+
+    video = write_video(tmp_path / "in.mp4", [scene(240, 320, seed=s) for s in range(4)])
+    for name, flags in (("legend.avi", ["--legend"]), ("plain.avi", [])):
+        assert _run(video, "--model", model, "--output", tmp_path / name, *flags) == 0
+    shown, plain = read_video(tmp_path / "legend.avi"), read_video(tmp_path / "plain.avi")
+    assert len(shown) == len(plain) == 4
+    top, left, bottom, right = changed_box(segmenter.overlay(frame, segmenter(frame)), expected)
+    for a, b in zip(shown, plain):
+        difference = np.abs(a.astype(np.int16) - b).max(axis=-1)
+        assert difference[top:bottom, left:right].mean() > 20  # the legend, in every frame
+        assert difference[:, :left - 16].mean() < 1 and difference[bottom + 16:].mean() < 1
+
+
+def test_fcn_edge_run_legend_on_a_multi_head_model_lists_the_shown_heads_classes(
+        tmp_path, scene):
+    from support_multi_io import GEOMETRIC_PALETTE, make_multi_checkpoint
+
+    checkpoint = make_multi_checkpoint(tmp_path / "two.pt", inputs=(("rgb", 3),))
+    assert cv2.imwrite(str(tmp_path / "in.png"), scene(240, 320, seed=2))
+    for head in ("geometric", "semantic"):
+        assert _run(tmp_path / "in.png", "--model", checkpoint, "--head", head, "--legend",
+                    "--alpha", "0.5", "--output", tmp_path / f"{head}.png") == 0
+    geometric, semantic = (cv2.imread(str(tmp_path / f"{h}.png"))[:, 160:]
+                           for h in ("geometric", "semantic"))
+    assert colours_in(geometric, GEOMETRIC_PALETTE[1:]) == [True, True]
+    voc = [(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128)]
+    assert not any(colours_in(geometric, voc)) and all(colours_in(semantic, voc))
