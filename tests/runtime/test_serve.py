@@ -184,3 +184,38 @@ def test_a_view_reachable_from_the_network_says_so():
     assert lines[1] == ("--serve 0.0.0.0: the live view is reachable from the network, with no "
                         "authentication; give 127.0.0.1:PORT to keep it on this machine")
     assert refused(view.port)
+
+
+def test_close_ends_a_viewer_blocked_in_a_send_at_once(tmp_path):
+    """A viewer stuck in a send (it reads nothing, the frame is larger than the socket
+    buffers) with a long send_timeout: close() still returns at once, its thread joined."""
+    view = LiveView(("127.0.0.1", 0), log=lambda line: None, send_timeout=60,
+                    close_timeout=30)
+    sink = view.sink(0, "noise")
+    image = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    stalled = MjpegReader(view.port, stalled=True)
+    deadline = time.monotonic() + 10
+    while view.figures()["viewers"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for i in range(8):  # ~2 MB of JPEG each: the sends fill the socket buffers, then block
+        sink.write(_result(image, i))
+        time.sleep(0.3)
+    assert view.figures()["streams"][0]["encoded"] < 8  # the viewer stopped taking frames
+    started = time.monotonic()
+    sink.close()
+    assert time.monotonic() - started < 3.0
+    assert not view._clients and refused(view.port)
+    stalled.close()
+
+
+def test_an_ipv6_view_serves_its_page():
+    try:
+        check_address("[::1]:0")
+    except InputError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    view = LiveView(("::1", 0), log=lambda line: None)
+    try:
+        assert view.url == f"http://[::1]:{view.port}/"
+        assert b"<title>fcn-edge</title>" in get(view.url)
+    finally:
+        view.close()
