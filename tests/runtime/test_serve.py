@@ -219,3 +219,27 @@ def test_an_ipv6_view_serves_its_page():
         assert b"<title>fcn-edge</title>" in get(view.url)
     finally:
         view.close()
+
+
+def test_sigterm_to_a_cli_run_stops_its_server(onnx_artifact, tmp_path):
+    """``fcn-edge run --serve 0`` in a child process: the URL line comes first, a viewer gets
+    frames, and SIGTERM ends the run (exit 143) with the stream closed and the port free."""
+    import signal
+
+    from faults import ChildOutput, assert_stopped_by, start_cli
+
+    child = start_cli(["run", live_video(tmp_path / "in.avi", frames=300), "--live", "--model",
+                       onnx_artifact("rawio_argmax"), "--serve", "0", "--progress-every", "0"])
+    output = ChildOutput(child)
+    port = int(output.wait_for(r"^live view: http://127\.0\.0\.1:\d+/$").strip()
+               .rsplit(":", 1)[1].strip("/"))
+    assert output.out[0].startswith("live view: ")  # the first line the run prints
+    reader = MjpegReader(port)
+    deadline = time.monotonic() + 60
+    while len(reader.frames) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    code, out, err = output.finish(60)
+    assert_stopped_by(signal.SIGTERM, "run", code, err)
+    reader.join(10)
+    assert not reader.is_alive() and len(reader.frames) >= 3 and refused(port)
