@@ -83,6 +83,17 @@ def test_the_legend_sits_in_the_corner_asked_for_within_its_share_of_the_frame(c
     assert right - left <= 0.4 * 480 and bottom - top <= 0.9 * 360
 
 
+def test_the_same_names_in_other_colours_or_on_another_frame_are_drawn_anew():
+    # Each layout's drawing is kept for the next frame: the colours and the frame under it
+    # must still be this call's own.
+    first = draw_legend(grey(240, 320), ["a", "b"], PALETTE[:2])
+    other = draw_legend(grey(240, 320), ["a", "b"], PALETTE[2:4])
+    assert all(swatches(first, PALETTE[:2])) and all(swatches(other, PALETTE[2:4]))
+    assert not any(swatches(other, PALETTE[:2]))
+    white = draw_legend(np.full((240, 320, 3), 255, np.uint8), ["a", "b"], PALETTE[:2])
+    assert np.any(np.all(white == 102, axis=-1))  # white under the panel at opacity 0.6
+
+
 def test_a_black_class_shows_on_the_dark_panel_by_its_light_edge():
     out = draw_legend(grey(480, 640), ["background", "car"], [(0, 0, 0), PALETTE[1]])
     top, left, h, w = swatches(out, [PALETTE[1]])[0]
