@@ -219,7 +219,8 @@ def run_sources(sources: Sequence[Source], segmenter: Any, sinks: Sequence[Seque
                 max_batch: int | None = None, batch_timeout: float = 0.01,
                 on_progress: Callable[[MultiRunStats], None] | None = None,
                 progress_every: float = 1.0, stop: threading.Event | None = None,
-                task: str | None = None, log: Log | None = None) -> MultiRunStats:
+                task: str | None = None, legend: bool = False,
+                log: Log | None = None) -> MultiRunStats:
     """Segment the frames of several ``sources`` in shared batches, each into its own
     ``sinks[i]``; see the module docstring.
 
@@ -228,7 +229,7 @@ def run_sources(sources: Sequence[Source], segmenter: Any, sinks: Sequence[Seque
             (live ones keep their latest frame; files give every frame).
         segmenter: a :class:`~fcn_edge.runtime.Segmenter` (``batch``, ``overlay``, ``backend``).
         sinks: one sequence of sinks per source; each closed when its source's run ends.
-        alpha, queue_size, task, on_progress, progress_every, stop: as for
+        alpha, queue_size, task, legend, on_progress, progress_every, stop: as for
             :func:`~fcn_edge.runtime.pipeline.run_pipeline` (``on_progress`` gets the whole
             run's figures).
         max_frames: stop each source after this many processed frames (None: at its end).
@@ -246,7 +247,7 @@ def run_sources(sources: Sequence[Source], segmenter: Any, sinks: Sequence[Seque
     stop = stop or threading.Event()
     total = StageTimes()
     lanes = [_Pipeline(source, segmenter, lane_sinks, alpha, max_frames, queue_size,
-                       _LaneStop(stop), task, times=_SharedTimes(total))
+                       _LaneStop(stop), task, times=_SharedTimes(total), legend=legend)
              for source, lane_sinks in zip(sources, sinks)]
     stats = MultiRunStats(source=f"{len(lanes)} sources", backend=segmenter.backend.name,
                           live=any(s.live for s in sources))

@@ -123,7 +123,7 @@ def run_several(config: RunConfig, log: Log = print,
                             max_batch=config.max_batch, batch_timeout=config.batch_timeout / 1e3,
                             on_progress=_progress(log) if config.progress_every > 0 else None,
                             progress_every=config.progress_every or 1.0, stop=stop, task=task,
-                            log=log)
+                            legend=config.legend, log=log)
     finally:
         for source in sources:  # each lane's reader releases its own; these never started
             if not source.stopped:

@@ -194,6 +194,37 @@ def test_a_name_with_source_writes_a_video_per_source(tmp_path, model):
     assert len(read_video(tmp_path / "out" / "1-cam1.mp4")) == 5
 
 
+class Overlays:
+    """A sink that keeps each overlay with its frame and labels."""
+
+    needs_overlay = True
+
+    def __init__(self) -> None:
+        self.kept: list[Result] = []
+
+    def write(self, result: Result) -> None:
+        self.kept.append(result)
+
+    def close(self) -> None:
+        pass
+
+
+def test_overlays_are_drawn_with_the_single_source_options_legend_included(tmp_path,
+                                                                           segmenter):
+    sources = [open_source(write_numbered_video(tmp_path / f"v{i}.mp4", 4, size=(192, 256)))
+               for i in range(2)]  # big enough for a legend (tiny frames get none)
+    sinks = [Overlays(), Overlays()]
+    run_sources(sources, segmenter, [[s] for s in sinks], alpha=0.3, legend=True)
+    for sink in sinks:
+        assert len(sink.kept) == 4
+        for result in sink.kept:
+            expected = segmenter.overlay(result.frame.image, result.labels, alpha=0.3,
+                                         legend=True)
+            assert np.array_equal(result.overlay, expected)
+        plain = segmenter.overlay(sink.kept[0].frame.image, sink.kept[0].labels, alpha=0.3)
+        assert not np.array_equal(sink.kept[0].overlay, plain)  # the legend is there
+
+
 def test_source_names_are_readable_and_never_hold_a_password(tmp_path):
     (tmp_path / "frames").mkdir()
     assert source_name(0, str(tmp_path / "street.v2.mp4")) == "0-street.v2"
