@@ -11,7 +11,7 @@ name still write apart and the folders sort in the order the sources were given:
   refused in one line that says what to give.
 * ``--save-masks DIR``: ``DIR/0-street/000000.png`` … (``{source}`` in the name places it).
 * ``--stats F``: the whole run's figures and each source's (``sources``: a list, in order).
-* ``--show``: a window per source.
+* ``--show``: a window per source; ``--serve``: one live view showing every source's stream.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..io import Log
 from .multi import MultiRunStats, run_sources
 from .run import (RunConfig, _check_model_inputs, _make_sinks, _open_segmenter, _output_kind,
                   _progress, _report, output_kind)
+from .serve import LiveView, check_address, parse_address
 from .source_spec import is_url, parse_source
 from .sources import Source, open_source, redact
 
@@ -69,7 +70,8 @@ def source_outputs(config: RunConfig) -> list[RunConfig]:
         configs.append(replace(
             config, source=spec, sources=(),
             output=_place(config.output, name) if config.output else None,
-            save_masks=_place(config.save_masks, name) if config.save_masks else None))
+            save_masks=_place(config.save_masks, name) if config.save_masks else None,
+            serve=None))  # one live view shows every source: see ``_live_view``
     return configs
 
 
@@ -80,9 +82,8 @@ def check_several(config: RunConfig) -> None:
         flags = " and ".join(f"--{m}" for m in config.extras)
         raise InputError(f"{flags} work{'s' if len(config.extras) == 1 else ''} with one source: "
                          f"run each source with its own folder{'s' if len(config.extras) > 1 else ''}")
-    if getattr(config, "serve", None) is not None:
-        raise InputError("--serve shows one source: give one SOURCE, or run one fcn-edge per "
-                         "source, each with its own --serve port")
+    if config.serve is not None:  # one view for all: a port in use is one line now
+        check_address(config.serve)
     if config.output and PLACEHOLDER not in config.output:
         kind = output_kind(config.output)
         if kind != "folder":
@@ -117,6 +118,9 @@ def run_several(config: RunConfig, log: Log = print,
     try:
         task = _check_model_inputs(config, segmenter)
         sinks = [_make_sinks(one, source, segmenter, log) for one, source in zip(configs, sources)]
+        if config.serve is not None:
+            for lane, view_sink in zip(sinks, _live_view(config, segmenter, task, sources, log)):
+                lane.append(view_sink)
         _say_start(config, configs, sources, backend, task, log)
         stats = run_sources(sources, segmenter, sinks, alpha=config.alpha,
                             max_frames=config.max_frames, queue_size=config.queue_size,
@@ -132,6 +136,15 @@ def run_several(config: RunConfig, log: Log = print,
         backend.close()
     _report(config, stats, [sink for lane in sinks for sink in lane], log)
     return stats
+
+
+def _live_view(config: RunConfig, segmenter: Any, task: str | None, sources: list[Source],
+               log: Log) -> list[Any]:
+    """``--serve``: one live view on the page of which every source is a stream."""
+    legend = zip(segmenter.classes_of(task), segmenter.palette_of(task))
+    view = LiveView(parse_address(config.serve), legend=legend, log=log,
+                    title=f"fcn-edge: {len(sources)} sources" + (f" ({task})" if task else ""))
+    return [view.sink(i, source.description) for i, source in enumerate(sources)]
 
 
 def _say_start(config: RunConfig, configs: list[RunConfig], sources: list[Source],

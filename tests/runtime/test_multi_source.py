@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -223,6 +224,31 @@ def test_overlays_are_drawn_with_the_single_source_options_legend_included(tmp_p
             assert np.array_equal(result.overlay, expected)
         plain = segmenter.overlay(sink.kept[0].frame.image, sink.kept[0].labels, alpha=0.3)
         assert not np.array_equal(sink.kept[0].overlay, plain)  # the legend is there
+
+
+def test_one_live_view_serves_a_stream_per_source(tmp_path, model):
+    cameras = tuple(str(write_numbered_video(tmp_path / f"cam{i}.mp4", 40, fps=20))
+                    for i in range(2))
+    messages: list[str] = []
+    config = RunConfig(model=str(model), sources=cameras, live=True, serve="127.0.0.1:0",
+                       threads=1, progress_every=0)
+    runner = threading.Thread(target=run, args=(config, messages.append))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not any(m.startswith("live view: ") for m in messages) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    url = next(m for m in messages if m.startswith("live view: "))[len("live view: "):]
+    time.sleep(0.5)  # frames flow
+    with urllib.request.urlopen(url + "stats.json", timeout=10) as answer:
+        figures = json.loads(answer.read())
+    with urllib.request.urlopen(url + "stream/1.mjpg", timeout=10) as answer:
+        head = answer.read(4096)
+    runner.join(60)
+    assert not runner.is_alive()
+    assert [s["name"] for s in figures["streams"]] == list(cameras), figures
+    assert all(s["frames"] > 0 for s in figures["streams"]), figures
+    assert b"\xff\xd8" in head  # a JPEG of source 1's stream
+    assert sum(m.startswith("live view: ") for m in messages) == 1  # one server for both
 
 
 def test_source_names_are_readable_and_never_hold_a_password(tmp_path):
