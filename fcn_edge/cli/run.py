@@ -107,7 +107,8 @@ def _add_run_parser(sub) -> None:
                                    "statistics out. Ctrl-C ends cleanly.")
     p.add_argument("source", nargs="*", metavar="SOURCE",
                    help="video file, image, folder, glob (quoted), rtsp:// or http(s):// URL, "
-                        "or a camera index; several SOURCEs run through the model in shared "
+                        "a camera index, v4l2:///dev/videoN, csi://N or a GStreamer pipeline "
+                        "(gst:… or text with !); several SOURCEs run through the model in shared "
                         "batches, each into its own outputs")
     add_bounded(p, "--camera", _RUN, help="camera index, instead of SOURCE")
     add_model_argument(p, "--model", needs=ANY,
@@ -141,6 +142,14 @@ def _add_run_parser(sub) -> None:
                 help="seconds to keep reopening a dropped live source")
     add_bounded(p, "--progress-every", _RUN,
                 help="seconds between progress lines (0: none)")
+    add_bounded(p, "--input-width", _RUN, help="V4L2 and csi:// cameras: frame width asked for")
+    add_bounded(p, "--input-height", _RUN, help="V4L2 and csi:// cameras: frame height")
+    add_bounded(p, "--input-fps", _RUN, help="V4L2 and csi:// cameras: frame rate asked for")
+    p.add_argument("--input-codec", help="V4L2 cameras: pixel format, MJPG, YUYV, UYVY, NV12, "
+                                         "YU12, GREY, BGR3 or RGB3")
+    add_bounded(p, "--rtsp-latency", _RUN, metavar="MS",
+                help="rtsp:// streams: ms FFmpeg waits to reorder packets (max_delay)")
+    p.add_argument("--rtsp-transport", help="rtsp:// streams: tcp (default) or udp")
     p.add_argument("--head", metavar="TASK",
                    help="multi-head models: the task the overlays show (default: the first); "
                         "--save-masks writes every head's, a subfolder per task")

@@ -27,7 +27,8 @@ from .pipeline import RunStats, run_pipeline
 from .serve import check_address, serve_sink
 from .sinks import (VIDEO_SUFFIXES, ImageDirSink, ImageFileSink, MaskDirSink, Sink, VideoSink,
                     WindowSink)
-from .source_spec import MAX_CAMERA_INDEX, check_camera, parse_source
+from .capture import CAPTURE_BOUNDS, CaptureSettings, check_capture
+from .source_spec import MAX_CAMERA_INDEX, check_camera, source_spec
 from .shapes import MAX_BATCH
 from .sources import IMAGE_SUFFIXES, ImageSource, Source, open_source, redact
 
@@ -69,6 +70,13 @@ class RunConfig:
     max_batch: int | None = None        # several sources: frames per batch (None: one each)
     batch_timeout: float = 10.0         # several sources: ms a batch waits for late sources
     serve: str | None = None            # [HOST:]PORT of a live view in a browser (--serve)
+    #: The camera mode and RTSP options asked for (``runtime/capture.py``; None: defaults).
+    input_width: int | None = None      # V4L2 and csi:// cameras
+    input_height: int | None = None
+    input_fps: float | None = None
+    input_codec: str | None = None      # V4L2 cameras: MJPG, YUYV, ...
+    rtsp_latency: int | None = None     # rtsp://: ms of FFmpeg's reorder wait
+    rtsp_transport: str | None = None   # rtsp://: tcp or udp
 
     #: Each numeric field's range, checked by ``check`` and read by the flag of the same name.
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
@@ -78,12 +86,19 @@ class RunConfig:
         "batch_timeout": Bound(0.0, 60_000.0, integer=False,
                                zero="each batch takes the frames ready at once"),
         "reconnect_timeout": Bound(0.0, 86_400.0, integer=False),
-        "progress_every": Bound(0.0, 86_400.0, integer=False, zero="no progress lines")}
+        "progress_every": Bound(0.0, 86_400.0, integer=False, zero="no progress lines"),
+        **CAPTURE_BOUNDS}
 
     @property
     def extras(self) -> dict[str, str]:
         """Modality → folder, for the modalities given."""
         return dict(self.inputs)
+
+    @property
+    def capture(self) -> CaptureSettings:
+        """The capture settings of the flags (checked when made)."""
+        return CaptureSettings(self.input_width, self.input_height, self.input_fps,
+                               self.input_codec, self.rtsp_latency, self.rtsp_transport)
 
     def check(self) -> None:
         """Refuse contradictory or out-of-range settings, a source OpenCV would crash or hang
@@ -92,8 +107,8 @@ class RunConfig:
             raise InputError("give exactly one of SOURCE or --camera N (or several SOURCEs)")
         if self.camera is not None:
             check_camera(self.camera)
-        for spec in self.sources or ((self.source,) if self.camera is None else ()):
-            parse_source(spec)
+        for spec in self.sources or ((self.source,) if self.camera is None else (self.camera,)):
+            check_capture(self.capture, source_spec(spec))  # a flag the source has no use for
         self._check_inputs()
         self._check_numbers()
         if self.sources:  # per-source outputs
@@ -177,7 +192,7 @@ def run(config: RunConfig, log: Log = print, stop: threading.Event | None = None
         return run_several(config, log, stop)
     spec: int | str = config.camera if config.camera is not None else str(config.source)
     source = open_source(spec, live=config.live, reconnect_timeout=config.reconnect_timeout,
-                         log=log)
+                         log=log, capture=config.capture)
     try:
         source = with_extras(source, config.extras, log)
         if config.output:  # refuse a wrong --output before the (slower) model load

@@ -1,4 +1,5 @@
-"""Where frames come from: a camera, a video file, an image, a folder or glob of images, a stream.
+"""Where frames come from: a camera, a video file, an image, a folder or glob of images, a stream,
+a Jetson CSI camera or a GStreamer pipeline.
 
 ``open_source(spec)`` decides the kind from the spec and returns a :class:`Source`, an iterator
 of :class:`Frame` (H×W×3 uint8 BGR, as OpenCV delivers them). Files are checked when opened, so
@@ -9,6 +10,9 @@ not end: a failed read is a disconnect, and the source reopens with exponential 
 so each time, until ``reconnect_timeout`` seconds pass without a frame; then it ends cleanly.
 A video file treated as live stands in for a camera: its frames come at its own frame rate,
 whatever the consumer does, and it ends at its last frame rather than reconnecting.
+A pipeline (``csi://N``, ``gst:…``) is opened once at the start — a pipeline that does not start
+is a wrong pipeline or a missing plugin, not a camera that is late — and reopened like any live
+source when it stops. How each kind is opened is ``runtime/capture.py``.
 """
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import Log
-from .source_spec import KINDS_HELP, is_camera_device, is_url, parse_source, redact
+from .capture import (CaptureSettings, check_capture, checked_pipeline, ffmpeg_options,
+                      open_camera, open_pipeline, open_stream)
+from .source_spec import KINDS_HELP, camera_device, redact, source_spec
 
 __all__ = ["Frame", "Source", "VideoSource", "ImageSource", "open_source", "redact",
            "IMAGE_SUFFIXES"]
@@ -42,6 +48,11 @@ _GLOB = re.compile(r"[*?\[]")
 _STREAM_TIMEOUT = 5.0
 _STREAM_TIMEOUT_FLOOR = 1.0
 _MAX_BACKOFF = 10.0
+# A pipeline's open may take seconds (a CSI sensor's ISP starts, rtspsrc connects) but must not
+# wait forever (a source that never prerolls): the watchdog waits what is left of the
+# reconnection timeout, within these bounds.
+_PIPELINE_OPEN_FLOOR = 3.0
+_PIPELINE_OPEN_MAX = 15.0
 #: Skipped inputs named in ``Source.skipped_names`` (and the --stats file); the count goes on.
 MAX_SKIPPED_NAMES = 100
 _logger = logging.getLogger(__name__)
@@ -115,16 +126,21 @@ class Source:
 
 
 class VideoSource(Source):
-    """A camera, video file or stream read with ``cv2.VideoCapture``, reconnecting when live."""
+    """A camera, video file, stream or GStreamer pipeline read with ``cv2.VideoCapture``,
+    reconnecting when live. ``kind``: camera, file, url or pipeline (``target`` its text)."""
 
     def __init__(self, target: int | str, kind: str, live: bool, reconnect_timeout: float,
-                 backoff: float, log: Log | None) -> None:
-        description = f"camera {target}" if kind == "camera" else redact(str(target))
+                 backoff: float, log: Log | None, capture: CaptureSettings | None = None,
+                 description: str | None = None) -> None:
+        description = description or (f"camera {target}" if kind == "camera"
+                                       else redact(str(target)))
         super().__init__(description, live, log)
         self.kind = kind
         self._target = target
         self._timeout = float(reconnect_timeout)
         self._backoff = float(backoff)
+        self._settings = capture or CaptureSettings()
+        self._hung: str | None = None  # why a pipeline's open was abandoned
         self._frame_count = 0
         self._capture: cv2.VideoCapture | None = None
         if kind == "file":
@@ -134,7 +150,8 @@ class VideoSource(Source):
                                  f"or damaged file); convert it, e.g. "
                                  f"`ffmpeg -i {target} out.mp4`")
         else:
-            self._capture = self._reconnect(0, time.monotonic() + self._timeout, first=True)
+            trying = 0.0 if kind == "pipeline" else self._timeout  # a pipeline: one attempt
+            self._capture = self._reconnect(0, time.monotonic() + trying, first=True)
             if self._capture is None:
                 raise InputError(self._open_failed_message())
         self._read_properties(self._capture)
@@ -143,6 +160,10 @@ class VideoSource(Source):
         return self._frame_count if self.kind == "file" else 0
 
     def _open_failed_message(self) -> str:
+        if self.kind == "pipeline":
+            return (f"{self.description}: GStreamer could not start the pipeline"
+                    + (f" ({self._hung})" if self._hung else "")
+                    + f"; try it with `gst-launch-1.0 {redact(str(self._target))}`")
         if self.kind == "camera":
             return (f"camera {self._target} could not be opened within {self._timeout:g} s: "
                     f"is it connected and free (ls /dev/video*)? {KINDS_HELP}")
@@ -158,8 +179,12 @@ class VideoSource(Source):
 
     def _open(self, position: int = 0, left: float = _STREAM_TIMEOUT) -> cv2.VideoCapture | None:
         """One attempt to open the target (a file seeks to ``position``), a stream within
-        ``left`` seconds; None on failure."""
-        params: list[int] = []
+        ``left`` seconds; None on failure. A pipeline whose open hangs raises TimeoutError."""
+        if self.kind == "pipeline":
+            wait = min(max(left, _PIPELINE_OPEN_FLOOR), _PIPELINE_OPEN_MAX)
+            return open_pipeline(str(self._target), wait)
+        if self.kind == "camera":
+            return open_camera(self._target, self._settings, self._log, self.description)
         if self.kind == "url":
             # A stream that stalls with its socket open is noticed by FFmpeg's read timeout,
             # kept within --reconnect-timeout so that a stall ends the run on time.
@@ -167,14 +192,15 @@ class VideoSource(Source):
             opening = min(read, max(left, _STREAM_TIMEOUT_FLOOR))
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(opening * 1000),
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read * 1000)]
+            return open_stream(str(self._target), params, ffmpeg_options(self._settings))
         try:
-            capture = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
+            capture = cv2.VideoCapture(self._target, cv2.CAP_ANY)
         except cv2.error:
             return None
         if not capture.isOpened():
             capture.release()
             return None
-        if position and self.kind == "file":
+        if position:
             capture.set(cv2.CAP_PROP_POS_FRAMES, position)
         return capture
 
@@ -187,7 +213,13 @@ class VideoSource(Source):
             self._log(f"{self.description}: lost after frame {index}; reconnecting")
         while not self._stop.is_set():
             self.reconnects += 0 if first else 1
-            capture = self._open(index, deadline - time.monotonic())
+            try:
+                capture = self._open(index, deadline - time.monotonic())
+            except TimeoutError as exc:  # a hung open is not retried: it would hang again
+                self._hung = str(exc)
+                if not first:  # at the start the InputError says it
+                    self._log(f"{self.description}: {exc}")
+                return None
             if capture is not None:
                 if failed or not first:
                     self._log(f"{self.description}: {'opened' if first else 'reconnected'}"
@@ -311,29 +343,48 @@ def _image_paths(candidates: list[Path]) -> list[Path]:
 
 def open_source(spec: int | str | os.PathLike, *, live: bool | None = None,
                 reconnect_timeout: float = 30.0, backoff: float = 0.5,
-                log: Log | None = None) -> Source:
+                log: Log | None = None, capture: CaptureSettings | None = None) -> Source:
     """Open ``spec`` as a source of frames; see the module docstring.
 
     Args:
-        spec: camera index (``0`` or ``"0"``), ``/dev/videoN``, a video file, an image, a
-            folder of images, a glob such as ``"frames/*.png"``, or an ``rtsp://``/``http(s)://``
-            URL (anything FFmpeg opens).
-        live: latest-frame policy and reconnection; default True for cameras and URLs.
+        spec: camera index (``0`` or ``"0"``), ``/dev/videoN`` or ``v4l2:///dev/videoN``,
+            ``csi://N``, a GStreamer pipeline (``gst:…`` or text with ``!``), a video file, an
+            image, a folder of images, a glob such as ``"frames/*.png"``, or an
+            ``rtsp://``/``http(s)://`` URL (anything FFmpeg opens).
+        live: latest-frame policy and reconnection; default True for cameras, pipelines and
+            URLs.
         reconnect_timeout: seconds without a frame after which a live source gives up.
         backoff: first reconnection delay in seconds; it doubles up to 10 s.
         log: where reconnection and skip messages go (default: ``logging`` warnings).
+        capture: the camera mode or RTSP options asked for (``runtime/capture.py``); a setting
+            that means nothing for this source is refused.
 
     Raises:
-        InputError: a missing or undecodable file, an empty folder or glob, a camera or
-            stream that cannot be opened within ``reconnect_timeout``.
+        InputError: a missing or undecodable file, an empty folder or glob, a camera that is
+            not there, a setting that does not apply, a camera or stream that cannot be opened
+            within ``reconnect_timeout``, a pipeline that does not start.
+        BackendUnavailable: a pipeline or CSI camera with an OpenCV that has no GStreamer.
     """
-    checked = parse_source(spec)  # nothing OpenCV would crash or hang on gets past this
-    if isinstance(checked, int):
-        return VideoSource(checked, "camera", _default(live, True), reconnect_timeout, backoff,
-                           log)
-    text = checked
-    if is_url(text):
-        return VideoSource(text, "url", _default(live, True), reconnect_timeout, backoff, log)
+    checked = source_spec(spec)  # nothing OpenCV would crash or hang on gets past this
+    settings = capture or CaptureSettings()
+    check_capture(settings, checked)
+    options = dict(reconnect_timeout=reconnect_timeout, backoff=backoff, log=log,
+                   capture=settings)
+    if checked.kind == "camera":
+        if isinstance(checked.target, int):
+            camera_device(checked.target)  # absent: one line, not a 30 s wait
+        return VideoSource(checked.target, "camera", _default(live, True), **options)
+    if checked.kind in ("csi", "pipeline"):
+        return VideoSource(checked_pipeline(checked, settings, _default(live, True)), "pipeline",
+                           _default(live, True), description=redact(checked.text), **options)
+    if checked.kind == "stream":
+        return VideoSource(checked.target, "url", _default(live, True), **options)
+    return _path_source(str(checked.target), live, reconnect_timeout, backoff, log)
+
+
+def _path_source(text: str, live: bool | None, reconnect_timeout: float, backoff: float,
+                 log: Log | None) -> Source:
+    """A folder, glob, image or video file, checked as it is opened."""
     path = Path(text).expanduser()
     if path.is_dir():
         paths = _image_paths(list(path.iterdir()))
@@ -348,9 +399,6 @@ def open_source(spec: int | str | os.PathLike, *, live: bool | None = None,
         return ImageSource(paths, text, _default(live, False), log)
     if not path.exists():
         raise InputError(f"{text}: no such file or folder; {KINDS_HELP}")
-    if is_camera_device(path):
-        return VideoSource(str(path), "camera", _default(live, True), reconnect_timeout,
-                           backoff, log)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if _read_image(path) is None:
             raise InputError(f"{path}: not a readable image (damaged, or a format OpenCV "
