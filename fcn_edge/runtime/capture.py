@@ -26,6 +26,7 @@ import ctypes.util
 import functools
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,10 +39,10 @@ from .bounds import Bound, Rule, check_bounds
 from .source_spec import SourceSpec, redact
 
 __all__ = ["CaptureSettings", "CAPTURE_BOUNDS", "CODECS", "TRANSPORTS", "APPSINK_LIVE",
-           "APPSINK_ALL", "check_capture", "checked_pipeline", "csi_pipeline", "user_pipeline", "pipeline_elements",
-           "gstreamer_available", "require_gstreamer", "missing_elements", "ffmpeg_options",
-           "merge_ffmpeg_options", "ffmpeg_capture_options", "v4l2_properties",
-           "mode_mismatch", "open_pipeline", "open_camera", "open_stream"]
+           "APPSINK_ALL", "check_capture", "checked_pipeline", "csi_pipeline", "user_pipeline",
+           "pipeline_elements", "gstreamer_available", "require_gstreamer", "missing_elements",
+           "ffmpeg_options", "merge_ffmpeg_options", "ffmpeg_capture_options",
+           "v4l2_properties", "mode_mismatch", "open_pipeline", "open_camera", "open_stream"]
 
 #: Each capture setting's range (``RunConfig.BOUNDS`` holds them too, for the flags).
 CAPTURE_BOUNDS: Mapping[str, Rule] = {
@@ -306,14 +307,15 @@ def mode_mismatch(settings: CaptureSettings, width: float, height: float, fourcc
     asked = _mode_text(settings.input_width, settings.input_height, settings.fourcc,
                        settings.input_fps)
     device = shown if shown.startswith("/dev/") else "/dev/videoN"
-    return (f"{shown}: asked for {asked}, the camera gave {_mode_text(int(width), int(height), got_codec, fps)}; "
-            f"its modes: `v4l2-ctl -d {device} --list-formats-ext`")
+    gave = _mode_text(int(width), int(height), got_codec, fps)
+    return (f"{shown}: asked for {asked}, the camera gave {gave}; its modes: "
+            f"`v4l2-ctl -d {device} --list-formats-ext`")
 
 
 def open_camera(target: int | str, settings: CaptureSettings, log: Callable[[str], None],
                 shown: str) -> cv2.VideoCapture | None:
     """A V4L2 camera in the mode asked for (a different mode is logged); None on failure."""
-    api = cv2.CAP_V4L2 if os.name == "posix" and os.uname().sysname == "Linux" else cv2.CAP_ANY
+    api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
     capture = _opened(lambda: cv2.VideoCapture(target, api))
     if capture is None or not settings.given():
         return capture
@@ -327,7 +329,8 @@ def open_camera(target: int | str, settings: CaptureSettings, log: Callable[[str
     return capture
 
 
-def open_stream(url: str, params: list[int], options: Mapping[str, str]) -> cv2.VideoCapture | None:
+def open_stream(url: str, params: list[int],
+                options: Mapping[str, str]) -> cv2.VideoCapture | None:
     """A URL through FFmpeg (OpenCV's stream reader), with ``options`` set for its open."""
     with ffmpeg_capture_options(options):
         return _opened(lambda: cv2.VideoCapture(url, cv2.CAP_ANY, params))

@@ -311,11 +311,12 @@ _SYSTEM_READER = r"""
 import json, sys, time
 from fcn_edge.runtime.sources import open_source
 results = []
-for spec, live, timeout in json.loads(sys.argv[1]):
+for spec, live, timeout, most in json.loads(sys.argv[1]):
     started = time.monotonic()
     try:
-        with open_source(spec, live=live, reconnect_timeout=timeout, log=lambda line: None) as source:
-            frames = [f.image.shape for f, _ in zip(source, range(200))]
+        with open_source(spec, live=live, reconnect_timeout=timeout,
+                         log=lambda line: None) as source:
+            frames = [f.image.shape for f, _ in zip(source, range(most))]
             results.append({"frames": len(frames), "shapes": sorted(set(map(str, frames))),
                             "kind": source.kind, "description": source.description})
     except Exception as exc:
@@ -338,19 +339,28 @@ def _read_with_system_opencv(cases: list) -> list[dict]:
 
 def test_a_gstreamer_pipeline_through_open_source_for_real():
     frames, ends = _read_with_system_opencv([
-        ["gst:videotestsrc num-buffers=12 ! video/x-raw,width=80,height=60", False, 5],
+        ["gst:videotestsrc num-buffers=12 ! video/x-raw,width=80,height=60", False, 5, 100],
         ["videotestsrc num-buffers=5 pattern=ball ! video/x-raw,width=32,height=24,"
-         "framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink", False, 5]])
+         "framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink", False, 5, 100]])
+    # every frame, in order, when not live (the appsink added keeps them all)
     assert frames["frames"] == 12 and frames["shapes"] == ["(60, 80, 3)"], frames
     assert frames["kind"] == "pipeline" and frames["description"].startswith("gst:videotestsrc")
     assert ends["frames"] == 5 and ends["shapes"] == ["(24, 32, 3)"], ends
 
 
+def test_a_live_gstreamer_pipeline_keeps_coming():
+    live, = _read_with_system_opencv([
+        ["gst:videotestsrc is-live=true ! video/x-raw,width=40,height=30,framerate=60/1", None,
+         5, 20]])
+    assert live["frames"] == 20 and live["shapes"] == ["(30, 40, 3)"], live
+    assert live["seconds"] < 10
+
+
 def test_gstreamer_sources_that_cannot_start_are_one_line_quickly_never_a_hang():
     csi, missing, hangs = _read_with_system_opencv([
-        ["csi://0", None, 30], ["gst:nosuchsrc ! videoconvert", None, 30],
+        ["csi://0", None, 30, 1], ["gst:nosuchsrc ! videoconvert", None, 30, 1],
         # appsrc never sends a frame: OpenCV's open waits for it forever
-        ["gst:appsrc ! videoconvert", None, 1]])
+        ["gst:appsrc ! videoconvert", None, 1, 1]])
     assert csi["error"] == "InputError" and csi["seconds"] < 5, csi
     assert csi["message"] == ("csi://0: GStreamer has no element nvarguscamerasrc, nvvidconv; "
                               "CSI cameras need a Jetson's nvarguscamerasrc and nvvidconv "
