@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -24,7 +25,7 @@ from fcn_edge.runtime.segmenter import Segmenter
 from fcn_edge.runtime.sinks import Result
 from fcn_edge.runtime.sources import Frame, Source, open_source
 
-from faults import run_cli
+from faults import ChildOutput, run_cli, start_cli
 from support import numbered_frame, read_video, write_numbered_video
 
 
@@ -414,3 +415,18 @@ def test_the_command_line_runs_several_sources_in_a_child_process(tmp_path, mode
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith(
         f"fcn-edge run: --output {tmp_path / 'o.mp4'} is one video but 2 sources")
+
+
+def test_ctrl_c_ends_every_source_with_playable_videos(tmp_path, model):
+    cameras = [str(write_numbered_video(tmp_path / f"cam{i}.mp4", 600, fps=25)) for i in range(2)]
+    child = start_cli(["run", *cameras, "--live", "--model", model, "--output",
+                       tmp_path / "{source}.mp4", "--progress-every", "0.2"], cwd=tmp_path)
+    output = ChildOutput(child)
+    output.wait_for(r"^  \d+ frames, ")  # a progress line: frames are being written
+    child.send_signal(signal.SIGINT)
+    code, out, err = output.finish()
+    assert code == 130 and "Traceback" not in err, err
+    for i in range(2):  # each source's video finished, renamed and playable
+        assert 0 < len(read_video(tmp_path / f"{i}-cam{i}.mp4")) < 600
+    assert not list(tmp_path.glob(".*partial*"))
+    assert "(interrupted)" in out
