@@ -107,7 +107,8 @@ def run_several(config: RunConfig, log: Log = print,
     try:
         for one in configs:
             sources.append(open_source(one.source, live=config.live,
-                                       reconnect_timeout=config.reconnect_timeout, log=log))
+                                       reconnect_timeout=config.reconnect_timeout, log=log,
+                                       capture=config.capture))
             if one.output:
                 _output_kind(one.output, sources[-1])
         segmenter, backend = _open_segmenter(config)

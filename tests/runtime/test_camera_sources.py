@@ -115,6 +115,14 @@ def test_a_setting_the_source_has_no_use_for_is_refused_in_one_line(spec, settin
         open_source(spec, capture=CaptureSettings(**settings))
 
 
+def test_several_sources_each_take_the_settings_or_refuse_them():
+    with pytest.raises(InputError, match=r"^--rtsp-latency applies to rtsp:// streams, not to "
+                                         r"clip.mp4"):
+        RunConfig(model="m.onnx", sources=("rtsp://cam/a", "clip.mp4"), rtsp_latency=50).check()
+    with pytest.raises(InputError, match=r"csi://x: a CSI camera is csi://N"):
+        RunConfig(model="m.onnx", sources=("csi://0", "csi://x")).check()
+
+
 def test_settings_that_apply_pass(tmp_path):
     for spec, settings in [("rtsp://cam/s", dict(rtsp_latency=0, rtsp_transport="udp")),
                            ("csi://1", dict(input_width=1920, input_height=1080,
@@ -276,6 +284,19 @@ def test_rtsp_transport_reaches_ffmpeg(transport, expected):
     responder.sock.close()
     assert responder.transports and responder.transports[0].startswith(expected), \
         responder.transports
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_fcn_edge_run_gives_each_stream_the_transport(tmp_path, streams):
+    responders = [RtspResponder() for _ in range(streams)]
+    done = run_cli(["run", *(r.url for r in responders), "--model", "missing.onnx",
+                    "--rtsp-transport", "udp", "--reconnect-timeout", "0"], cwd=tmp_path,
+                   timeout=60)
+    for responder in responders:
+        responder.sock.close()
+    assert done.returncode == 1 and "could not connect" in done.stderr, done.stderr
+    # several sources open in order and the run stops at the first that fails
+    assert responders[0].transports[0].startswith("RTP/AVP/UDP;"), responders[0].transports
 
 
 # --- the real thing: OpenCV without GStreamer (the venv), with it (/usr/bin/python3) ---------
