@@ -99,6 +99,18 @@ def test_settings_out_of_bounds_are_refused_with_the_flag(settings, message):
         RunConfig(model="m.onnx", camera=0, **settings).check()
 
 
+@pytest.mark.parametrize("flag, value, line", [
+    ("--input-width", "0", "--input-width must be an integer from 1 to 16384, got '0'"),
+    ("--input-fps", "inf", "--input-fps must be positive and at most 1000, got 'inf'"),
+    ("--rtsp-latency", "1.5", "--rtsp-latency must be an integer from 0 to 60000 (0: no "
+                              "reordering wait), got '1.5'"),
+])
+def test_the_flags_are_read_within_their_range(tmp_path, flag, value, line):
+    done = run_cli(["run", "--camera", "0", "--model", "missing.onnx", flag, value],
+                   cwd=tmp_path, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == f"fcn-edge run: {line}", done.stderr
+
+
 @pytest.mark.parametrize("spec, settings, flag", [
     ("clip.mp4", dict(input_codec="MJPG"), "--input-codec"),
     ("clip.mp4", dict(input_width=640, input_height=480), "--input-width"),
