@@ -142,14 +142,19 @@ def _add_run_parser(sub) -> None:
                 help="seconds to keep reopening a dropped live source")
     add_bounded(p, "--progress-every", _RUN,
                 help="seconds between progress lines (0: none)")
-    add_bounded(p, "--input-width", _RUN, help="V4L2 and csi:// cameras: frame width asked for")
-    add_bounded(p, "--input-height", _RUN, help="V4L2 and csi:// cameras: frame height")
-    add_bounded(p, "--input-fps", _RUN, help="V4L2 and csi:// cameras: frame rate asked for")
-    p.add_argument("--input-codec", help="V4L2 cameras: pixel format, MJPG, YUYV, UYVY, NV12, "
-                                         "YU12, GREY, BGR3 or RGB3")
+    add_bounded(p, "--input-width", _RUN, metavar="W",
+                help="V4L2 and csi:// cameras: frame width asked for")
+    add_bounded(p, "--input-height", _RUN, metavar="H",
+                help="V4L2 and csi:// cameras: frame height asked for")
+    add_bounded(p, "--input-fps", _RUN, metavar="FPS",
+                help="V4L2 and csi:// cameras: frame rate asked for")
+    p.add_argument("--input-codec", metavar="FOURCC",
+                   help="V4L2 cameras: pixel format, MJPG, YUYV, UYVY, NV12, YU12, GREY, BGR3 "
+                        "or RGB3")
     add_bounded(p, "--rtsp-latency", _RUN, metavar="MS",
                 help="rtsp:// streams: ms FFmpeg waits to reorder packets (max_delay)")
-    p.add_argument("--rtsp-transport", help="rtsp:// streams: tcp (default) or udp")
+    p.add_argument("--rtsp-transport", metavar="tcp|udp",
+                   help="rtsp:// streams: tcp (default) or udp")
     p.add_argument("--head", metavar="TASK",
                    help="multi-head models: the task the overlays show (default: the first); "
                         "--save-masks writes every head's, a subfolder per task")
