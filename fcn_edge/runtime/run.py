@@ -125,7 +125,8 @@ class RunConfig:
         if twice:
             raise InputError(f"{twice[0]} is given twice (--{twice[0]} DIR, --input "
                              f"{twice[0]}=DIR): give each input once")
-        if self.extras and (self.camera is not None or "://" in str(self.source)):
+        if self.extras and (self.camera is not None or (
+                self.source is not None and source_spec(self.source).kind != "path")):
             flags = " and ".join(f"--{m}" for m in self.extras)
             raise InputError(f"{flags} work{'s' if len(self.extras) == 1 else ''} only with "
                              f"image sources for now (a folder, glob or image file), not "

@@ -135,6 +135,12 @@ def test_several_sources_each_take_the_settings_or_refuse_them():
         RunConfig(model="m.onnx", sources=("csi://0", "csi://x")).check()
 
 
+@pytest.mark.parametrize("spec", ["gst:videotestsrc", "videotestsrc ! videoconvert", "csi://0"])
+def test_depth_folders_are_refused_for_cameras_and_pipelines_before_they_open(spec):
+    with pytest.raises(InputError, match=r"only with image sources"):
+        RunConfig(model="m.onnx", source=spec, inputs=(("depth", "d/"),)).check()
+
+
 def test_settings_that_apply_pass(tmp_path):
     for spec, settings in [("rtsp://cam/s", dict(rtsp_latency=0, rtsp_transport="udp")),
                            ("csi://1", dict(input_width=1920, input_height=1080,
