@@ -1,7 +1,7 @@
 """``fcn-edge demo``: procedural data → train → evaluate → export → bench → run → report.
 
     from fcn_edge.demo import DemoConfig, run_demo
-    result = run_demo(DemoConfig(out_dir="runs/demo", minutes=4))
+    result = run_demo(DemoConfig(out_dir="runs/demo"))  # or minutes=10: a budget
     print(result.report)           # runs/demo/report.md
 """
 from .pipeline import STAGE_NAMES, STAGES, DemoResult, run_demo

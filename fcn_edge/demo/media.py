@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -86,8 +86,12 @@ def _figure(size: tuple[int, int]):
 
 
 def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
-                 titles: Sequence[str]) -> Path:
-    """A PNG grid: one row per sample, one column per picture (all BGR, the same size)."""
+                 titles: Sequence[str], legend: tuple[Sequence[str], Any] | None = None) -> Path:
+    """A PNG grid: one row per sample, one column per picture (all BGR, the same size).
+
+    ``legend`` (class names, their RGB palette): a column at the right that names each colour,
+    drawn by the runtime's :func:`~fcn_edge.runtime.palette.draw_legend` as overlays get it.
+    """
     if not rows:
         raise ValueError("overlay_grid needs at least one row")
     h, w = rows[0][0].shape[:2]
@@ -100,7 +104,22 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
         for c, picture in enumerate(pictures):
             y, x = head + r * (h + pad), c * (w + pad)
             grid[y:y + h, x:x + w] = picture
+    if legend is not None:
+        grid = np.hstack([grid, _legend_column(grid.shape[0] - head, head, *legend)])
     return _write_png(path, grid)
+
+
+def _legend_column(height: int, head: int, classes: Sequence[str], palette) -> np.ndarray:
+    """A white column, titled like the grid's, with every class's swatch and name below."""
+    from ..runtime.palette import draw_legend
+
+    width = max(120, min(240, height // 3))  # the legend's rows are H/22 high; names fit
+    column = np.full((head + height, width, 3), 255, np.uint8)
+    cv2.putText(column, "classes", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    draw_legend(column[head:], classes, palette, only_present=False, position="top-left",
+                max_width=1.0, max_height=1.0, color="bgr", inplace=True)
+    return column
 
 
 def _write_png(path: Path, image: np.ndarray) -> Path:

@@ -1,16 +1,19 @@
 """``fcn-edge demo``: the whole pipeline on the built-in procedural data, in one command.
 
-1. data      — procedural scenes (the working default: no download), sized to the time budget
-2. train     — FCN-8s ResNet18 or ``--backbone`` (paper §4.2) from scratch, AdamW, for
-                ``minutes`` of this machine
+1. data      — procedural scenes (the working default: no download): how many, and how long
+                training them takes here
+2. train     — FCN-8s ResNet18 or ``--backbone`` (paper §4.2) from scratch, AdamW, poly
 3. evaluate  — the paper's four metrics and per-class IoU (§5) on held-out scenes
 4. export    — verified ONNX in fp32, fp16 and int8 (+ raw-IO/argmax for the bench)
 5. bench     — every backend here × precision against the PyTorch fp32 reference
 6. run       — the fastest artifact that passed its check segments a rendered video
 7. report    — report.md with the tables, the training curve and a grid of overlays
 
-The training budget is met by measuring this machine's training speed first (three steps) and
-sizing the data set to it, so the poly learning-rate schedule ends where the budget does.
+Training is a fixed amount of work by default (``DemoConfig.train_images`` scenes × ``epochs``,
+one seed): the model is the same on a slow or busy machine, only the time changes, and that time
+is estimated from three measured steps and shown before training starts. ``minutes`` sizes the
+data set to a time budget instead, at the speed measured then, so that the poly learning-rate
+schedule ends where the budget does; its quality then follows the machine's speed and load.
 """
 from __future__ import annotations
 

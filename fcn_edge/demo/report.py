@@ -28,10 +28,8 @@ def write_demo_report(config: DemoConfig, state: DemoState) -> Path:
     _samples(out / "samples.png", model, row.backend, config)
     lines = [f"# fcn-edge demo — {date.today().isoformat()}", "",
              f"FCN-8s {config.backbone} (paper §4.2) trained from scratch on procedural "
-             f"scenes for "
-             f"{config.minutes:g} minutes on {_machine(state.bench)} "
-             f"({state.num_images} scenes of {config.image_size[0]}×{config.image_size[1]}, "
-             f"{config.epochs} epochs); fcn-edge {__version__}.", ""]
+             f"scenes on {_machine(state.bench)}: {sizing_sentence(config, state)}; "
+             f"fcn-edge {__version__}.", ""]
     lines += _timings(state.seconds)
     lines += _metrics(state.metrics, state.classes)
     lines += ["## Training", "", "![validation mean IU, pixel accuracy and loss per epoch]"
@@ -44,6 +42,20 @@ def write_demo_report(config: DemoConfig, state: DemoState) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def sizing_sentence(config: DemoConfig, state: DemoState) -> str:
+    """How much training there was and why: fixed work, or what fit ``--minutes`` here."""
+    work = (f"{state.num_images} scenes of {config.image_size[0]}×{config.image_size[1]} × "
+            f"{config.epochs} epochs, seed {config.seed}")
+    took = (f"{state.seconds.get('train', 0) / 60:.1f} min (estimated "
+            f"{state.estimate_s / 60:.1f} min from {state.train_rate:.1f} images/s measured "
+            f"at the start)")
+    if config.minutes is None:
+        return f"{work}, a fixed amount of work, in {took}"
+    return (f"{work}, sized to fit `--minutes {config.minutes:g}` at the speed measured at the "
+            f"start, in {took}; with `--minutes` the scenes, and so the model's quality, follow "
+            f"the machine's speed and load")
 
 
 def _machine(bench_report) -> str:
@@ -120,7 +132,9 @@ def _samples(path: Path, model: Path, backend: str, config: DemoConfig) -> Path:
             labels = seg(bgr)
             truth = colorize(sample.mask, seg.meta.palette, "bgr")
             rows.append([bgr, truth, overlay(bgr, seg.colorize(labels))])
-    return overlay_grid(path, rows, ("image", "ground truth", "prediction"))
+        classes, palette = seg.meta.classes, seg.meta.palette
+    return overlay_grid(path, rows, ("image", "ground truth", "prediction"),
+                        legend=(classes, palette))
 
 
 def _pct(value, digits: int = 1) -> str:

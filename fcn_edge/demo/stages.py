@@ -23,21 +23,48 @@ def model_config(config: DemoConfig) -> ModelConfig:
 
 
 def data(config: DemoConfig, state: DemoState, log: Log) -> None:
-    """Size the procedural training set to the budget: images = rate × seconds / epochs."""
+    """Size the training and say up front how long it takes: a fixed number of scenes by
+    default (the same model on any machine), or as many as fit ``--minutes`` here."""
     rate = train_rate(config)
-    budget = config.minutes * 60 * 0.9  # a tenth for validation and checkpoints
-    images = int(max(config.batch_size * 4, min(20000, rate * budget / config.epochs)))
-    images -= images % config.batch_size
-    state.num_images = images
-    state.figures["train_images_per_s"] = round(rate, 1)
-    log(f"  this machine trains {rate:.1f} images/s at {_size(config.image_size)}: "
-        f"{images} procedural scenes × {config.epochs} epochs fit {config.minutes:g} min")
+    images = training_images(config, rate)
+    state.num_images, state.train_rate = images, rate
+    state.estimate_s = training_seconds(config, images, rate)
+    state.figures.update(sizing="fixed" if config.minutes is None else "minutes",
+                         train_images=images, epochs=config.epochs,
+                         train_images_per_s=round(rate, 1),
+                         train_estimate_s=round(state.estimate_s))
+    work = f"{images} scenes × {config.epochs} epochs at {_size(config.image_size)}"
+    about = f"about {_minutes(state.estimate_s)} on this machine now ({rate:.1f} images/s)"
+    if config.minutes is None:
+        log(f"  training: {work}, {about}; the work is fixed, so the model is the same on a "
+            f"slow or busy machine, only the time changes")
+    else:
+        log(f"  training: {work} to fit --minutes {config.minutes:g} at the {rate:.1f} images/s "
+            f"measured now; a slower or busier machine trains on fewer scenes and the model is "
+            f"weaker (leave out --minutes for the fixed work)")
     # The training scenes are rendered in memory as training reads them; the validation
     # scenes are also written in PASCAL VOC layout, to look at or to train on with --data.
     val = open_dataset("synthetic", "val", num_images=config.val_images,
                        size=config.image_size, seed=config.seed)
     log(f"  {config.val_images} validation scenes in VOC layout: "
         f"{write_voc(val, state.out / 'data', 'val')}")
+
+
+def training_images(config: DemoConfig, rate: float) -> int:
+    """Scenes per epoch: ``train_images`` whatever the measured ``rate``; with ``--minutes``,
+    as many as ``rate`` images/s trains in the budget (a tenth kept for validation and
+    checkpoints), in whole batches, at least four."""
+    if config.minutes is None:
+        return config.train_images
+    budget = config.minutes * 60 * 0.9
+    images = int(max(config.batch_size * 4, min(20000, rate * budget / config.epochs)))
+    return images - images % config.batch_size
+
+
+def training_seconds(config: DemoConfig, images: int, rate: float) -> float:
+    """The training stage's time at ``rate``: the training passes, and the validation passes,
+    forward only (about a third of a training step's work)."""
+    return (images + config.val_images / 3) * config.epochs / rate
 
 
 def train(config: DemoConfig, state: DemoState, log: Log) -> None:
@@ -48,7 +75,15 @@ def train(config: DemoConfig, state: DemoState, log: Log) -> None:
                       epochs=config.epochs,
                       batch_size=config.batch_size, optimizer="adamw", schedule="poly",
                       out_dir=str(state.out / "train"), seed=config.seed)
-    result = train_model(cfg, progress=True)
+    started = time.perf_counter()
+
+    def epoch_done(epoch: int, row: dict, model) -> None:
+        # The bar shows the epoch's time left; this line, the whole stage's.
+        left = (time.perf_counter() - started) / epoch * (config.epochs - epoch)
+        log(f"  epoch {epoch}/{config.epochs}: validation mean IU {row['mean_iou']:.3f}, "
+            f"training {'done' if epoch == config.epochs else f'ends in about {_minutes(left)}'}")
+
+    result = train_model(cfg, on_epoch_end=epoch_done, progress=True)
     state.checkpoint, state.history = result.best_path, result.history
     state.figures["best_val_miou"] = round(result.best_miou, 4)
     log(f"  best validation mean IU {result.best_miou:.3f}: {result.best_path}")
@@ -126,10 +161,18 @@ def fastest_passing(bench_report: BenchReport) -> tuple[Path, BenchRow]:
 
 
 def train_rate(config: DemoConfig, steps: int = 3) -> float:
-    """Training images per second on this machine at the demo's size and batch (measured)."""
+    """Training images per second on this machine at the demo's size and batch, now: three
+    steps of the model (after one to warm up) and the rendering of their scenes, measured."""
     import torch
 
     from ..models import create_model
+
+    scenes = open_dataset("synthetic", "train", num_images=config.batch_size,
+                          size=config.image_size, seed=config.seed)
+    start = time.perf_counter()
+    for i in range(len(scenes)):  # training renders each scene as it reads it
+        scenes[i]
+    render = time.perf_counter() - start
 
     spec = model_config(config)
     model = create_model(spec.name, num_classes=spec.num_classes, backbone=spec.backbone)
@@ -147,8 +190,16 @@ def train_rate(config: DemoConfig, steps: int = 3) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return steps * config.batch_size / (time.perf_counter() - start)
+    return steps * config.batch_size / (time.perf_counter() - start + steps * render)
 
 
 def _size(size) -> str:
     return f"{size[0]}×{size[1]}"
+
+
+def _minutes(seconds: float) -> str:
+    """``40 s``, ``4 min``, ``1.5 min``: a time to plan by, not a measurement."""
+    if seconds < 90:
+        return f"{max(10, round(seconds, -1)):.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min"

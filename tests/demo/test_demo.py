@@ -18,7 +18,7 @@ from fcn_edge.demo.media import overlay_grid, plot_curves, write_demo_video
 from fcn_edge.errors import InputError
 from support import read_video
 
-TINY = dict(minutes=0.1, image_size=(64, 64), epochs=2, batch_size=4, val_images=6,
+TINY = dict(train_images=16, image_size=(64, 64), epochs=2, batch_size=4, val_images=6,
             eval_images=6, bench_sizes=((64, 96),), bench_images=2, bench_runs=3,
             bench_seconds=0.3, video_size=(64, 96), video_frames=10, samples=2)
 
@@ -39,6 +39,19 @@ def test_every_stage_runs_in_order_with_progress(demo):
     assert set(result.seconds) == set(STAGE_NAMES) | {"total"}
     stages = sum(v for k, v in result.seconds.items() if k != "total")
     assert stages - 0.5 <= result.seconds["total"] <= stages + 5  # rounded to 0.1 s each
+
+
+def test_training_is_announced_with_its_time_and_counts_down(demo):
+    """Before training: the fixed work and its estimated time; after each epoch: time left."""
+    result, lines = demo
+    first = lines.index(next(line for line in lines if line.startswith("[1/7]")))
+    assert lines[first + 1].startswith("  training: 16 scenes × 2 epochs at 64×64, about ")
+    epochs = [line for line in lines if line.startswith("  epoch ")]
+    assert epochs[0].startswith("  epoch 1/2: validation mean IU ")
+    assert "training ends in about " in epochs[0] and epochs[1].endswith("training done")
+    assert result.figures["sizing"] == "fixed" and result.figures["train_images"] == 16
+    assert result.figures["train_estimate_s"] > 0
+    assert "a fixed amount of work" in result.report.read_text(encoding="utf-8")
 
 
 def test_the_report_has_every_section_and_its_pictures(demo):
@@ -91,6 +104,20 @@ def test_curves_and_grid(tmp_path):
     assert grid.shape[1] == 2 * (12 + 4)
     with pytest.raises(ValueError):
         overlay_grid(tmp_path / "empty.png", [], ("a",))
+
+
+def test_the_grid_names_the_colours_in_a_legend(tmp_path):
+    """A column at the right of the sample grid: each class's swatch, in its palette colour."""
+    tile = np.full((64, 96, 3), 50, np.uint8)
+    classes, palette = ("background", "disc", "wire"), [(0, 0, 0), (200, 30, 40), (20, 220, 60)]
+    plain = cv2.imread(str(overlay_grid(tmp_path / "p.png", [[tile] * 3] * 2, "abc")))
+    grid = cv2.imread(str(overlay_grid(tmp_path / "g.png", [[tile] * 3] * 2, "abc",
+                                       legend=(classes, palette))))
+    assert grid.shape[0] == plain.shape[0] and grid.shape[1] >= plain.shape[1] + 120
+    assert (grid[:, :plain.shape[1]] == plain).all()  # the pictures are untouched
+    column = grid[:, plain.shape[1]:]
+    for r, g, b in palette[1:]:
+        assert (column == (b, g, r)).all(-1).sum() >= 25  # a swatch, BGR on disk
 
 
 def test_bad_settings_are_refused_before_any_work(tmp_path):
