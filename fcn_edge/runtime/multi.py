@@ -142,6 +142,10 @@ class _Batcher:
         for lane in self.lanes:
             lane.source.stop()
 
+    def guarded(self, stage: Callable[[], None], done: threading.Event) -> Callable[[], None]:
+        """``stage`` whose error stops every lane: the model is every source's."""
+        return _guard(stage, done, self.stats, self.errors, self.halt)
+
     def infer(self) -> None:
         inferred = [0] * len(self.lanes)
         try:
@@ -258,8 +262,7 @@ def run_sources(sources: Sequence[Source], segmenter: Any, sinks: Sequence[Seque
     stats.rss_start_mb = stats.rss_peak_mb = rss_mb()
     started = time.perf_counter()
     stages = ([(lane.capture, lane.guarded) for lane in lanes]
-              + [(batcher.infer, lambda fn, ev: _guard(fn, ev, stats, batcher.errors,
-                                                        batcher.halt))]
+              + [(batcher.infer, batcher.guarded)]
               + [(lane.write, lane.guarded) for lane in lanes])
     done = [threading.Event() for _ in stages]
     threads = [threading.Thread(target=guard(fn, event), daemon=True,

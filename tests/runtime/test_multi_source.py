@@ -321,6 +321,28 @@ def test_a_failing_source_stops_alone_and_its_error_comes_at_the_end(tmp_path, s
     assert any(m.startswith("source 0 broken stopped: device vanished") for m in messages)
 
 
+class _EmptyFrameSource(Source):
+    """Two frames, then one the model refuses (no pixels): an error of the shared stage."""
+
+    def __init__(self) -> None:
+        super().__init__("empty", live=False, log=None)
+
+    def __iter__(self):
+        for i in range(2):
+            yield Frame(i, numbered_frame(i), time.perf_counter(), str(i))
+        yield Frame(2, np.zeros((0, 0, 3), np.uint8), time.perf_counter(), "2")
+
+
+def test_a_model_error_stops_every_source(tmp_path, segmenter):
+    camera = open_source(write_numbered_video(tmp_path / "cam.mp4", 250, fps=25), live=True)
+    recorders = [Recorder(), Recorder()]
+    started = time.perf_counter()
+    with pytest.raises(InputError):
+        run_sources([_EmptyFrameSource(), camera], segmenter, [[r] for r in recorders])
+    assert time.perf_counter() - started < 5          # not the camera's 10 s
+    assert all(r.closed for r in recorders) and not _threads_left()
+
+
 def test_a_stop_event_ends_every_source(tmp_path, segmenter):
     stop = threading.Event()
     sources = [open_source(write_numbered_video(tmp_path / f"v{i}.mp4", 60, fps=30), live=True)
