@@ -48,9 +48,10 @@ def sizing_sentence(config: DemoConfig, state: DemoState) -> str:
     """How much training there was and why: fixed work, or what fit ``--minutes`` here."""
     work = (f"{state.num_images} scenes of {config.image_size[0]}×{config.image_size[1]} × "
             f"{config.epochs} epochs, seed {config.seed}")
+    busy = ", on one thread: the machine was busy" if state.train_threads == 1 else ""
     took = (f"{state.seconds.get('train', 0) / 60:.1f} min (estimated "
             f"{state.estimate_s / 60:.1f} min from {state.train_rate:.1f} images/s measured "
-            f"at the start)")
+            f"at the start{busy})")
     if config.minutes is None:
         return f"{work}, a fixed amount of work, in {took}"
     return (f"{work}, sized to fit `--minutes {config.minutes:g}` at the speed measured at the "

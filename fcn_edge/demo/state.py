@@ -74,6 +74,7 @@ class DemoState:
     figures: dict[str, Any] = field(default_factory=dict)
     num_images: int = 0                                # data: training scenes per epoch
     train_rate: float = 0.0                            # data: images/s measured at the start
+    train_threads: int | None = None                   # data: None, a thread per core; or 1
     estimate_s: float = 0.0                            # data: the training time it predicts
     checkpoint: Path | None = None                     # train: the best checkpoint
     history: list[dict] = field(default_factory=list)  # train: one row per epoch

@@ -51,6 +51,7 @@ def test_training_is_announced_with_its_time_and_counts_down(demo):
     assert "training ends in about " in epochs[0] and epochs[1].endswith("training done")
     assert result.figures["sizing"] == "fixed" and result.figures["train_images"] == 16
     assert result.figures["train_estimate_s"] > 0
+    assert result.figures["train_threads"] in (None, 1)
     assert "a fixed amount of work" in result.report.read_text(encoding="utf-8")
 
 

@@ -35,6 +35,14 @@ def test_the_estimate_counts_training_and_validation_passes():
     assert stages.training_seconds(config, 48, 10.0) == pytest.approx((48 + 4 / 3) * 2 / 10)
 
 
+def test_one_thread_is_chosen_only_where_it_is_clearly_faster():
+    """On a busy machine PyTorch's threads wait on each other: one thread can be 8× faster."""
+    assert stages.choose_threads({2: 2.4, 1: 20.5}) == 1      # measured beside a benchmark
+    assert stages.choose_threads({2: 39.0, 1: 22.0}) == 2     # more threads faster
+    assert stages.choose_threads({2: 10.0, 1: 12.0}) == 2     # within the noise of 3 steps
+    assert stages.choose_threads({4: 10.0}) == 4
+
+
 def _busy_loops(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
@@ -62,6 +70,8 @@ def test_a_busy_machine_gets_the_same_work_and_a_longer_estimate_up_front(tmp_pa
         assert state.estimate_s == pytest.approx(
             stages.training_seconds(config, 48, state.train_rate))
         assert state.figures["sizing"] == "fixed" and state.figures["train_images"] == 48
+        assert state.train_threads in (None, 1)  # a thread per core, or one when faster
+        assert ("on one thread: the machine is busy" in lines[0]) == (state.train_threads == 1)
 
 
 def test_minutes_says_the_model_follows_the_machine(tmp_path):
@@ -76,6 +86,8 @@ def test_minutes_says_the_model_follows_the_machine(tmp_path):
     assert "sized to fit `--minutes 0.5`" in sentence and "speed and load" in sentence
     fixed = sizing_sentence(DemoConfig(**SMALL), state)
     assert "a fixed amount of work" in fixed and "seed 0" in fixed and "--minutes" not in fixed
+    state.train_threads = 1
+    assert "on one thread: the machine was busy" in sizing_sentence(DemoConfig(**SMALL), state)
 
 
 def test_the_help_says_the_work_is_fixed_and_minutes_is_a_budget():
