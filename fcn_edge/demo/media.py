@@ -90,7 +90,7 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
     """A PNG grid: one row per sample, one column per picture (all BGR, the same size).
 
     ``legend`` (class names, their RGB palette): a column at the right that names each colour,
-    drawn by the runtime's :func:`~fcn_edge.runtime.palette.draw_legend` as overlays get it.
+    drawn by the runtime's :func:`~fcn_edge.runtime.legend.draw_legend` as overlays get it.
     """
     if not rows:
         raise ValueError("overlay_grid needs at least one row")
@@ -111,7 +111,7 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
 
 def _legend_column(height: int, head: int, classes: Sequence[str], palette) -> np.ndarray:
     """A white column, titled like the grid's, with every class's swatch and name below."""
-    from ..runtime.palette import draw_legend
+    from ..runtime.legend import draw_legend
 
     width = max(120, min(240, height // 3))  # the legend's rows are H/22 high; names fit
     column = np.full((head + height, width, 3), 255, np.uint8)

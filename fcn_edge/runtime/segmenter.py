@@ -72,7 +72,7 @@ from .backends.base import check_threads
 from .heads import Head, Labels, find_head, heads_of, pick, result_of, tasks_of
 from .metadata import ArtifactMeta, Shapes, parse_shapes
 from .modalities import check_extras, encode_batch, gather_extras, resize_extra
-from .palette import draw_legend
+from .legend import draw_legend
 from .processing import (as_frame, colorize, fit_size, group_by_size, labels_from_logits,
                          overlay, resize_frame, resize_labels, rgb_input)
 
@@ -193,7 +193,7 @@ class Segmenter:
                 task: str | None = None, legend: bool = False) -> np.ndarray:
         """``frame`` blended with its colorized ``labels`` (``alpha`` of the colours); for a
         multi-head artifact, ``task``'s labels in its palette (default: the first head).
-        ``legend``: that head's classes in a corner (:func:`~.palette.draw_legend`; beyond
+        ``legend``: that head's classes in a corner (:func:`~.legend.draw_legend`; beyond
         12 classes, only those in ``labels``)."""
         view = as_frame(frame)
         head = find_head(self._heads, task, self._name())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fcn_edge.errors import InputError
-from fcn_edge.runtime.palette import (LEGEND_CORNERS, PRESENT_ONLY_ABOVE, ascii_name,
-                                      draw_legend, legend_classes)
+from fcn_edge.runtime.legend import (LEGEND_CORNERS, PRESENT_ONLY_ABOVE, ascii_name,
+                                     draw_legend, legend_classes)
 
 #: Colours no blend of the grey frame, the dark panel and white/black text can make.
 PALETTE = [(230, 30, 60), (20, 200, 90), (60, 80, 240), (250, 220, 10), (140, 20, 200),
