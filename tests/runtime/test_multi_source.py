@@ -297,16 +297,20 @@ def test_a_stream_that_drops_reconnects_while_the_others_go_on(tmp_path, segment
     assert recorders[1].indices == list(range(40))            # the file lost nothing
 
 
-class _BrokenSource(Source):
-    """Three frames, then the device fails."""
+class _FailingSource(Source):
+    """Three frames, then a failure: ``device`` — the source's own error; ``frame`` — a frame
+    the model refuses (no pixels), an error of the shared inference stage."""
 
-    def __init__(self) -> None:
-        super().__init__("broken", live=False, log=None)
+    def __init__(self, how: str) -> None:
+        super().__init__("broken" if how == "device" else "empty", live=False, log=None)
+        self.how = how
 
     def __iter__(self):
         for i in range(3):
             yield Frame(i, numbered_frame(i), time.perf_counter(), str(i))
-        raise OSError("device vanished")
+        if self.how == "device":
+            raise OSError("device vanished")
+        yield Frame(3, np.zeros((0, 0, 3), np.uint8), time.perf_counter(), "3")
 
 
 def test_a_failing_source_stops_alone_and_its_error_comes_at_the_end(tmp_path, segmenter):
@@ -314,23 +318,11 @@ def test_a_failing_source_stops_alone_and_its_error_comes_at_the_end(tmp_path, s
     recorders = [Recorder(), Recorder()]
     messages: list[str] = []
     with pytest.raises(OSError, match="device vanished"):
-        run_sources([_BrokenSource(), video], segmenter, [[r] for r in recorders],
+        run_sources([_FailingSource("device"), video], segmenter, [[r] for r in recorders],
                     log=messages.append)
     assert recorders[1].indices == list(range(30))            # the other finished
     assert all(r.closed for r in recorders) and not _threads_left()
     assert any(m.startswith("source 0 broken stopped: device vanished") for m in messages)
-
-
-class _EmptyFrameSource(Source):
-    """Two frames, then one the model refuses (no pixels): an error of the shared stage."""
-
-    def __init__(self) -> None:
-        super().__init__("empty", live=False, log=None)
-
-    def __iter__(self):
-        for i in range(2):
-            yield Frame(i, numbered_frame(i), time.perf_counter(), str(i))
-        yield Frame(2, np.zeros((0, 0, 3), np.uint8), time.perf_counter(), "2")
 
 
 def test_a_model_error_stops_every_source(tmp_path, segmenter):
@@ -338,7 +330,7 @@ def test_a_model_error_stops_every_source(tmp_path, segmenter):
     recorders = [Recorder(), Recorder()]
     started = time.perf_counter()
     with pytest.raises(InputError):
-        run_sources([_EmptyFrameSource(), camera], segmenter, [[r] for r in recorders])
+        run_sources([_FailingSource("frame"), camera], segmenter, [[r] for r in recorders])
     assert time.perf_counter() - started < 5          # not the camera's 10 s
     assert all(r.closed for r in recorders) and not _threads_left()
 
