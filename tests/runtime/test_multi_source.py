@@ -176,6 +176,7 @@ def test_run_writes_a_folder_of_overlays_masks_and_stats_per_source(tmp_path, mo
     data = json.loads((tmp_path / "s.json").read_text())
     figures = data["fcn_edge_run"]
     assert figures["frames"] == 28 and [s["frames"] for s in figures["sources"]] == [14, 9, 5]
+    assert stats.frames == 28  # the returned statistics are the file's
     assert [s["source"] for s in figures["sources"]] == [*videos, str(images)]
     for s in figures["sources"]:
         assert {"fps", "dropped", "reconnects"} <= set(s)
