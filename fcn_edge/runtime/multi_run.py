@@ -28,7 +28,8 @@ from .multi import MultiRunStats, run_sources
 from .run import (RunConfig, _check_model_inputs, _make_sinks, _open_segmenter, _output_kind,
                   _progress, _report, output_kind)
 from .serve import LiveView, check_address, parse_address
-from .source_spec import is_url, parse_source
+from .capture import pipeline_elements
+from .source_spec import source_spec
 from .sources import Source, open_source, redact
 
 __all__ = ["PLACEHOLDER", "source_name", "source_outputs", "check_several", "run_several"]
@@ -40,15 +41,22 @@ _GLOB = re.compile(r"[*?\[]")
 
 def source_name(index: int, spec: str) -> str:
     """``<index>-<name>``: a source's name in its outputs — a file's or folder's stem, a
-    camera's index, a stream's path (never its password), kept to letters, digits, ``._-``."""
-    checked = parse_source(spec)
-    if isinstance(checked, int):
-        name = f"camera{checked}"
-    elif is_url(checked):
-        parts = urlsplit(redact(checked))
+    camera's index or device (``camera0``, ``video2``), a CSI sensor (``csi0``), a pipeline's
+    first element (``v4l2src``), a stream's path (never its password), kept to letters,
+    digits, ``._-``."""
+    checked = source_spec(spec)
+    target = checked.target
+    if checked.kind == "camera":
+        name = f"camera{target}" if isinstance(target, int) else Path(str(target)).name
+    elif checked.kind == "csi":
+        name = f"csi{target}"
+    elif checked.kind == "pipeline":
+        name = next(iter(pipeline_elements(str(target))), "pipeline")
+    elif checked.kind == "stream":
+        parts = urlsplit(redact(str(target)))
         name = Path(parts.path).stem or parts.hostname or "stream"
     else:
-        path = Path(checked.rstrip("/\\"))
+        path = Path(str(target).rstrip("/\\"))
         name = path.parent.name if _GLOB.search(path.name) else path.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "source"
     return f"{index}-{name}"

@@ -260,6 +260,10 @@ def test_source_names_are_readable_and_never_hold_a_password(tmp_path):
     assert source_name(2, "rtsp://admin:secret@10.0.0.5:554/live/main") == "2-main"
     assert source_name(3, f"{tmp_path}/frames/") == "3-frames"
     assert source_name(4, f"{tmp_path}/frames/*.png") == "4-frames"
+    # a CSI sensor and a pipeline are named by what they are, not by their text's tail
+    assert source_name(5, "csi://1") == "5-csi1"
+    assert source_name(6, "gst:v4l2src device=/dev/video1 ! image/jpeg ! jpegdec") == "6-v4l2src"
+    assert source_name(7, "videotestsrc pattern=ball ! video/x-raw,width=64") == "7-videotestsrc"
 
 
 # --- live sources: a stall, a drop, fairness ----------------------------------------------------
