@@ -52,8 +52,23 @@ def environment() -> list[Check]:
         detail = version or f"not installed (pip install 'fcn-edge[{extra}]')"
         checks.append(Check(label, detail, ok=version is not None or not required,
                             required=required))
-    checks += _onnxruntime_checks() + _torch_device_checks()
+    checks += _opencv_checks() + _onnxruntime_checks() + _torch_device_checks()
     return checks
+
+
+def _opencv_checks() -> list[Check]:
+    """Which cameras and streams this OpenCV can read: csi:// and GStreamer pipelines need
+    its GStreamer backend, which pip's OpenCV never has (docs/install.md: cameras)."""
+    try:
+        from .runtime.capture import gstreamer_available
+        gstreamer = gstreamer_available()
+    except Exception:  # no OpenCV: its own line above says so
+        return []
+    detail = ("yes: csi:// cameras and GStreamer pipelines can be read" if gstreamer else
+              "no: csi:// and GStreamer pipelines need an OpenCV with GStreamer (JetPack's, or "
+              "Debian/Ubuntu's python3-opencv; see docs/install.md); V4L2 cameras, files and "
+              "rtsp:// work without it")
+    return [Check("opencv gstreamer", detail)]
 
 
 def _onnxruntime_checks() -> list[Check]:

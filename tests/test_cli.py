@@ -1,9 +1,11 @@
 """The command line, run as users run it: a real ``fcn-edge`` process."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 from fcn_edge.checks import environment, smoke
@@ -69,6 +71,10 @@ def test_checks_without_smoke_reports_engines(capsys):
     # TensorRT cannot be installed on these machines: the report names the extra instead.
     if "tensorrt" not in {c.name for c in environment() if "not installed" not in c.detail}:
         assert "pip install 'fcn-edge[trt]'" in out
+    # pip's OpenCV, which this venv has, is built without GStreamer: csi:// cannot be read
+    gstreamer = re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()) is not None
+    assert ("opencv gstreamer" in out and
+            ("yes: csi://" if gstreamer else "no: csi:// and GStreamer pipelines") in out)
 
 
 def test_smoke_builds_runs_and_fits():
