@@ -177,7 +177,10 @@ def _legend_layout(height: int, width: int, names: tuple[str, ...], max_width: f
         size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0]
         return size + 2 * thickness
 
-    room_w, room_h = int(max_width * width) - 2 * pad, int(max_height * height) - 4 * pad
+    # The panel (its own padding inside) keeps `pad` from the frame's edges: with max_width
+    # 1.0 it must still end inside the frame, a margin from its far edge.
+    room_w = min(int(max_width * width), width - 2 * pad) - 2 * pad
+    room_h = int(max_height * height) - 4 * pad
     rows_fit, cell = room_h // row, swatch + gap + text_width(_MIN_TEXT)
     columns_fit = (room_w + column_gap) // (cell + column_gap)
     if not names or rows_fit < 1 or columns_fit < 1:

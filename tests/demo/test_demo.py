@@ -121,6 +121,23 @@ def test_the_grid_names_the_colours_in_a_legend(tmp_path):
         assert (column == (b, g, r)).all(-1).sum() >= 25  # a swatch, BGR on disk
 
 
+def test_the_grid_at_the_demo_s_own_sizes_has_its_legend(tmp_path):
+    """The report's grid: DemoConfig's samples rows of video_size tiles and the scenes' 8
+    classes (the legend column once ran past its right edge here and the demo crashed)."""
+    from fcn_edge.data.procedural import PROCEDURAL_CLASSES as CLASSES
+
+    config = DemoConfig()
+    tile = np.full((*config.video_size, 3), 50, np.uint8)
+    palette = [(40 * i % 256, 90, 200 - 20 * i) for i in range(len(CLASSES))]
+    grid = cv2.imread(str(overlay_grid(tmp_path / "g.png", [[tile] * 3] * config.samples,
+                                       ("image", "ground truth", "prediction"),
+                                       legend=(CLASSES, palette))))
+    column = grid[:, 3 * (config.video_size[1] + 4):]
+    assert (column[:, -1] == 255).all()  # the legend ends inside its column
+    for r, g, b in palette[1:]:
+        assert (column == (b, g, r)).all(-1).sum() >= 25
+
+
 def test_bad_settings_are_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="--minutes"):
         run_demo(DemoConfig(out_dir=str(tmp_path / "x"), minutes=0))

@@ -360,3 +360,17 @@ def test_fcn_edge_run_legend_on_a_multi_head_model_lists_the_shown_heads_classes
     assert colours_in(geometric, GEOMETRIC_PALETTE[1:]) == [True, True]
     voc = [(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128)]
     assert not any(colours_in(geometric, voc)) and all(colours_in(semantic, voc))
+
+
+@pytest.mark.parametrize("corner", ["top-left", "bottom-right"])
+@pytest.mark.parametrize("height, width", [(52, 176), (66, 120), (530, 176), (1100, 240)])
+def test_a_legend_given_the_whole_frame_stays_inside_it(height, width, corner):
+    # The demo's legend column asks for max_width=max_height=1.0: the panel plus its margin
+    # once ran past the right edge, and OpenCV refused the blend (a demo crashed in its report).
+    frame = np.full((height, width, 3), 255, np.uint8)
+    names = ["background", "disc", "rectangle", "triangle", "ring", "star", "wire", "blob"]
+    out = draw_legend(frame, names, PALETTE + PALETTE[:2], only_present=False, position=corner,
+                      max_width=1.0, max_height=1.0)
+    assert not np.array_equal(out, frame)
+    for edge in (out[0], out[-1], out[:, 0], out[:, -1]):  # the margin is left as it was
+        assert (edge == 255).all()
