@@ -5,6 +5,7 @@ key), the ``Log`` type of the progress callbacks every command takes, and the la
 exports that keep ``import fcn_edge.runtime`` and ``import fcn_edge.models`` instant."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -46,11 +47,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the file the mode a plain open() would (or the old file's).
-    os.chmod(tmp_path, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
+    _UNFINISHED.add(tmp_path)
     try:
+        os.close(fd)
+        # mkstemp creates 0600; give the file the mode a plain open() would (or the old one's).
+        os.chmod(tmp_path,
+                 target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         try:
             yield tmp_path
             fsync_path(tmp_path)
@@ -62,8 +65,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
         fsync_path(target.parent)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
+        _UNFINISHED.discard(tmp_path)
+
+
+#: Temporaries of writes under way. Ctrl-C or SIGTERM pressed twice can land the second
+#: interrupt inside the clean-up of the first (a signal handler's exception arrives between any
+#: two lines), before the temporary is removed; what is left here is removed at exit.
+_UNFINISHED: set[Path] = set()
+
+
+@atexit.register
+def _remove_unfinished() -> None:
+    for path in list(_UNFINISHED):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 #: The errnos of a write that failed for want of room: the disk, a quota, a file size limit.

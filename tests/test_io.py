@@ -1,6 +1,8 @@
 import errno
 import hashlib
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,39 @@ def test_a_write_onto_a_full_disk_is_enospc_naming_the_target(tmp_path):
             str(disk / "last.pt")
         assert (disk / "last.pt").read_bytes() == b"old"
         assert [p.name for p in disk.iterdir()] == ["last.pt"]
+
+
+
+#: A write stopped by Ctrl-C whose clean-up gets a second interrupt at its AT-th line: raised
+#: by a trace function, exactly where a signal handler's exception would land.
+_TWICE = """
+import sys
+from pathlib import Path
+from fcn_edge.io import atomic_path
+
+at, lines = int(sys.argv[2]), 0
+
+def trace(frame, event, arg):
+    global lines
+    if frame.f_code.co_filename.endswith("fcn_edge/io.py") and event == "line":
+        lines += 1
+        if lines == at:
+            raise KeyboardInterrupt("second")
+    return trace
+
+with atomic_path(Path(sys.argv[1]) / "ckpt.pt") as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    sys.settrace(trace)
+    raise KeyboardInterrupt("first")
+"""
+
+
+@pytest.mark.parametrize("at", range(1, 6))
+def test_a_second_interrupt_during_the_clean_up_leaves_no_temporary(tmp_path, at):
+    """Ctrl-C or SIGTERM twice (the CLI raises both as KeyboardInterrupt): the second lands in
+    atomic_path's clean-up of the first, at any of its lines; by the time the process has
+    exited, no temporary is left (and the old file, had there been one, is untouched)."""
+    done = subprocess.run([sys.executable, "-c", _TWICE, str(tmp_path), str(at)],
+                          capture_output=True, text=True, timeout=60)
+    assert "KeyboardInterrupt" in done.stderr
+    assert list(tmp_path.iterdir()) == []
