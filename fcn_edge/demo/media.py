@@ -109,6 +109,9 @@ def overlay_grid(path: Path, rows: Sequence[Sequence[np.ndarray]],
     return _write_png(path, grid)
 
 
+_LEGEND_ROW = 20  # px: the sample grid's legend rows
+
+
 def _legend_column(height: int, head: int, classes: Sequence[str], palette) -> np.ndarray:
     """A white column, titled like the grid's, with every class's swatch and name below."""
     from ..runtime.legend import draw_legend
@@ -117,7 +120,10 @@ def _legend_column(height: int, head: int, classes: Sequence[str], palette) -> n
     column = np.full((head + height, width, 3), 255, np.uint8)
     cv2.putText(column, "classes", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                 cv2.LINE_AA)
-    draw_legend(column[head:], classes, palette, only_present=False, position="top-left",
+    # Rows are 1/22 of the height they are given: given the grid's whole height (47 px rows
+    # for the demo's 4 × 256 lines), the names outgrow the column and are cut; 20 px rows fit.
+    area = column[head:head + min(height, 22 * _LEGEND_ROW)]
+    draw_legend(area, classes, palette, only_present=False, position="top-left",
                 max_width=1.0, max_height=1.0, color="bgr", inplace=True)
     return column
 
