@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import signal
+import sys
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -116,6 +118,18 @@ def _worker_stops_quietly(worker_id: int) -> None:
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.default_int_handler)
+    sys.excepthook = functools.partial(_quiet_when_the_parent_hangs_up, sys.excepthook)
+
+
+def _quiet_when_the_parent_hangs_up(report, kind, value, trace) -> None:
+    """A worker hands each batch's tensors to the main process through its resource-sharer
+    thread (one fd per tensor). A main process stopped by a signal mid-hand-off drops that
+    connection, and the thread printed "ConnectionResetError" through ``sys.excepthook`` over
+    the clean stop. A dropped connection off the main thread means exactly that; anything else
+    is still reported."""
+    hung_up = issubclass(kind, (EOFError, ConnectionError))
+    if not (hung_up and threading.current_thread() is not threading.main_thread()):
+        report(kind, value, trace)
 
 
 def make_loader(dataset: AugmentedDataset, sampler: EpochSampler, batch_size: int,
