@@ -92,8 +92,12 @@ class TritonPythonModel:
         return self._pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, exc: Exception) -> Any:
-        return self._pb.InferenceResponse(output_tensors=[],
-                                          error=self._pb.TritonError(str(exc)))
+        """The request's own error: INVALID_ARG (HTTP 400) for a request that cannot be
+        served, INTERNAL (500) for a failure here (Tritons before 23.08 know only INTERNAL)."""
+        error = self._pb.TritonError
+        code = getattr(error, "INVALID_ARG" if isinstance(exc, InputError) else "INTERNAL", None)
+        made = error(str(exc)) if code is None else error(str(exc), code)
+        return self._pb.InferenceResponse(output_tensors=[], error=made)
 
 
 def _parameters(request: Any) -> dict[str, Any]:
