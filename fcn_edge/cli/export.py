@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import BackendUnavailable, InputError
 from ..io import check_writable
 from ..runtime.bounds import Bound
-from .args import EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, add_bounded, config_from_args
+from .args import (EXPORT_TARGETS, INT8_TARGETS, LABELS_DTYPES, LazyChoices, add_bounded,
+                   config_from_args)
 from .model_arg import (CHECKPOINT, ONNX, add_model_argument, export_folder, resolve_model,
                         zoo_name)
 
@@ -20,6 +21,7 @@ _BUILD = "fcn_edge.export.trt_options:BuildOptions"
 #: --mean and --std of import: finite numbers here, held to a pixel's range by the import
 #: (which knows the scale they go with).
 _PIXEL = Bound(-65535.0, 65535.0, integer=False)
+TRITON_PLATFORMS = LazyChoices("fcn_edge.export.triton:EXPORT_PLATFORMS")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -154,6 +156,16 @@ def _add_export_parser(sub) -> None:
     add_bounded(p, "--parity-sizes", _EXPORT,
                 help="comma-separated HxW sizes for the parity check")
     p.add_argument("--triton-repo", help="also write a Triton model repository here")
+    p.add_argument("--triton-platform", choices=TRITON_PLATFORMS, metavar="PLATFORM",
+                   help="the Triton model --triton-repo holds: onnxruntime_onnx (default; "
+                        "Triton's ONNX Runtime backend) or python (fcn-edge's runtime in "
+                        "Triton's Python backend, as fcn-edge serve runs it)")
+    add_bounded(p, "--triton-max-batch", _EXPORT, metavar="N",
+                help="the Triton model's max_batch_size (default 0 for onnxruntime_onnx; 8 "
+                     "for python, whose dynamic batcher joins requests; 1: no batching)")
+    add_bounded(p, "--triton-instances", _EXPORT, metavar="K",
+                help="with --triton-platform python: model instances, each its own process "
+                     "(default 1)")
     p.add_argument("--no-engine", dest="build_engine", action="store_false",
                    help="with --fp16: do not build a TensorRT engine even if TensorRT is here")
     add_bounded(p, "--workspace", _EXPORT, dest="workspace_gb", metavar="WORKSPACE",

@@ -35,7 +35,7 @@ from ..io import Log, atomic_path, check_writable
 from ..models import load_model
 from ..runtime.bounds import Bound, Many, Rule, check_bounds
 from ..runtime.metadata import ArtifactMeta, parse_shapes
-from . import parity
+from . import parity, triton
 from .artifact_meta import artifact_meta
 from .onnx_export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_graph, save_onnx, simplify,
                           trace_to_onnx)
@@ -76,6 +76,9 @@ class ExportConfig:
     simplify: bool = True
     parity_sizes: tuple[tuple[int, int], ...] | None = None
     triton_repo: str | None = None
+    triton_platform: str = "onnxruntime_onnx"   # or "python": fcn-edge's Python-backend model
+    triton_max_batch: int | None = None  # None: 0 (onnxruntime_onnx), 8 (python)
+    triton_instances: int | None = None  # python: model instances (None: 1)
     build_engine: bool = True           # with --fp16, build a TensorRT engine when TRT is here
     workspace_gb: float = 4.0
     target: str = "any"                 # "tensorrt": every artifact must build with TensorRT
@@ -85,12 +88,14 @@ class ExportConfig:
     BOUNDS: ClassVar[Mapping[str, Rule]] = {
         "calib_images": Bound(1, 100_000), "eval_images": Bound(1, 100_000),
         "opset": Bound(MIN_OPSET, MAX_OPSET), "parity_sizes": Many(IMAGE_SIZE),
-        "workspace_gb": BuildOptions.BOUNDS["workspace_gb"]}
+        "workspace_gb": BuildOptions.BOUNDS["workspace_gb"], **triton.EXPORT_BOUNDS}
 
     def __post_init__(self) -> None:
         check_bounds(self, self.BOUNDS)
         _check_choice("--target", self.target, EXPORT_TARGETS)
         _check_choice("--labels-dtype", self.labels_dtype, LABELS_DTYPES)
+        triton.check_export_options(self.triton_platform, self.triton_max_batch,
+                                    self.triton_instances)
         if self.int8_target is not None:
             from .int8 import INT8_TARGETS  # lazily: it imports onnxruntime's quantization
 
@@ -311,15 +316,11 @@ def _engine_and_triton(config: ExportConfig, staging: Staging, finals: dict[str,
                 f"`fcn-edge build {finals['fp16']} --fp16` (engines are specific "
                 f"to the GPU and TensorRT version they are built with)")
     if config.triton_repo:
-        from .triton import write_triton_repo
-
         primary = finals.get("fp16", finals["fp32"])
-        name = finals["fp32"].stem.replace(".", "_")
-        repo = Path(config.triton_repo)
-        staging.path(repo / name)  # the model folder, moved into the repository at the end
-        write_triton_repo(staging.folder(repo), name, staging.staged(primary), meta,
-                          platform="onnxruntime_onnx")
-        extra["triton"] = repo / name
+        extra["triton"] = triton.stage_model(
+            staging, config.triton_repo, finals["fp32"].stem.replace(".", "_"),
+            staging.staged(primary), meta, config.triton_platform, config.triton_max_batch,
+            config.triton_instances)
     return extra
 
 

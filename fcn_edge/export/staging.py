@@ -10,6 +10,14 @@ failed export leaves nothing new behind, and a previous good export stays whole:
 run`` without ``--model``, which takes the newest artifact under ``runs/``, never finds a
 partial one. (``kill -9`` cannot be cleaned up after: it can leave a hidden
 ``.fcn-edge-export.*`` folder, holding only complete files.)
+
+A folder some program reads as it is (``scanned``: a Triton model repository, where the server
+takes every subfolder, a hidden one too, for a model and fails to load it) is staged beside
+itself instead, in its parent, when that is the same file system, so the reader never sees a
+staging folder: a tritonserver started with --exit-on-error would refuse to start on a
+repository holding one, and in poll mode it logs a failed load and reports not ready while one
+exists. A repository that is a mount point has its parent on another file system, where a
+rename cannot reach: its staging folder stays inside it.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ class Staging:
         self._all_stages: dict[Path, Path] = {}   # … every one there was, for messages
         self._moves: list[tuple[Path, Path]] = []  # staged path → final path
         self._done: list[tuple[Path, Path | None]] = []  # placed: final, the old one aside
+        self._scanned: set[Path] = set()          # folders staged beside themselves
 
     def path(self, final: str | os.PathLike) -> Path:
         """Where to write ``final`` (a file or a folder) now; ``commit`` moves it there."""
@@ -48,6 +57,11 @@ class Staging:
         """The staging folder of the destination folder ``final`` (created, as ``final``'s
         missing parents are): a tool that writes a tree of its own writes it there."""
         return self._stage(Path(final))
+
+    def scanned(self, folder: str | os.PathLike) -> None:
+        """``folder``'s entries are read as they appear (a Triton model repository): stage
+        what goes into it in its parent where a rename can reach from there."""
+        self._scanned.add(Path(folder))
 
     def commit(self) -> None:
         """Move every staged path that was written into place, in the order asked for."""
@@ -96,10 +110,21 @@ class Staging:
     def _stage(self, folder: Path) -> Path:
         if folder not in self._stages:
             self._make(folder)
-            self._stages[folder] = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX,
-                                                         suffix=".partial", dir=folder))
+            self._stages[folder] = self._make_stage(folder)
             self._all_stages[folder] = self._stages[folder]
         return self._stages[folder]
+
+    def _make_stage(self, folder: Path) -> Path:
+        """A new staging folder for ``folder``: inside it, or beside it when it is scanned and
+        its parent is on the same file system (and writable)."""
+        if folder in self._scanned and folder.parent != folder and \
+                os.stat(folder).st_dev == os.stat(folder.parent).st_dev:
+            try:
+                return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=".partial",
+                                             dir=folder.parent))
+            except OSError:  # a parent we may not write: inside, as for any folder
+                pass
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=".partial", dir=folder))
 
     def _make(self, folder: Path) -> None:
         missing = []

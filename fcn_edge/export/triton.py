@@ -6,25 +6,38 @@ the ONNX ``metadata_props`` hold, so a client reads the classes, palette, mean/s
 order from Triton's model-config endpoint and rebuilds them with ``ArtifactMeta.from_props``.
 
 Plain Python; the config follows Triton's ModelConfig protobuf (model_config.proto).
+
+``export --triton-repo`` writes the model folder with :func:`stage_model`: ONNX Runtime's own
+backend (``onnxruntime_onnx``, the default) or, with ``--triton-platform python``, fcn-edge's
+Python-backend model (``fcn_edge.serve.repository``), which any Triton runs with fcn-edge
+installed in its Python: the repository ``fcn-edge serve`` builds, and the one the tests start
+the real tritonserver on.
 """
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_path
+from ..runtime.bounds import Bound
 from ..runtime.engine_file import engine_meta, is_engine_file, read_engine
 from ..runtime.metadata import FORMAT, NHWC, ArtifactMeta
 from ..runtime.onnx_file import read_onnx_props
+from ..serve.pbtxt import check_model_name, quote, string_parameters, tensor_list
+from .staging import Staging
 
 #: Triton platform → the file name its backend loads from a version folder.
 PLATFORMS = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
 _TRITON_TYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int32": "TYPE_INT32",
                  "int64": "TYPE_INT64"}
-# Letters, digits, '_', '-', '.': safe as a folder name and in Triton's HTTP/GRPC routes.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: What ``export --triton-platform`` writes (an engine's ``tensorrt_plan`` folder is written
+#: with write_triton_repo, where the engine is built).
+EXPORT_PLATFORMS = ("onnxruntime_onnx", "python")
+#: ``--triton-max-batch`` and ``--triton-instances``; the Python model's own bounds (ServeModel).
+EXPORT_BOUNDS = {"triton_max_batch": Bound(0, 256), "triton_instances": Bound(1, 64)}
+#: The Python model's batch when none is given: Triton's dynamic batcher joins up to 8 frames.
+PYTHON_MAX_BATCH = 8
 
 
 def write_triton_repo(repo_dir: str | Path, model_name: str, artifact_path: str | Path,
@@ -54,52 +67,65 @@ def write_triton_repo(repo_dir: str | Path, model_name: str, artifact_path: str 
     return model_dir
 
 
+def check_export_options(platform: str, max_batch: int | None,
+                         instances: int | None) -> None:
+    """Refuse, before any work, a ``--triton-*`` combination ``stage_model`` cannot write."""
+    if platform not in EXPORT_PLATFORMS:
+        raise InputError(f"--triton-platform {platform!r}: choose one of "
+                         f"{', '.join(EXPORT_PLATFORMS)}")
+    if platform == "python" and max_batch == 0:
+        raise InputError("--triton-max-batch 0 with --triton-platform python: the Python model "
+                         "takes [N,H,W,3] batches; give 1 (no batching) or more")
+    if platform != "python" and instances is not None:
+        raise InputError(f"--triton-instances goes with --triton-platform python (Triton "
+                         f"chooses the {platform} model's instances itself)")
+
+
+def stage_model(staging: Staging, repo_dir: str | Path, name: str, artifact: Path,
+                meta: ArtifactMeta, platform: str = "onnxruntime_onnx",
+                max_batch: int | None = None, instances: int | None = None) -> Path:
+    """Write the model folder ``repo_dir/name`` into ``staging``, which moves it into the
+    repository on commit; returns where it will be. The repository is ``scanned``: a live
+    Triton polling it never sees the staging folder (see ``staging``)."""
+    check_export_options(platform, max_batch, instances)
+    repo = Path(repo_dir)
+    staging.scanned(repo)
+    staging.path(repo / name)  # the model folder, renamed into the repository at the end
+    if platform == "python":
+        from ..serve.repository import ServeModel, write_python_model
+
+        batch = PYTHON_MAX_BATCH if max_batch is None else max_batch
+        write_python_model(staging.folder(repo), artifact,
+                           ServeModel(name=name, max_batch_size=batch, instances=instances or 1))
+    else:
+        write_triton_repo(staging.folder(repo), name, artifact, meta, platform,
+                          max_batch_size=max_batch or 0)
+    return repo / name
+
+
 def triton_config(model_name: str, meta: ArtifactMeta, platform: str,
                   max_batch_size: int = 0) -> str:
     """The ``config.pbtxt`` text (protobuf text format) for ``meta``'s tensors."""
     _check_args(model_name, platform, 1, max_batch_size)
     batch = [] if max_batch_size > 0 else [-1]
-    lines = [f"name: {_quote(model_name)}", f"platform: {_quote(platform)}",
+    lines = [f"name: {quote(model_name)}", f"platform: {quote(platform)}",
              f"max_batch_size: {max_batch_size}"]
-    for name, layout, channels, dtype in meta.input_tensors():
-        dims = [-1, -1, channels] if layout == NHWC else [channels, -1, -1]
-        lines += _tensor("input", name, "TYPE_UINT8" if dtype == "uint8" else "TYPE_FP32",
-                         batch + dims)
+    inputs = [(name, "TYPE_UINT8" if dtype == "uint8" else "TYPE_FP32",
+               batch + ([-1, -1, channels] if layout == NHWC else [channels, -1, -1]), False)
+              for name, layout, channels, dtype in meta.input_tensors()]
+    outputs = []
     for name, classes, dtype in meta.output_tensors():
         if dtype not in _TRITON_TYPES:
             raise InputError(f"output dtype {dtype!r} has no Triton type here")
         dims = [-1, -1] if meta.argmax else [classes, -1, -1]
-        lines += _tensor("output", name, _TRITON_TYPES[dtype], batch + dims)
-    for key, value in meta.to_props().items():
-        lines += ["parameters {", f"  key: {_quote(key)}",
-                  f"  value {{ string_value: {_quote(value)} }}", "}"]
-    return "\n".join(lines) + "\n"
-
-
-def _tensor(kind: str, name: str, data_type: str, dims: list[int]) -> list[str]:
-    return [f"{kind} [", "  {", f"    name: {_quote(name)}", f"    data_type: {data_type}",
-            f"    dims: [ {', '.join(str(d) for d in dims)} ]", "  }", "]"]
-
-
-def _quote(text: str) -> str:
-    """A protobuf text-format string literal (C-style escapes; UTF-8 passes through)."""
-    out = []
-    for ch in text:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\{ord(ch):03o}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+        outputs.append((name, _TRITON_TYPES[dtype], batch + dims, False))
+    for kind, tensors in (("input", inputs), ("output", outputs)):  # one list per tensor
+        lines += [line for each in tensors for line in tensor_list(kind, [each])]
+    return "\n".join(lines + string_parameters(meta.to_props().items())) + "\n"
 
 
 def _check_args(model_name: str, platform: str, version: int, max_batch_size: int) -> None:
-    if not isinstance(model_name, str) or not _MODEL_NAME.match(model_name):
-        raise InputError(f"Triton model name {model_name!r}: use 1–128 letters, digits, '_', "
-                         f"'-' or '.', not starting with '.' or '-'")
+    check_model_name(model_name)
     if platform not in PLATFORMS:
         raise InputError(f"Triton platform {platform!r}: one of {sorted(PLATFORMS)}")
     if not isinstance(version, int) or version < 1:

@@ -1,6 +1,7 @@
-"""Triton model repositories: files, and config.pbtxt parsed by protobuf's own text-format parser
-against a descriptor that mirrors Triton's ModelConfig (field names, numbers and types from
-triton-inference-server/common protobuf/model_config.proto)."""
+"""Triton model repositories: files, and config.pbtxt parsed by protobuf's own strict
+text-format parser into Triton's own ModelConfig message (``tritonclient.grpc.model_config_pb2``,
+generated from triton-inference-server/common's model_config.proto): a field or enum value
+Triton does not know fails the parse, as it fails the server's load."""
 from __future__ import annotations
 
 import json
@@ -9,67 +10,33 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from fcn_edge.errors import InputError, ModelFormatError
-from fcn_edge.export.triton import triton_config, write_triton_repo
+from fcn_edge.export.staging import Staging
+from fcn_edge.export.triton import (PYTHON_MAX_BATCH, check_export_options, stage_model,
+                                    triton_config, write_triton_repo)
 from fcn_edge.runtime.engine_file import write_engine
 from fcn_edge.runtime.metadata import ArtifactMeta, Shapes
+from faults import small_filesystem
 
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                       reason="the serve extra (tritonclient) is not installed")
+ModelConfig = model_config_pb2.ModelConfig
 SHAPES = Shapes((1, 32, 32), (1, 64, 64), (2, 128, 128))
-F = descriptor_pb2.FieldDescriptorProto
-DATA_TYPES = ["TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32",
-              "TYPE_UINT64", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16",
-              "TYPE_FP32", "TYPE_FP64", "TYPE_STRING", "TYPE_BF16"]
 
 
-def _model_config_class():
-    """``inference.ModelConfig`` restricted to the fields fcn-edge writes."""
-    file = descriptor_pb2.FileDescriptorProto(name="model_config_subset.proto",
-                                              package="inference", syntax="proto3")
-    enum = file.enum_type.add(name="DataType")
-    for number, name in enumerate(DATA_TYPES):
-        enum.value.add(name=name, number=number)
-
-    def message(name, fields, parent=None):
-        msg = (parent.nested_type if parent else file.message_type).add(name=name)
-        for fname, number, ftype, repeated, type_name in fields:
-            msg.field.add(name=fname, number=number, type=ftype, type_name=type_name,
-                          label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
-        return msg
-
-    message("ModelInput", [("name", 1, F.TYPE_STRING, False, None),
-                           ("data_type", 2, F.TYPE_ENUM, False, ".inference.DataType"),
-                           ("dims", 4, F.TYPE_INT64, True, None)])
-    message("ModelOutput", [("name", 1, F.TYPE_STRING, False, None),
-                            ("data_type", 2, F.TYPE_ENUM, False, ".inference.DataType"),
-                            ("dims", 3, F.TYPE_INT64, True, None)])
-    message("ModelParameter", [("string_value", 1, F.TYPE_STRING, False, None)])
-    config = message("ModelConfig", [
-        ("name", 1, F.TYPE_STRING, False, None), ("platform", 2, F.TYPE_STRING, False, None),
-        ("max_batch_size", 4, F.TYPE_INT32, False, None),
-        ("input", 5, F.TYPE_MESSAGE, True, ".inference.ModelInput"),
-        ("output", 6, F.TYPE_MESSAGE, True, ".inference.ModelOutput"),
-        ("parameters", 14, F.TYPE_MESSAGE, True, ".inference.ModelConfig.ParametersEntry")])
-    entry = message("ParametersEntry", [
-        ("key", 1, F.TYPE_STRING, False, None),
-        ("value", 2, F.TYPE_MESSAGE, False, ".inference.ModelParameter")], parent=config)
-    entry.options.map_entry = True
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
-
-
-ModelConfig = _model_config_class()
+def parse_text(text: str):
+    return text_format.Parse(text, ModelConfig())
 
 
 def parse_config(path: Path):
-    return text_format.Parse(path.read_text("utf-8"), ModelConfig())
+    return parse_text(path.read_text("utf-8"))
 
 
 def tensor(t) -> tuple:
-    return t.name, DATA_TYPES[t.data_type], list(t.dims)
+    return t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)
 
 
 def make_meta(**changes) -> ArtifactMeta:
@@ -121,7 +88,7 @@ def test_onnx_repository_without_triton_batching(tmp_path):
 def test_raw_io_argmax_with_triton_batching(tmp_path):
     meta = make_meta(raw_io=True, argmax=True)
     text = triton_config("seg", meta, "onnxruntime_onnx", max_batch_size=8)
-    config = text_format.Parse(text, ModelConfig())
+    config = parse_text(text)
     assert config.max_batch_size == 8
     assert [tensor(t) for t in config.input] == [("frames", "TYPE_UINT8", [-1, -1, 3])]
     assert [tensor(t) for t in config.output] == [("labels", "TYPE_UINT8", [-1, -1])]
@@ -132,14 +99,14 @@ def test_many_classes_give_int32_labels():
     meta = make_meta(num_classes=n, classes=tuple(f"c{i}" for i in range(n)),
                      palette=tuple((i % 256, 0, 0) for i in range(n)), argmax=True,
                      labels_dtype="int32")
-    config = text_format.Parse(triton_config("big", meta, "onnxruntime_onnx"), ModelConfig())
+    config = parse_text(triton_config("big", meta, "onnxruntime_onnx"))
     assert [tensor(t) for t in config.output] == [("labels", "TYPE_INT32", [-1, -1, -1])]
 
 
 def test_awkward_class_names_survive_the_text_format(tmp_path):
     names = ('say "hi"', "back\\slash", "café", "tab\there", "new\nline")
     meta = make_meta(num_classes=5, classes=names, palette=((0, 0, 0),) * 5)
-    config = text_format.Parse(triton_config("m", meta, "onnxruntime_onnx"), ModelConfig())
+    config = parse_text(triton_config("m", meta, "onnxruntime_onnx"))
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert tuple(json.loads(params["classes"])) == names
     assert ArtifactMeta.from_props(params) == meta
@@ -212,3 +179,109 @@ def test_other_arguments_are_validated(tmp_path):
             write_triton_repo(tmp_path / "repo", "m", source, make_meta(), **kwargs)
     with pytest.raises(InputError, match="no such artifact"):
         write_triton_repo(tmp_path / "repo", "m", tmp_path / "absent.onnx", make_meta())
+
+
+def _stage(repo: Path, *args, **kwargs) -> Path:
+    with Staging() as staging:
+        final = stage_model(staging, repo, *args, **kwargs)
+        staging.commit()
+    return final
+
+
+def test_python_model_config_is_tritons_own(tmp_path):
+    """The Python-backend folder ``export --triton-platform python`` writes: its config parses
+    strictly into Triton's ModelConfig, with batching, instances and the metadata."""
+    meta = make_meta()
+    source = make_onnx(tmp_path / "best.onnx", meta)
+    model_dir = _stage(tmp_path / "repo", "best", source, meta, "python", max_batch=4,
+                       instances=2)
+    assert model_dir == tmp_path / "repo" / "best"
+    assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")) == \
+        ["1", "1/best.onnx", "1/model.py", "config.pbtxt"]
+    config = parse_config(model_dir / "config.pbtxt")
+    assert (config.name, config.backend, config.platform, config.max_batch_size) == \
+        ("best", "python", "", 4)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+    assert [(g.count, g.kind) for g in config.instance_group] == \
+        [(2, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
+    assert [tensor(t) + (t.optional,) for t in config.input] == \
+        [("frame", "TYPE_UINT8", [-1, -1, 3], True), ("image", "TYPE_STRING", [1], True)]
+    assert [tensor(t) for t in config.output] == [("labels", "TYPE_UINT8", [-1, -1])]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["fcn_edge_artifact"] == "best.onnx"
+    assert ArtifactMeta.from_props(params) == meta
+
+
+def test_python_model_without_batching(tmp_path):
+    meta = make_meta()
+    source = make_onnx(tmp_path / "best.onnx", meta)
+    config = parse_config(_stage(tmp_path / "repo", "best", source, meta, "python",
+                                 max_batch=1) / "config.pbtxt")
+    assert config.max_batch_size == 1 and not config.HasField("dynamic_batching")
+    default = parse_config(_stage(tmp_path / "repo2", "best", source, meta, "python")
+                           / "config.pbtxt")
+    assert default.max_batch_size == PYTHON_MAX_BATCH and default.HasField("dynamic_batching")
+    onnx_default = parse_config(_stage(tmp_path / "repo3", "best", source, meta)
+                                / "config.pbtxt")
+    assert (onnx_default.platform, onnx_default.max_batch_size) == ("onnxruntime_onnx", 0)
+
+
+@pytest.mark.parametrize("platform, max_batch, instances, match", [
+    ("tensorrt_plan", None, None, "--triton-platform 'tensorrt_plan'"),
+    ("python", 0, None, "--triton-max-batch 0 with --triton-platform python"),
+    ("onnxruntime_onnx", None, 2, "--triton-instances goes with --triton-platform python")])
+def test_export_options_are_refused_before_any_work(platform, max_batch, instances, match):
+    with pytest.raises(InputError, match=match):
+        check_export_options(platform, max_batch, instances)
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_repository_never_holds_a_staging_folder(tmp_path):
+    """Triton takes every subfolder of a repository for a model, a hidden one too (a live
+    server logs a failed load and is not ready while one exists; tests/serve shows it): the
+    model folder is staged beside the repository, and an old one is moved aside there too."""
+    repo = tmp_path / "repo"
+    for text in ("old", "new"):
+        with Staging() as staging:
+            staging.scanned(repo)
+            staged = staging.path(repo / "m")
+            staged.mkdir()
+            (staged / "config.pbtxt").write_text(text)
+            assert staged.parent.parent == tmp_path  # beside the repository
+            assert not repo.exists() or _hidden(repo) == []
+            staging.commit()
+            assert _hidden(repo) == []
+        assert (repo / "m" / "config.pbtxt").read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # nothing left beside it
+
+
+def test_a_mounted_repository_stages_inside_itself(tmp_path):
+    """A repository that is a mount point: its parent is another file system, where a rename
+    cannot reach, so its staging folder stays inside it (and the export still succeeds)."""
+    with small_filesystem(tmp_path / "repo", "1m") as repo:
+        meta = make_meta()
+        model_dir = _stage(repo, "m", make_onnx(tmp_path / "m.onnx", meta), meta)
+        assert sorted(p.name for p in repo.iterdir()) == ["m"]
+        assert (model_dir / "1" / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "repo"]
+
+
+def test_export_writes_the_python_model(checkpoint, tmp_path):
+    """``fcn-edge export --triton-platform python``: the Python-backend folder, staged and
+    moved into the repository with the rest of the export; nothing hidden left anywhere."""
+    from fcn_edge.cli import main
+
+    repo = tmp_path / "repo"
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "out"), "--argmax",
+                 "--parity-sizes", "64x64", "--triton-repo", str(repo), "--triton-platform",
+                 "python", "--triton-max-batch", "4", "--triton-instances", "2"]) == 0
+    model_dir = repo / "best_argmax"
+    assert (model_dir / "1" / "best_argmax.onnx").read_bytes() == \
+        (tmp_path / "out" / "best_argmax.onnx").read_bytes()
+    config = parse_config(model_dir / "config.pbtxt")
+    assert (config.backend, config.max_batch_size, config.instance_group[0].count) == \
+        ("python", 4, 2)
+    assert not [p for p in tmp_path.rglob(".*")]
