@@ -2,7 +2,7 @@
 nothing else.
 
 Each command group has its module — ``info`` (checks, models, demo), ``zoo`` (zoo, fetch),
-``train`` (train, eval), ``export`` (export, build), ``run`` (run, bench) — with
+``train`` (train, eval), ``export`` (export, build), ``run`` (run, bench), ``serve`` — with
 ``add_parsers(sub)`` and one function ``cmd_<name>(args) -> int`` per command; ``args`` holds
 what every command shares. A flag's choices come from the config and registry constants, its
 ``dest`` is the config field it sets.
@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..errors import BackendUnavailable, FcnEdgeError, Terminated
 from ..io import NO_ROOM
-from . import export, info, run, train, zoo
+from . import export, info, run, serve, train, zoo
 from .args import FlagError, convert
 
 __all__ = ["StopSignals", "build_parser", "main"]
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     export.add_parsers(sub)
     run.add_parsers(sub)
+    serve.add_parsers(sub)
     info.add_demo_parser(sub)
     return parser
 

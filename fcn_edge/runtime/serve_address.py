@@ -65,8 +65,9 @@ def is_loopback(host: str) -> bool:
     return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def bind_error(text: str, address: tuple[str, int], exc: OSError) -> InputError:
-    """The one line for a failed bind of ``text`` (the flag's value) to ``address``."""
+def bind_error(text: str, address: tuple[str, int], exc: OSError,
+               flag: str = "--serve") -> InputError:
+    """The one line for a failed bind of ``text`` (``flag``'s value) to ``address``."""
     host, port = address
     if isinstance(exc, socket.gaierror):
         why, fix = f"no such host ({exc.strerror})", "give an address of this machine"
@@ -80,4 +81,4 @@ def bind_error(text: str, address: tuple[str, int], exc: OSError) -> InputError:
                     "choose a port from 1024 to 65535")
     else:
         why, fix = exc.strerror or str(exc), "choose another address"
-    return InputError(f"--serve {text}: cannot listen there: {why}; {fix}")
+    return InputError(f"{flag} {text}: cannot listen there: {why}; {fix}")
