@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ def test_starts_answers_and_stops_leaving_nothing(artifact, tmp_path):
         running = server_processes(pid)
         assert {p.name for p in running} >= {"tritonserver", "triton_python_b"}, running
         assert _shm(shm_prefix), "the Python backend's shared memory carries our prefix"
+        own = _own_libpython()
+        assert own is None or _libpython(running) == {own}
         assert _get(f"{server.http_url}/v2/models/seg/ready")[0] == 200
         status, metrics = _get(server.metrics_url)
         assert status == 200 and 'nv_inference_count{model="seg"' in metrics
@@ -59,6 +62,22 @@ def test_starts_answers_and_stops_leaving_nothing(artifact, tmp_path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
     server.stop()  # twice is harmless
+
+
+def _own_libpython() -> str | None:
+    """This interpreter's shared libpython, where it has one."""
+    own = Path(sysconfig.get_config_var("LIBDIR") or "/") / (
+        sysconfig.get_config_var("INSTSONAME") or "-")
+    return str(own.resolve()) if own.is_file() else None
+
+
+def _libpython(running) -> set[str]:
+    """The libpython the Python backend's stub loaded: not the system's 3.11.2 under a pyenv
+    3.11.7 (its stdlib then fails in multiprocessing: RLock has no _recursion_count)."""
+    stubs = [p for p in running if p.name.startswith("triton_python")]
+    return {line.split()[-1] for p in stubs
+            for line in Path(f"/proc/{p.pid}/maps").read_text().splitlines()
+            if "libpython" in line}
 
 
 def test_a_model_that_cannot_load_fails_the_start_with_its_reason(artifact, tmp_path):
