@@ -13,6 +13,7 @@ and its shared-memory regions and private folder are removed. Nothing outlives t
 from __future__ import annotations
 
 import ctypes
+import errno
 import http.client
 import json
 import os
@@ -284,9 +285,11 @@ def _claim_ports(config: ServerConfig) -> ServerConfig:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((config.host, port))
-            except OSError as exc:
-                raise bind_error(str(port), (config.host, port), exc,
-                                 flag="--" + flag.replace("_", "-")) from None
+            except OSError as exc:  # the host's fault is --host's, the port's its flag's
+                host = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+                raise bind_error(config.host if host else str(port), (config.host, port), exc,
+                                 flag="--host" if host else "--" + flag.replace("_", "-")
+                                 ) from None
             ports[flag] = probe.getsockname()[1]
     return replace(config, **ports)
 

@@ -108,6 +108,16 @@ def test_a_port_in_use_is_one_line_before_the_server_starts(tmp_path):
     assert server.pid is None and server.workspace is None
 
 
+@pytest.mark.parametrize("host, why", [
+    ("192.0.2.1", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1: never ours
+    ("no-such-host.invalid", "no such host")])
+def test_a_host_that_is_not_this_machines_is_one_line_naming_host(tmp_path, host, why):
+    server = TritonServer(tmp_path, ServerConfig(host=host, http_port=0, grpc_port=0,
+                                                 metrics_port=0))
+    with pytest.raises(InputError, match=rf"^--host {host}: cannot listen there: {why}"):
+        server.start()
+
+
 def test_ports_must_differ_and_be_ports():
     with pytest.raises(InputError, match="--http-port, --grpc-port and --metrics-port must "
                                          "differ, got 9000, 9000, 8002"):
