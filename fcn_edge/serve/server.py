@@ -34,13 +34,16 @@ from ..runtime.serve_address import DEFAULT_HOST, bind_error, family
 from .repository import MAX_BATCH, MAX_DELAY_US, MAX_INSTANCES, ServeModel, write_python_model
 from .tritonserver import find_tritonserver, last_error, prepare_backends, server_env
 
-__all__ = ["ServeFlags", "ServerConfig", "ServerFailed", "TritonServer", "serve_model",
-           "serve_repository"]
+__all__ = ["ServeFlags", "ServerConfig", "ServerFailed", "TritonServer", "remove_stale_folders",
+           "serve_model", "serve_repository"]
 
 _PORT = Bound(0, 65535, zero="any free port")
 #: Seconds granted past the drain for unloading the models and stopping the stubs.
 _UNLOAD_GRACE = 15.0
 _SHM = Path("/dev/shm")
+#: The temporary folders' names: ``fcn-edge-serve-<pid>-…``, so that a later start can remove
+#: those of a process that was killed (``kill -9`` runs no clean-up).
+_FOLDER = "fcn-edge-serve"
 
 
 class ServerFailed(FcnEdgeError):
@@ -139,10 +142,12 @@ class TritonServer:
             raise RuntimeError("this server was already started")
         dist = find_tritonserver()
         self.config = _claim_ports(self.config)
-        self.workspace = Path(tempfile.mkdtemp(prefix="fcn-edge-serve-"))
+        remove_stale_folders()
+        self.workspace = Path(tempfile.mkdtemp(prefix=f"{_FOLDER}-{os.getpid()}-"))
         try:
             backends = prepare_backends(dist, self.workspace)
             self._log_path = Path(self.config.log_file or self.workspace / "tritonserver.log")
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self._log_path, "ab") as log:
                 self._log_start = log.tell()
                 self._proc = subprocess.Popen(
@@ -244,7 +249,7 @@ def serve_model(model_path: str | Path, settings: ServeModel | None = None,
     settings = settings or ServeModel()
     find_tritonserver()  # a missing extra, or a port in use, is said before the model loads
     config = _claim_ports(config or ServerConfig())
-    with tempfile.TemporaryDirectory(prefix="fcn-edge-repo-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{_FOLDER}-{os.getpid()}-repo-") as folder:
         repo = Path(folder) / "models"
         write_python_model(repo, model_path, settings)
         _serve(repo, config, f"{settings.name} ({Path(model_path).name})", on_ready)
@@ -292,6 +297,25 @@ def _claim_ports(config: ServerConfig) -> ServerConfig:
                                  ) from None
             ports[flag] = probe.getsockname()[1]
     return replace(config, **ports)
+
+
+def remove_stale_folders() -> None:
+    """Remove the temporary folders (the server's, a repository's copy of the artifact) of
+    fcn-edge processes that no longer run: what a ``kill -9`` left."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER}-*-*"):
+        pid = folder.name.split("-")[3]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _stop_with_parent() -> Callable[[], None]:

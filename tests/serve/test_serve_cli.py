@@ -10,8 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from fcn_edge.cli import main
 from fcn_edge.runtime import Segmenter
 from fcn_edge.serve.repository import ServeModel, write_python_model
+from fcn_edge.serve.server import remove_stale_folders
 from faults import ChildOutput, assert_stopped_by, cli_command, run_cli, start_cli
 from support_triton import frames, server_processes, tritonserver_child
 
@@ -113,6 +116,26 @@ def test_a_server_that_dies_is_one_line_and_exit_1(artifact):
 
 
 @pytest.mark.usefixtures("tritonserver")
+def test_a_killed_serve_takes_its_server_with_it(artifact, tmp_path):
+    """kill -9 cannot be caught: the server, told to stop when its parent dies (Linux's
+    parent-death signal), stops on its own, and its stubs with it."""
+    log = tmp_path / "logs" / "server.log"
+    child, _, _ = _serving([str(artifact), "--log-file", str(log)])
+    server = tritonserver_child(child.proc.pid)
+    child.proc.kill()
+    child.finish(timeout=30)
+    deadline = time.monotonic() + 60
+    while server_processes(server.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server_processes(server.pid) == []
+    assert "successfully unloaded 'fcn' version 1" in log.read_text()  # a clean stop
+    left = list(Path(tempfile.gettempdir()).glob(f"fcn-edge-serve-{child.proc.pid}-*"))
+    assert len(left) == 2, left  # kill -9 ran no clean-up: the server's folder, the model's
+    remove_stale_folders()  # what the next start does first
+    assert [folder for folder in left if folder.exists()] == []
+
+
+@pytest.mark.usefixtures("tritonserver")
 def test_a_port_in_use_is_one_line_and_exit_1(artifact):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -181,6 +204,9 @@ def test_model_and_repository_are_one_or_the_other(artifact, tmp_path, capsys):
         ([str(tmp_path / "none.onnx"), *FREE_PORTS], f"{tmp_path / 'none.onnx'}: no such"),
         ([str(repo / "fcn" / "config.pbtxt"), *FREE_PORTS],
          f"{repo / 'fcn' / 'config.pbtxt'}: unknown kind of model '.pbtxt'"),
+        ([str(artifact), "--log-file", str(repo / "fcn" / "config.pbtxt" / "x.log")],
+         f"--log-file {repo / 'fcn' / 'config.pbtxt' / 'x.log'}: "
+         f"{repo / 'fcn' / 'config.pbtxt'} is a file, not a folder"),
     ]
     for args, message in cases:
         assert main(["serve", *args]) == 1, args

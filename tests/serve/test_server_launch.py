@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 
-from fcn_edge.errors import InputError
+from fcn_edge.errors import BackendUnavailable, InputError
 from fcn_edge.serve.repository import ServeModel, write_python_model
 from fcn_edge.serve.server import ServerConfig, ServerFailed, TritonServer
-from fcn_edge.serve.tritonserver import last_error
+from fcn_edge.serve.tritonserver import find_tritonserver, last_error
 from support_triton import server_processes
 
 pytestmark = pytest.mark.usefixtures("tritonserver")
@@ -124,6 +125,22 @@ def test_ports_must_differ_and_be_ports():
         ServerConfig(http_port=9000, grpc_port=9000)
     with pytest.raises(InputError, match="--metrics-port must be an integer from 0 to 65535"):
         ServerConfig(metrics_port=70000)
+
+
+def test_a_pytriton_without_a_stub_for_this_python_is_one_line(tmp_path, monkeypatch):
+    """An installed PyTriton whose wheel predates this Python (its stubs stop at 3.8)."""
+    dist = tmp_path / "pytriton" / "tritonserver"
+    for name in ("bin/tritonserver", "backends/python/libtriton_python.so",
+                 "python_backend_stubs/3.8/triton_python_backend_stub"):
+        (dist / name).parent.mkdir(parents=True, exist_ok=True)
+        (dist / name).write_bytes(b"")
+    (tmp_path / "pytriton" / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "pytriton", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(BackendUnavailable, match=rf"^PyTriton's Python backend has no stub "
+                                                 rf"for Python {version} \(it has 3\.8\): "):
+        find_tritonserver()
 
 
 def test_the_reason_read_from_a_log_is_its_last_real_error():
