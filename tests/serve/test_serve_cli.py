@@ -203,6 +203,17 @@ def test_without_pytriton_it_is_one_line_naming_the_extra_and_exit_2(artifact, t
     assert probe.returncode == 1 and "No module named 'pytriton'" in probe.stderr
 
 
+def test_reading_the_serve_flags_imports_no_engine_and_no_triton():
+    code = ("import sys; from fcn_edge.cli import build_parser; "
+            "build_parser().parse_args(['serve', 'm.onnx', '--http-port', '0', '--threads', "
+            "'1', '--max-batch', '4', '--max-delay-ms', '2']); "
+            "print(sorted(m for m in ('torch', 'pytriton', 'tritonclient', 'onnxruntime') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--http-port", "70000"],
      "--http-port must be an integer from 0 to 65535 (0: any free port), got '70000'"),
