@@ -16,6 +16,7 @@ from fcn_edge.runtime import Segmenter
 from fcn_edge.runtime.metadata import ArtifactMeta
 from fcn_edge.serve.repository import ServeModel, write_python_model
 from fcn_edge.serve.server import ServerConfig, TritonServer
+from support_multi_io import export_artifact, make_multi_checkpoint
 from support_triton import HEIGHT, WIDTH, frames
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in the serve "
@@ -27,9 +28,18 @@ MAX_SIDE = 128  # small, so that an oversized frame is cheap to send
 
 
 @pytest.fixture(scope="module")
-def server(artifact, tritonserver, tmp_path_factory):
+def rgbd_artifact(tmp_path_factory):
+    """An RGB-D artifact with two heads (semantic 8 classes, geometric 3)."""
+    out = tmp_path_factory.mktemp("rgbd")
+    return export_artifact(make_multi_checkpoint(out / "two.pt"), out)
+
+
+@pytest.fixture(scope="module")
+def server(artifact, rgbd_artifact, tritonserver, tmp_path_factory):
+    """One server, two models: ``fcn`` (RGB, one task) and ``rgbd`` (RGB-D, two heads)."""
     repo = tmp_path_factory.mktemp("serving") / "models"
     write_python_model(repo, artifact, ServeModel(max_batch_size=8, max_side=MAX_SIDE))
+    write_python_model(repo, rgbd_artifact, ServeModel(name="rgbd", max_batch_size=4))
     config = ServerConfig(http_port=0, grpc_port=0, metrics_port=0, drain_timeout=5,
                           start_timeout=60)
     with TritonServer(repo, config) as running:
@@ -51,8 +61,10 @@ def _http(server):
     return httpclient.InferenceServerClient(_host(server.http_url), network_timeout=60)
 
 
-def _infer(client, module, tensors: dict[str, np.ndarray], **options) -> np.ndarray:
-    """``tensors`` (name → array; BYTES for object arrays) sent to model ``fcn``: labels."""
+def _infer(client, module, tensors: dict[str, np.ndarray], model: str = "fcn",
+           outputs: tuple[str, ...] = ("labels",), **options):
+    """``tensors`` (name → array; BYTES for object arrays) sent to ``model``: its labels
+    (one output), or a dict output name → array."""
     inputs = []
     for name, array in tensors.items():
         kind = "BYTES" if array.dtype == object else {
@@ -60,7 +72,9 @@ def _infer(client, module, tensors: dict[str, np.ndarray], **options) -> np.ndar
         tensor = module.InferInput(name, list(array.shape), kind)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    return client.infer("fcn", inputs, **options).as_numpy("labels")
+    result = client.infer(model, inputs, **options)
+    arrays = {name: result.as_numpy(name) for name in outputs}
+    return arrays["labels"] if outputs == ("labels",) else arrays
 
 
 def _encoded(frame: np.ndarray, suffix: str) -> np.ndarray:
@@ -94,6 +108,25 @@ def test_encoded_images_are_labelled_as_decoded(server, segmenter):
     decoded = cv2.imdecode(np.frombuffer(jpeg[0, 0], np.uint8), cv2.IMREAD_COLOR)
     labels = _infer(client, httpclient, {"image": jpeg})
     assert np.array_equal(labels[0], segmenter(decoded))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_an_rgbd_artifact_answers_every_head(server, rgbd_artifact, protocol):
+    batch = frames(2, seed=5)
+    depth = np.random.default_rng(5).uniform(0.5, 10, (2, HEIGHT, WIDTH)).astype(np.float32)
+    with Segmenter(rgbd_artifact) as seg:
+        expected = seg.batch(list(batch), depth=list(depth))
+    module = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(
+        _host(server.http_url if protocol == "http" else server.grpc_url))
+    tasks = tuple(expected[0])
+    assert tasks == ("semantic", "geometric")
+    labels = _infer(client, module, {"frame": batch, "depth": depth}, model="rgbd",
+                    outputs=tuple(f"labels_{task}" for task in tasks))
+    for task in tasks:
+        assert np.array_equal(labels[f"labels_{task}"], np.stack([e[task] for e in expected]))
+    with pytest.raises(InferenceServerException, match="also takes 'depth'"):
+        _infer(client, module, {"frame": batch}, model="rgbd")
 
 
 def test_the_models_config_carries_the_artifacts_metadata(server, segmenter):
