@@ -12,6 +12,7 @@ and its shared-memory regions and private folder are removed. Nothing outlives t
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import http.client
@@ -284,12 +285,14 @@ def _claim_ports(config: ServerConfig) -> ServerConfig:
     that is not this machine's, is one line now, not a line deep in the server's log) and
     each 0 replaced by a free port."""
     ports = {}
-    for flag in ("http_port", "grpc_port", "metrics_port"):
-        port = getattr(config, flag)
-        with socket.socket(family(config.host), socket.SOCK_STREAM) as probe:
+    with contextlib.ExitStack() as held:  # all held at once: three different free ports
+        for flag in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(config, flag)
+            probe = held.enter_context(socket.socket(family(config.host), socket.SOCK_STREAM))
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((config.host, port))
+                probe.listen()  # listening sockets never share a port, even with REUSEADDR
             except OSError as exc:  # the host's fault is --host's, the port's its flag's
                 host = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
                 raise bind_error(config.host if host else str(port), (config.host, port), exc,
