@@ -47,13 +47,28 @@ def environment() -> list[Check]:
         ("onnxruntime", "onnxruntime", "core", True), ("PIL", "pillow", "core", True),
         ("torch", "torch", "train", False),
         ("onnx", "onnx", "train", False), ("tensorrt", "tensorrt", "trt", False),
+        ("tritonclient", "tritonclient", "serve", False),
     ):
         version = _module_version(module)
         detail = version or f"not installed (pip install 'fcn-edge[{extra}]')"
         checks.append(Check(label, detail, ok=version is not None or not required,
                             required=required))
-    checks += _opencv_checks() + _onnxruntime_checks() + _torch_device_checks()
+    checks += (_opencv_checks() + _onnxruntime_checks() + _torch_device_checks()
+               + _serve_checks())
     return checks
+
+
+def _serve_checks() -> list[Check]:
+    """Whether ``fcn-edge serve`` can start Triton here: the tritonserver PyTriton bundles,
+    with a Python-backend stub for this Python (docs/serving.md)."""
+    from .errors import BackendUnavailable
+    from .serve.tritonserver import find_tritonserver
+
+    try:
+        dist = find_tritonserver()
+    except BackendUnavailable as exc:
+        return [Check("triton server", f"no: {exc}")]
+    return [Check("triton server", f"yes: fcn-edge serve starts {dist.binary}")]
 
 
 def _opencv_checks() -> list[Check]:

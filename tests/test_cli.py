@@ -75,6 +75,8 @@ def test_checks_without_smoke_reports_engines(capsys):
     gstreamer = re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()) is not None
     assert ("opencv gstreamer" in out and
             ("yes: csi://" if gstreamer else "no: csi:// and GStreamer pipelines") in out)
+    # the serve extra (dev takes it) bundles tritonserver with a stub for this Python
+    assert re.search(r"triton server\s+yes: fcn-edge serve starts \S+/bin/tritonserver", out), out
 
 
 def test_smoke_builds_runs_and_fits():
