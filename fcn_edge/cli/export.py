@@ -166,6 +166,9 @@ def _add_export_parser(sub) -> None:
     add_bounded(p, "--triton-instances", _EXPORT, metavar="K",
                 help="with --triton-platform python: model instances, each its own process "
                      "(default 1)")
+    add_bounded(p, "--triton-threads", _EXPORT, metavar="T",
+                help="with --triton-platform python: each instance's inference threads "
+                     "(default 0: the engine's; keep instances x threads <= the cores)")
     p.add_argument("--no-engine", dest="build_engine", action="store_false",
                    help="with --fp16: do not build a TensorRT engine even if TensorRT is here")
     add_bounded(p, "--workspace", _EXPORT, dest="workspace_gb", metavar="WORKSPACE",

@@ -79,6 +79,7 @@ class ExportConfig:
     triton_platform: str = "onnxruntime_onnx"   # or "python": fcn-edge's Python-backend model
     triton_max_batch: int | None = None  # None: 0 (onnxruntime_onnx), 8 (python)
     triton_instances: int | None = None  # python: model instances (None: 1)
+    triton_threads: int | None = None    # python: each instance's engine threads (None: default)
     build_engine: bool = True           # with --fp16, build a TensorRT engine when TRT is here
     workspace_gb: float = 4.0
     target: str = "any"                 # "tensorrt": every artifact must build with TensorRT
@@ -95,7 +96,7 @@ class ExportConfig:
         _check_choice("--target", self.target, EXPORT_TARGETS)
         _check_choice("--labels-dtype", self.labels_dtype, LABELS_DTYPES)
         triton.check_export_options(self.triton_platform, self.triton_max_batch,
-                                    self.triton_instances)
+                                    self.triton_instances, self.triton_threads)
         if self.int8_target is not None:
             from .int8 import INT8_TARGETS  # lazily: it imports onnxruntime's quantization
 
@@ -320,7 +321,7 @@ def _engine_and_triton(config: ExportConfig, staging: Staging, finals: dict[str,
         extra["triton"] = triton.stage_model(
             staging, config.triton_repo, finals["fp32"].stem.replace(".", "_"),
             staging.staged(primary), meta, config.triton_platform, config.triton_max_batch,
-            config.triton_instances)
+            config.triton_instances, config.triton_threads)
     return extra
 
 

@@ -35,7 +35,8 @@ _TRITON_TYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int32": "TYPE_I
 #: with write_triton_repo, where the engine is built).
 EXPORT_PLATFORMS = ("onnxruntime_onnx", "python")
 #: ``--triton-max-batch`` and ``--triton-instances``; the Python model's own bounds (ServeModel).
-EXPORT_BOUNDS = {"triton_max_batch": Bound(0, 256), "triton_instances": Bound(1, 64)}
+EXPORT_BOUNDS = {"triton_max_batch": Bound(0, 256), "triton_instances": Bound(1, 64),
+                 "triton_threads": Bound(0, 1024, zero="the engine's default")}
 #: The Python model's batch when none is given: Triton's dynamic batcher joins up to 8 frames.
 PYTHON_MAX_BATCH = 8
 
@@ -67,8 +68,8 @@ def write_triton_repo(repo_dir: str | Path, model_name: str, artifact_path: str 
     return model_dir
 
 
-def check_export_options(platform: str, max_batch: int | None,
-                         instances: int | None) -> None:
+def check_export_options(platform: str, max_batch: int | None, instances: int | None,
+                         threads: int | None = None) -> None:
     """Refuse, before any work, a ``--triton-*`` combination ``stage_model`` cannot write."""
     if platform not in EXPORT_PLATFORMS:
         raise InputError(f"--triton-platform {platform!r}: choose one of "
@@ -76,18 +77,20 @@ def check_export_options(platform: str, max_batch: int | None,
     if platform == "python" and max_batch == 0:
         raise InputError("--triton-max-batch 0 with --triton-platform python: the Python model "
                          "takes [N,H,W,3] batches; give 1 (no batching) or more")
-    if platform != "python" and instances is not None:
-        raise InputError(f"--triton-instances goes with --triton-platform python (Triton "
-                         f"chooses the {platform} model's instances itself)")
+    for flag, value in (("--triton-instances", instances), ("--triton-threads", threads)):
+        if platform != "python" and value is not None:
+            raise InputError(f"{flag} goes with --triton-platform python (the {platform} "
+                             f"backend's own settings choose them)")
 
 
 def stage_model(staging: Staging, repo_dir: str | Path, name: str, artifact: Path,
                 meta: ArtifactMeta, platform: str = "onnxruntime_onnx",
-                max_batch: int | None = None, instances: int | None = None) -> Path:
+                max_batch: int | None = None, instances: int | None = None,
+                threads: int | None = None) -> Path:
     """Write the model folder ``repo_dir/name`` into ``staging``, which moves it into the
     repository on commit; returns where it will be. The repository is ``scanned``: a live
     Triton polling it never sees the staging folder (see ``staging``)."""
-    check_export_options(platform, max_batch, instances)
+    check_export_options(platform, max_batch, instances, threads)
     repo = Path(repo_dir)
     staging.scanned(repo)
     staging.path(repo / name)  # the model folder, renamed into the repository at the end
@@ -95,8 +98,8 @@ def stage_model(staging: Staging, repo_dir: str | Path, name: str, artifact: Pat
         from ..serve.repository import ServeModel, write_python_model
 
         batch = PYTHON_MAX_BATCH if max_batch is None else max_batch
-        write_python_model(staging.folder(repo), artifact,
-                           ServeModel(name=name, max_batch_size=batch, instances=instances or 1))
+        write_python_model(staging.folder(repo), artifact, ServeModel(
+            name=name, max_batch_size=batch, instances=instances or 1, threads=threads or 0))
     else:
         write_triton_repo(staging.folder(repo), name, artifact, meta, platform,
                           max_batch_size=max_batch or 0)

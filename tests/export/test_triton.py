@@ -233,6 +233,8 @@ def test_python_model_without_batching(tmp_path):
 def test_export_options_are_refused_before_any_work(platform, max_batch, instances, match):
     with pytest.raises(InputError, match=match):
         check_export_options(platform, max_batch, instances)
+    with pytest.raises(InputError, match="--triton-threads goes with --triton-platform python"):
+        check_export_options("onnxruntime_onnx", None, None, 1)
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -277,11 +279,13 @@ def test_export_writes_the_python_model(checkpoint, tmp_path):
     repo = tmp_path / "repo"
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "out"), "--argmax",
                  "--parity-sizes", "64x64", "--triton-repo", str(repo), "--triton-platform",
-                 "python", "--triton-max-batch", "4", "--triton-instances", "2"]) == 0
+                 "python", "--triton-max-batch", "4", "--triton-instances", "2",
+                 "--triton-threads", "1"]) == 0
     model_dir = repo / "best_argmax"
     assert (model_dir / "1" / "best_argmax.onnx").read_bytes() == \
         (tmp_path / "out" / "best_argmax.onnx").read_bytes()
     config = parse_config(model_dir / "config.pbtxt")
     assert (config.backend, config.max_batch_size, config.instance_group[0].count) == \
         ("python", 4, 2)
+    assert config.parameters["fcn_edge_threads"].string_value == "1"
     assert not [p for p in tmp_path.rglob(".*")]
