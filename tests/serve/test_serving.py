@@ -25,6 +25,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MAX_SIDE = 128  # small, so that an oversized frame is cheap to send
+BATCH_DELAY_US = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,9 @@ def server(artifact, rgbd_artifact, tritonserver, tmp_path_factory):
     repo = tmp_path_factory.mktemp("serving") / "models"
     write_python_model(repo, artifact, ServeModel(max_batch_size=8, max_side=MAX_SIDE))
     write_python_model(repo, rgbd_artifact, ServeModel(name="rgbd", max_batch_size=4))
+    # a long batching delay: requests sent together are answered by one model call
+    write_python_model(repo, artifact, ServeModel(name="slow_batch", max_batch_size=8,
+                                                  max_delay_us=BATCH_DELAY_US))
     config = ServerConfig(http_port=0, grpc_port=0, metrics_port=0, drain_timeout=5,
                           start_timeout=60)
     with TritonServer(repo, config) as running:
@@ -226,3 +230,35 @@ def test_a_bad_colour_order_is_refused(server):
     with pytest.raises(InferenceServerException, match="use 'bgr' or 'rgb'"):
         _infer(_http(server), httpclient, {"frame": _good_frame()},
                parameters={"color_order": "yuv"})
+
+
+def test_a_bad_request_batched_with_good_ones_fails_alone(server, segmenter):
+    """Three good requests and a bad one (a colour order that is none), sent together, are one
+    call of the model (the batcher waits 1 s for company, and Triton batches requests whose
+    tensors match: all four send one frame of one size; its statistics count one execution):
+    the three get their labels, the fourth its own error."""
+    good = [frames(1, seed=20 + i) for i in range(3)]
+    requests = [({"frame": g}, {}) for g in good] + [({"frame": good[0]}, {"color_order": "yuv"})]
+    answers: list = [None] * len(requests)
+
+    def send(i: int) -> None:
+        tensors, parameters = requests[i]
+        try:
+            answers[i] = _infer(_http(server), httpclient, tensors, model="slow_batch",
+                                parameters=parameters)
+        except InferenceServerException as exc:
+            answers[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for g, answer in zip(good, answers):
+        assert isinstance(answer, np.ndarray), answer
+        assert np.array_equal(answer[0], segmenter(g[0]))
+    assert isinstance(answers[3], InferenceServerException)
+    assert "use 'bgr' or 'rgb'" in answers[3].message()
+    stats = _http(server).get_inference_statistics("slow_batch")["model_stats"][0]
+    assert stats["execution_count"] == 1, stats
+
