@@ -156,9 +156,18 @@ def test_profiles_and_triton_config_cover_every_tensor(two_heads, tmp_path):
     profile = optimisation_profile(meta, parse_shapes("1x32x32:2x64x64:4x128x128"))
     assert profile == {"frames": ((1, 32, 32, 3), (2, 64, 64, 3), (4, 128, 128, 3)),
                        "depth": ((1, 1, 32, 32), (2, 1, 64, 64), (4, 1, 128, 128))}
-    text = triton_config("rgbd", meta, "onnxruntime_onnx")
-    assert 'name: "depth"' in text and "dims: [ -1, 1, -1, -1 ]" in text
+    config = _triton(triton_config("rgbd", meta, "onnxruntime_onnx"))
+    assert [(i.name, list(i.dims)) for i in config.input] == [
+        ("frames", [-1, -1, -1, 3]), ("depth", [-1, 1, -1, -1])]
     heads = _meta(export(ExportConfig(str(two_heads), out_dir=str(tmp_path), argmax=True,
                                       parity_sizes=SIZES[:1]), **QUIET).artifacts["fp32"])
-    text = triton_config("two", heads, "onnxruntime_onnx")
-    assert text.count("output [") == 2 and 'name: "labels_geometric"' in text
+    config = _triton(triton_config("two", heads, "onnxruntime_onnx"))
+    assert [o.name for o in config.output] == ["labels_semantic", "labels_geometric"]
+
+
+def _triton(text: str):
+    """The config parsed by Triton's own ModelConfig schema (tritonclient, the serve extra)."""
+    from google.protobuf import text_format
+
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    return text_format.Parse(text, pb2.ModelConfig())
