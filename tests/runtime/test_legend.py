@@ -343,7 +343,12 @@ def test_fcn_edge_run_legend_writes_overlay_images_and_videos_with_the_legend(
     for a, b in zip(shown, plain):
         difference = np.abs(a.astype(np.int16) - b).max(axis=-1)
         assert difference[top:bottom, left:right].mean() > 20  # the legend, in every frame
-        assert difference[:, :left - 16].mean() < 1 and difference[bottom + 16:].mean() < 1
+        # Elsewhere nothing was drawn. A few pixels may differ by some levels: the MJPEG
+        # encoder of some OpenCV builds (pip's 4.10, FFmpeg's) rate-controls the first frame,
+        # whose legend then moves the whole frame's quantiser (mean 2.7 there, 0 after).
+        outside = np.concatenate([difference[:, :left - 16].ravel(),
+                                  difference[bottom + 16:].ravel()])
+        assert (outside > 24).mean() < 0.001, (outside > 24).mean()
 
 
 def test_fcn_edge_run_legend_on_a_multi_head_model_lists_the_shown_heads_classes(
