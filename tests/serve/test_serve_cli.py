@@ -33,9 +33,25 @@ FREE_PORTS = ("--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
 READY = r"^serving .*: HTTP http://(\S+), gRPC (\S+), metrics http://\S+/metrics"
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test():
+    """A test that fails half-way still stops the ``fcn-edge serve`` it started (its
+    tritonserver follows it: the parent-death signal)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def _serving(args: list[str]) -> tuple[ChildOutput, str, str]:
     """``fcn-edge serve ARGS`` started and ready: (its output, HTTP and gRPC host:port)."""
     child = ChildOutput(start_cli(["serve", *args, *FREE_PORTS, "--drain-timeout", "10"]))
+    _STARTED.append(child.proc)
     http, grpc = re.search(READY, child.wait_for(READY, timeout=90)).groups()
     return child, http, grpc
 
