@@ -25,6 +25,8 @@ from ..runtime.engine_file import engine_meta, is_engine_file, read_engine
 from ..runtime.metadata import FORMAT, NHWC, ArtifactMeta
 from ..runtime.onnx_file import read_onnx_props
 from ..serve.pbtxt import check_model_name, quote, string_parameters, tensor_list
+from ..serve.repository import (MAX_BATCH, MAX_INSTANCES, MAX_THREADS, ServeModel,
+                                write_python_model)
 from .staging import Staging
 
 #: Triton platform → the file name its backend loads from a version folder.
@@ -35,10 +37,9 @@ _TRITON_TYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int32": "TYPE_I
 #: with write_triton_repo, where the engine is built).
 EXPORT_PLATFORMS = ("onnxruntime_onnx", "python")
 #: ``--triton-max-batch`` and ``--triton-instances``; the Python model's own bounds (ServeModel).
-EXPORT_BOUNDS = {"triton_max_batch": Bound(0, 256), "triton_instances": Bound(1, 64),
-                 "triton_threads": Bound(0, 1024, zero="the engine's default")}
-#: The Python model's batch when none is given: Triton's dynamic batcher joins up to 8 frames.
-PYTHON_MAX_BATCH = 8
+EXPORT_BOUNDS = {"triton_max_batch": Bound(0, MAX_BATCH),
+                 "triton_instances": Bound(1, MAX_INSTANCES),
+                 "triton_threads": Bound(0, MAX_THREADS, zero="the engine's default")}
 
 
 def write_triton_repo(repo_dir: str | Path, model_name: str, artifact_path: str | Path,
@@ -95,11 +96,9 @@ def stage_model(staging: Staging, repo_dir: str | Path, name: str, artifact: Pat
     staging.scanned(repo)
     staging.path(repo / name)  # the model folder, renamed into the repository at the end
     if platform == "python":
-        from ..serve.repository import ServeModel, write_python_model
-
-        batch = PYTHON_MAX_BATCH if max_batch is None else max_batch
+        batch = {} if max_batch is None else {"max_batch_size": max_batch}  # else its default
         write_python_model(staging.folder(repo), artifact, ServeModel(
-            name=name, max_batch_size=batch, instances=instances or 1, threads=threads or 0))
+            name=name, instances=instances or 1, threads=threads or 0, **batch))
     else:
         write_triton_repo(staging.folder(repo), name, artifact, meta, platform,
                           max_batch_size=max_batch or 0)

@@ -33,16 +33,13 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.heads import Head, heads_of
 from ..runtime.metadata import ArtifactMeta
+from ..runtime.segmenter import COLORS
 
 FRAME, IMAGE = "frame", "image"
 COLOR_PARAMETER = "color_order"
-COLOR_ORDERS = ("bgr", "rgb")
 #: Per extra modality: (Triton type, dims after the batch axis), for a request's tensor.
 _EXTRA_TENSORS = {1: ("TYPE_FP32", (-1, -1)), 3: ("TYPE_UINT8", (-1, -1, 3))}
 _TRITON_LABELS = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.int32): "TYPE_INT32"}
-#: Triton type → numpy dtype of the arrays it delivers (BYTES arrive as objects).
-NUMPY_TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32,
-               "TYPE_STRING": np.object_}
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ def _of(result: Any, head: Head) -> np.ndarray:
 
 def _color_order(parameters: Mapping[str, Any]) -> str:
     order = parameters.get(COLOR_PARAMETER, "bgr")
-    if not isinstance(order, str) or order.lower() not in COLOR_ORDERS:
+    if not isinstance(order, str) or order.lower() not in COLORS:
         raise InputError(f"parameter {COLOR_PARAMETER}={order!r}: use 'bgr' or 'rgb'")
     return order.lower()
 

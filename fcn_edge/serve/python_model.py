@@ -38,10 +38,9 @@ class TritonPythonModel:
         options = {"threads": threads} if threads else {}
         self._segmenter = Segmenter(folder / params[ARTIFACT_KEY],
                                     params.get(BACKEND_KEY, "auto"), **options)
-        meta = self._segmenter.meta
-        self._meta = meta
-        self._inputs = [s.name for s in input_specs(meta)]
-        self._outputs = [(s.name, s.data_type) for s in output_specs(meta)]
+        self._meta = self._segmenter.meta
+        self._inputs = [s.name for s in input_specs(self._meta)]
+        self._outputs = [s.name for s in output_specs(self._meta)]
         self._limits = Limits(max_side=int(params.get(MAX_SIDE_KEY, Limits.max_side)))
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -88,7 +87,7 @@ class TritonPythonModel:
 
     def _answer(self, results: list[Any]) -> Any:
         arrays = response_arrays(results, self._meta)
-        tensors = [self._pb.Tensor(name, arrays[name]) for name, _ in self._outputs]
+        tensors = [self._pb.Tensor(name, arrays[name]) for name in self._outputs]
         return self._pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, exc: Exception) -> Any:

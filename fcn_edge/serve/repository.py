@@ -31,7 +31,7 @@ MODEL_PY = '''"""Triton Python backend model written by fcn-edge: runs the artif
 with fcn-edge's runtime (pip install fcn-edge in the server's Python). See config.pbtxt."""
 from fcn_edge.serve.python_model import TritonPythonModel  # noqa: F401
 '''
-MAX_BATCH, MAX_INSTANCES, MAX_DELAY_US = 256, 64, 1_000_000
+MAX_BATCH, MAX_INSTANCES, MAX_DELAY_US, MAX_THREADS = 256, 64, 1_000_000, 1024
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ServeModel:
         _bounded("max_batch_size", self.max_batch_size, 1, MAX_BATCH)
         _bounded("max_delay_us", self.max_delay_us, 0, MAX_DELAY_US)
         _bounded("instances", self.instances, 1, MAX_INSTANCES)
-        _bounded("threads", self.threads, 0, 1024)
+        _bounded("threads", self.threads, 0, MAX_THREADS)
         Limits(max_side=self.max_side)  # its own bounds
 
 

@@ -15,10 +15,11 @@ from onnx import TensorProto, helper
 
 from fcn_edge.errors import InputError, ModelFormatError
 from fcn_edge.export.staging import Staging
-from fcn_edge.export.triton import (PYTHON_MAX_BATCH, check_export_options, stage_model,
-                                    triton_config, write_triton_repo)
+from fcn_edge.export.triton import check_export_options, stage_model, triton_config, \
+    write_triton_repo
 from fcn_edge.runtime.engine_file import write_engine
 from fcn_edge.runtime.metadata import ArtifactMeta, Shapes
+from fcn_edge.serve.repository import ServeModel
 from faults import small_filesystem
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
@@ -220,7 +221,8 @@ def test_python_model_without_batching(tmp_path):
     assert config.max_batch_size == 1 and not config.HasField("dynamic_batching")
     default = parse_config(_stage(tmp_path / "repo2", "best", source, meta, "python")
                            / "config.pbtxt")
-    assert default.max_batch_size == PYTHON_MAX_BATCH and default.HasField("dynamic_batching")
+    assert default.max_batch_size == ServeModel.max_batch_size
+    assert default.HasField("dynamic_batching")
     onnx_default = parse_config(_stage(tmp_path / "repo3", "best", source, meta)
                                 / "config.pbtxt")
     assert (onnx_default.platform, onnx_default.max_batch_size) == ("onnxruntime_onnx", 0)
