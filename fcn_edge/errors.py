@@ -30,6 +30,11 @@ class WeightsMismatchError(ModelFormatError):
         self.mis_shaped = list(mis_shaped)
 
 
+class AccuracyGateFailed(ModelFormatError):
+    """A built TensorRT engine's outputs left its precision's bounds against ONNX Runtime on
+    the same ONNX (NaN, Inf or labels); it was neither cached nor written."""
+
+
 class BackendUnavailable(FcnEdgeError, ImportError):
     """An optional engine (torch, tensorrt, onnxruntime-gpu, ...) is not installed or usable."""
 

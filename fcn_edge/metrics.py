@@ -14,6 +14,10 @@ from truth *and* prediction has no IU and does not count; a class with t_i = 0 h
 accuracy (0/0) and does not count in mean accuracy; a class predicted but never true has
 IU 0 and *does* count in mean IU, so false positives are penalised.
 
+The regression bounds an artifact is held to against its reference (``THRESHOLDS``, per
+precision) live here too: the bench's verdict and the TensorRT build's accuracy gate both read
+them, and the gate runs on edge boxes.
+
 numpy only: evaluation must run on edge boxes that have no torch.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from fcn_edge.errors import InputError
 
-__all__ = ["ConfusionMatrix", "SegmentationMetrics"]
+__all__ = ["ConfusionMatrix", "SegmentationMetrics", "Threshold", "THRESHOLDS"]
 
 # Pixels per bincount. 2**18 measured fastest (the small index array and bincount's own
 # int64 copy stay in cache), and it bounds the scratch memory whatever the input size.
@@ -202,6 +206,21 @@ class ConfusionMatrix:
     def __repr__(self) -> str:
         return (f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index="
                 f"{self.ignore_index}, pixels={int(self.matrix.sum()):,})")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How far an artifact may fall below the reference: ΔmIoU in points, and the least label
+    agreement (None: not held). One-sided: being better than the reference never fails."""
+
+    max_drop_points: float
+    min_agreement: float | None = None
+
+
+#: The regression bounds (tests/regression, the bench's verdict column and the TensorRT build's
+#: accuracy gate). Stricter than mmdeploy's regression tolerances; fp16 and int8 are allowed to
+#: move labels, so only their mean IU is held.
+THRESHOLDS = {"fp32": Threshold(0.1, 0.999), "fp16": Threshold(0.5), "int8": Threshold(2.0)}
 
 
 def _check_settings(num_classes: Any, ignore_index: Any) -> tuple[int, int | None]:

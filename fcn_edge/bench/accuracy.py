@@ -21,7 +21,9 @@ import numpy as np
 
 from ..data import open_dataset
 from ..errors import InputError
-from ..metrics import ConfusionMatrix
+# Threshold and THRESHOLDS live in metrics (the TensorRT build's gate reads them, and export may
+# not import bench); they stay importable from here.
+from ..metrics import THRESHOLDS, ConfusionMatrix, Threshold  # noqa: F401
 from ..runtime.metadata import ArtifactMeta
 
 Predict = Callable[[np.ndarray], np.ndarray]  # BGR uint8 frame -> H×W labels
@@ -146,21 +148,6 @@ def _metrics(predictions: Sequence[np.ndarray], data: EvalSet):
     for pred, truth in zip(predictions, data.labels):
         matrix.update(pred, truth)
     return matrix.compute()
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """How far an artifact may fall below the reference: ΔmIoU in points, and the least label
-    agreement (None: not held). One-sided: being better than the reference never fails."""
-
-    max_drop_points: float
-    min_agreement: float | None = None
-
-
-#: The regression bounds (tests/regression, and the bench's verdict column). Stricter than
-#: mmdeploy's regression tolerances; fp16 and int8 are allowed to move labels, so only their
-#: mean IU is held.
-THRESHOLDS = {"fp32": Threshold(0.1, 0.999), "fp16": Threshold(0.5), "int8": Threshold(2.0)}
 
 
 def verdict(accuracy: Accuracy, precision: str) -> tuple[bool, str]:

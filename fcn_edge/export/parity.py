@@ -12,7 +12,7 @@ Two measurements, both against the reference model in PyTorch fp32 on the same p
 The artifact is anything that maps its input tensors by name to its output tensors by name
 (``infer``), so ONNX Runtime, the ONNX reference evaluator and TensorRT are all held to the same
 test. The two sides are prepared independently: the artifact is fed as a runtime would feed it,
-from the artifact's metadata (``artifact_feed``); the reference is fed as training fed the model,
+from the artifact's metadata (``frames.artifact_feed``); the reference is fed as training fed the model,
 from the checkpoint's meta and the model's config (``reference_heads``). So metadata written
 wrong — mean and std swapped, the colour order reversed — fails parity instead of passing it
 on both sides at once. Models with depth or HHA inputs (paper §5) are fed procedural RGB-D
@@ -21,24 +21,22 @@ scenes; models with several heads are held to the bounds on every head.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.nyud import hha_from_depth, with_hha
 from ..data.procedural import render_scene
-from ..data.procedural_multi import depth_for_scene
 from ..errors import ModelFormatError
 from ..metrics import ConfusionMatrix
 from ..models.checkpoint import checkpoint_meta
 from ..runtime.metadata import ArtifactMeta
-from ..runtime.modalities import encode_input, stack_inputs
-from ..runtime.processing import frames_to_input
+from ..runtime.modalities import stack_inputs
+# The artifact's side of every check is made without torch (the TensorRT gate needs it on boxes
+# without torch); these names stay importable from here.
+from .frames import Infer, artifact_feed, artifact_input, sample_arrays, scene_arrays  # noqa: F401
 
-#: An artifact run: its input tensors by name → its output tensors by name.
-Infer = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 FP32_REL_TOL, FP32_AGREEMENT = 1e-4, 0.9999
 
 
@@ -64,50 +62,6 @@ def scenes(sizes: Iterable[tuple[int, int]], seed: int = 2024) -> list[np.ndarra
     """Real-looking RGB test images (procedural scenes), one per size, deterministic."""
     rng = np.random.default_rng(seed)
     return [render_scene(rng, h, w)[0] for h, w in sizes]
-
-
-def scene_arrays(meta: ArtifactMeta, sizes: Iterable[tuple[int, int]], seed: int = 2024
-                 ) -> list[dict[str, np.ndarray]]:
-    """``scenes`` with every modality ``meta`` takes, by name: ``rgb`` (RGB uint8), ``depth``
-    (metres, the procedural RGB-D model's) and ``hha`` (computed from that depth)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for index, (h, w) in enumerate(sizes):
-        image, mask = render_scene(rng, h, w)
-        arrays = {"rgb": image}
-        if {"depth", "hha"} & set(meta.modalities):
-            depth = depth_for_scene(np.random.default_rng([seed, index]), mask)
-            arrays["depth"] = depth
-            if "hha" in meta.modalities:
-                arrays["hha"] = hha_from_depth(depth)
-        out.append(arrays)
-    return out
-
-
-def sample_arrays(sample, modalities: Iterable[str] = ()) -> dict[str, np.ndarray]:
-    """A data set ``Sample``'s modalities by name (``rgb`` is its image); HHA is computed from
-    the sample's depth when ``modalities`` asks for it and the data set has only depth."""
-    return {"rgb": sample.image, **(with_hha(sample, tuple(modalities)).inputs or {})}
-
-
-def artifact_feed(meta: ArtifactMeta, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What the artifact takes for one example, by input tensor, made by the runtime's own
-    preprocessing: BGR uint8 frames (raw IO) or the normalised N×3×H×W batch for RGB, the
-    encoded N×c×H×W arrays for depth and HHA."""
-    feed = {}
-    for modality, name in zip(meta.modalities, meta.input_names):
-        if modality == "rgb":
-            bgr = np.ascontiguousarray(arrays["rgb"][..., ::-1])[None]
-            feed[name] = bgr if meta.raw_io else frames_to_input(
-                bgr, meta.mean, meta.std, meta.color_order, frame_order="bgr")
-        else:
-            feed[name] = encode_input(modality, arrays[modality], meta.mean, meta.std)
-    return feed
-
-
-def artifact_input(meta: ArtifactMeta, image_rgb: np.ndarray) -> np.ndarray:
-    """The one input of an RGB artifact for one RGB image (see ``artifact_feed``)."""
-    return artifact_feed(meta, {"rgb": image_rgb})[meta.input_name]
 
 
 def reference_heads(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
