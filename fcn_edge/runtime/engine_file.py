@@ -97,6 +97,14 @@ def engine_meta(header: Mapping[str, Any], source: str | Path = "the engine") ->
     return ArtifactMeta.from_dict(header["meta"], str(source))
 
 
+def engine_dla_core(header: Mapping[str, Any], source: str | Path = "the engine") -> int | None:
+    """The DLA core an engine was built for (``header["dla"]["core"]``, written by ``fcn-edge
+    build --dla-core N``), None for a GPU engine; a ModelFormatError unless it is 0–15."""
+    if header.get("dla") is None:
+        return None
+    return FieldReader(header, str(source), _REBUILD).nested("dla")("core", bounded(0, 15))
+
+
 def check_engine_compatible(header: Mapping[str, Any], tensorrt_version: str, gpu_name: str,
                             compute_capability: str | tuple[int, int]) -> None:
     """Refuse an engine built by another TensorRT release or for another GPU.
@@ -167,6 +175,7 @@ def _check_header(header: Any, path: Path) -> dict[str, Any]:
     gpu = read.nested("gpu")
     gpu("name", text)
     gpu("compute_capability", _capability)
+    engine_dla_core(header, path)
     return header
 
 

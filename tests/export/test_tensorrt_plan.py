@@ -213,8 +213,9 @@ def test_build_options(tmp_path, monkeypatch):
     monkeypatch.delenv("FCN_EDGE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert BuildOptions().cache_dir == tmp_path / "xdg" / "fcn-edge" / "engines"
+    assert BuildOptions(precision="int8").precision == "int8"  # from an int8 Q/DQ ONNX
     with pytest.raises(InputError):
-        BuildOptions(precision="int8")
+        BuildOptions(precision="bf16")
     with pytest.raises(InputError):
         BuildOptions(workspace_gb=0)
 
@@ -396,8 +397,10 @@ def _plan(path: Path) -> dict:
 def test_fp16_build_per_release(tmp_path, fake_trt, version, onnx_precision, network_bits, flags):
     fake_trt(version)
     onnx_path = make_onnx(tmp_path / "model.onnx", make_meta(precision=onnx_precision))
+    # verify=False: this stand-in's plan records the flags and cannot run (the accuracy
+    # gate is tested end to end in test_build_gate.py, with a stand-in whose plan runs).
     out = build_engine(onnx_path, BuildOptions(precision="fp16", workspace_gb=0.5,
-                                               cache_dir=tmp_path / "cache"))
+                                               cache_dir=tmp_path / "cache", verify=False))
     assert out == tmp_path / "model.fp16.engine"
     plan = _plan(out)
     assert (plan["network_flags"], plan["flags"]) == (network_bits, flags)
@@ -421,14 +424,15 @@ def test_fp16_from_fp32_onnx_on_tensorrt_11_is_refused(tmp_path, fake_trt):
 def test_cache_reuse_force_and_damaged_cache(tmp_path, fake_trt, capsys):
     fake = fake_trt("10.3.0.26")
     onnx_path = make_onnx(tmp_path / "model.onnx", make_meta())
-    options = BuildOptions(cache_dir=tmp_path / "cache", timing_cache=tmp_path / "t.cache")
+    options = BuildOptions(cache_dir=tmp_path / "cache", timing_cache=tmp_path / "t.cache",
+                           verify=False)
     first = build_engine(onnx_path, options)
     assert fake.builds == 1 and first == tmp_path / "model.fp32.engine"
     assert (tmp_path / "t.cache").read_bytes() == b"+tactics"
     build_engine(onnx_path, options)
     assert fake.builds == 1  # served from the cache
     build_engine(onnx_path, BuildOptions(cache_dir=tmp_path / "cache", force=True,
-                                         timing_cache=tmp_path / "t.cache"))
+                                         timing_cache=tmp_path / "t.cache", verify=False))
     assert fake.builds == 2 and (tmp_path / "t.cache").read_bytes() == b"+tactics+tactics"
     (cached,) = (tmp_path / "cache").glob("*.engine")
     cached.write_bytes(cached.read_bytes()[:-3])  # a cache file cut short

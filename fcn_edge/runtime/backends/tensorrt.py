@@ -40,7 +40,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import BackendUnavailable, FcnEdgeError, InputError, ModelFormatError
-from ..engine_file import check_engine_compatible, engine_meta, read_engine, read_engine_header
+from ..engine_file import (check_engine_compatible, engine_dla_core, engine_meta, read_engine,
+                           read_engine_header)
 from ..metadata import ArtifactMeta, Shapes
 from .base import BackendBase, InputSpec, check_tensor_names, input_specs
 from .cuda import _Buffer, _open_cuda, query_gpu
@@ -120,7 +121,7 @@ class TensorRTBackend(BackendBase):
             with self._cuda.active():
                 check_engine_compatible(header, trt.__version__, *query_gpu(device_id))
                 _, plan = read_engine(self.path)  # the plan, its length checked too
-                self._open(trt, plan)
+                self._open(trt, plan, engine_dla_core(header, path))
                 if preallocate:
                     self._reserve(self.input_spec.profile.max)
                 self.check_classes({out: _channels(self._engine.get_tensor_shape(out))
@@ -129,8 +130,14 @@ class TensorRTBackend(BackendBase):
             self.__del__()  # free whatever was allocated before the failure, quietly
             raise
 
-    def _open(self, trt: Any, plan: bytes) -> None:
+    def _open(self, trt: Any, plan: bytes, dla_core: int | None = None) -> None:
         self._runtime = trt.Runtime(tensorrt_logger(trt))
+        if dla_core is not None:
+            # A DLA engine runs on the core the runtime names, so it is set before deserialising
+            # (IRuntime::setDLACore: "the DLA core that the deserialized engine must execute
+            # on", TensorRT 8.2.5 C++ API; trtexec does the same, samples/common/
+            # sampleEngines.cpp, NVIDIA/TensorRT release/10.3 5b990f0a; Python: Runtime.DLA_core).
+            self._runtime.DLA_core = dla_core
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ModelFormatError(f"TensorRT {trt.__version__} could not deserialise {self.path} "
