@@ -51,7 +51,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..runtime.metadata import parse_shapes
 
     options = config_from_args(
-        BuildOptions, args, precision="fp16" if args.fp16 else "fp32",
+        BuildOptions, args, precision="fp16" if args.fp16 else None,
         shapes=parse_shapes(args.shapes) if args.shapes else None,
         output=check_writable(args.output, "--output") if args.output else None,
         **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
@@ -120,6 +120,10 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="also write an FP16 ONNX (fp32 IO); builds a TensorRT engine when "
                         "TensorRT is installed")
+    p.add_argument("--keep-fp32", dest="keep_fp32", metavar="OPS",
+                   help="with --fp16: keep these op types or node names in fp32 "
+                        "(comma-separated), e.g. --keep-fp32 ConvTranspose,Add, when the fp16 "
+                        "artifact or its TensorRT engine overflows")
     p.add_argument("--int8", action="store_true",
                    help="also write an INT8 (QDQ) ONNX by ONNX Runtime static quantization")
     p.add_argument("--calib", help="calibration data for --int8: 'synthetic' or a data folder "
@@ -194,7 +198,18 @@ def _add_build_parser(sub) -> None:
                    help="build without the compatibility check (its tables may lag a newer "
                         "TensorRT)")
     p.add_argument("--fp16", action="store_true", help="FP16 engine (give the .fp16.onnx on "
-                                                       "TensorRT ≥ 11)")
+                                                       "TensorRT ≥ 11; default: the ONNX's own "
+                                                       "precision, int8 for an .int8.onnx)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the accuracy gate (by default the new engine is run against ONNX "
+                        "Runtime on the same ONNX at the profile's min/opt/max shapes, and "
+                        "neither cached nor written unless its labels agree)")
+    p.add_argument("--verify-data", metavar="DIR",
+                   help="the accuracy gate's frames: your images in DIR, resized to each "
+                        "profile shape (default: procedural scenes)")
+    add_bounded(p, "--dla-core", _BUILD, metavar="N",
+                help="build for Jetson DLA core N (fp16 or int8; layers DLA cannot run fall "
+                     "back to the GPU, listed per layer); refused on GPUs without DLA")
     p.add_argument("--shapes", help="profile MIN:OPT:MAX, each HxW or NxHxW (default: the "
                                     "ONNX's recommended shapes)")
     add_bounded(p, "--workspace", _BUILD, dest="workspace_gb", metavar="WORKSPACE",

@@ -85,7 +85,8 @@ def check_finite(outputs: Mapping[str, np.ndarray]) -> None:
                             f"({nan} NaN, {inf} inf)")
     if problems:
         raise ModelFormatError("; ".join(problems) + ": the model overflows in this precision "
-                               "(keep the offending ops fp32, or export fp32)")
+                               "(keep the offending ops fp32: export --fp16 --keep-fp32 "
+                               "OPS, or export fp32)")
 
 
 def _model_bytes(model: str | os.PathLike | bytes | onnx.ModelProto) -> bytes:

@@ -30,7 +30,7 @@ import onnx
 
 from ..config import IMAGE_SIZE
 from ..data import SYNTHETIC_READERS, open_dataset
-from ..errors import BackendUnavailable, InputError
+from ..errors import AccuracyGateFailed, BackendUnavailable, InputError
 from ..io import Log, atomic_path, check_writable
 from ..models import load_model
 from ..runtime.bounds import Bound, Many, Rule, check_bounds
@@ -41,6 +41,7 @@ from .onnx_export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, build_graph, save
                           trace_to_onnx)
 from .graph import LABELS_DTYPES
 from .aux_head import with_aux_head
+from .fp16_keep import keep_fp32_option, parse_keep_fp32
 from .meta_check import check_written_meta
 from .onnx_props import set_metadata
 from .runners import ort_latency, ort_run
@@ -60,6 +61,7 @@ class ExportConfig:
     checkpoint: str
     out_dir: str | None = None          # default: the checkpoint's folder
     fp16: bool = False
+    keep_fp32: tuple[str, ...] = ()     # fp16: op types or node names kept fp32 ("A,B" too)
     int8: bool = False
     calib: str | None = None            # INT8 calibration data (default: the checkpoint's)
     calib_images: int = 32
@@ -104,6 +106,7 @@ class ExportConfig:
         if self.shapes is not None:
             parse_shapes(self.shapes)  # a bad --shapes is refused now, not after the export
         object.__setattr__(self, "trt_versions", parse_versions(self.trt_versions))
+        object.__setattr__(self, "keep_fp32", keep_fp32_option(self.keep_fp32, self.fp16))
         if self.int8_target is None:  # follow the target: int8 for TensorRT is symmetric Q/DQ
             object.__setattr__(self, "int8_target",
                                "tensorrt" if self.target == "tensorrt" else "cpu")
@@ -218,9 +221,13 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     """FP16 weights and arithmetic, fp32 IO; executed for real, overflow fails the export, and
     so does any TensorRT rule it breaks (FP16 artifacts are what TensorRT builds)."""
     from .execute import check_finite, run_fp16
-    from .fp16 import convert_with_report
+    from .fp16 import DEFAULT_KEEP_FP32, convert_with_report
 
-    fp16_model, conversion = convert_with_report(fp32_model)
+    ops = nodes = frozenset()
+    if config.keep_fp32:  # read against the fp32 graph: node names are its, after onnxslim
+        ops, nodes = parse_keep_fp32(config.keep_fp32, fp32_model)
+    fp16_model, conversion = convert_with_report(fp32_model, keep_fp32_ops=DEFAULT_KEEP_FP32 | ops,
+                                                 keep_fp32_nodes=nodes)
     meta16 = meta.with_(precision="fp16")
     set_metadata(fp16_model, meta16.to_props())
     executor: list[str] = []
@@ -235,13 +242,16 @@ def export_fp16(model, fp32_model: onnx.ModelProto, meta: ArtifactMeta, config: 
     results = parity.check_parity(model, infer, meta16, sizes, rel_tol=None,
                                   min_agreement=FP16_MIN_AGREEMENT, label="fp16")
     figures = {"executor": executor[0] if executor else None,
-               "sizes": parity.as_dicts(results), "conversion": asdict(conversion)}
+               "sizes": parity.as_dicts(results), "conversion": asdict(conversion),
+               "keep_fp32": {"ops": sorted(ops), "nodes": sorted(nodes)}}
     if samples:
         figures["dataset"] = parity.compare_on_dataset(model, infer, meta16, samples)
     set_metadata(fp16_model, meta16.with_(parity=figures).to_props())
     log(f"fp16 ({figures['executor']}): labels agree "
         f"{min(r.agreement for r in results):.4%} (worst size)"
-        + _delta_text(figures.get("dataset")))
+        + _delta_text(figures.get("dataset"))
+        + (f"; {len(conversion.requested_fp32_nodes)} nodes kept fp32 as asked (--keep-fp32)"
+           if config.keep_fp32 else ""))
     figures["tensorrt"] = check_tensorrt(fp16_model, "fp16", config, log)
     return fp16_model, figures
 
@@ -316,6 +326,8 @@ def _engine_and_triton(config: ExportConfig, staging: Staging, finals: dict[str,
             log(f"TensorRT is not installed here: build the engine on the target with "
                 f"`fcn-edge build {finals['fp16']} --fp16` (engines are specific "
                 f"to the GPU and TensorRT version they are built with)")
+        except AccuracyGateFailed as exc:  # the ONNX artifacts passed their own checks: keep them
+            log(f"no engine: {exc}")
     if config.triton_repo:
         primary = finals.get("fp16", finals["fp32"])
         extra["triton"] = triton.stage_model(

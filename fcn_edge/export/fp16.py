@@ -6,8 +6,9 @@ of a node's tensors share one type parameter (Conv's X, W, B and Y are all ``T``
 tensors joined through ordinary nodes end up with one dtype. The pass
 
 1. isolates behind ``Cast`` nodes what stays fp32: the float inputs and outputs of
-   ``keep_fp32_ops``, schema slots fixed to ``tensor(float)`` (Resize's scales), other domains'
-   nodes and, with ``keep_io_fp32``, the graph's float inputs and outputs;
+   ``keep_fp32_ops`` and of the nodes named in ``keep_fp32_nodes``, schema slots fixed to
+   ``tensor(float)`` (Resize's scales), other domains' nodes and, with ``keep_io_fp32``, the
+   graph's float inputs and outputs;
 2. joins the float tensors into groups through the schemas' type parameters;
 3. makes a group fp16 unless it holds a pinned tensor (one of the above, or shape arithmetic
    cast from integers wider than 8 bits: fp16 holds integers exactly only up to 2048) or
@@ -23,13 +24,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import ModelFormatError
+from ..errors import InputError, ModelFormatError
 
 __all__ = ["DEFAULT_KEEP_FP32", "FP16_MAX", "Fp16Report", "convert_to_fp16",
            "convert_with_report", "to_float16"]
@@ -74,11 +75,15 @@ class Fp16Report:
     kept_fp32_nodes: int = 0     # nodes computing in fp32 between casts
     inserted_casts: int = 0      # Cast nodes in the result that the source did not have
     fp32_tensors: int = 0        # float tensors left fp32 (kept ops, IO, shape arithmetic)
+    #: The nodes kept fp32 beyond the defaults: named in ``keep_fp32_nodes``, or of an op type
+    #: that ``keep_fp32_ops`` adds to DEFAULT_KEEP_FP32 (``export --keep-fp32``).
+    requested_fp32_nodes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"fp16: {self.converted_tensors} tensors converted, {self.clipped_values} values "
                 f"clipped to ±{FP16_MAX:g}, {self.flushed_values} flushed to 0, "
-                f"{self.kept_fp32_nodes} nodes kept fp32, {self.inserted_casts} casts inserted")
+                f"{self.kept_fp32_nodes} nodes kept fp32 ({len(self.requested_fp32_nodes)} "
+                f"as asked), {self.inserted_casts} casts inserted")
 
 
 def to_float16(array: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -93,17 +98,24 @@ def to_float16(array: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
-                    keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32) -> onnx.ModelProto:
+                    keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32,
+                    keep_fp32_nodes: frozenset[str] = frozenset()) -> onnx.ModelProto:
     """A float16 copy of ``model`` (not modified), metadata kept; with ``keep_io_fp32`` float
-    inputs and outputs stay float32 (cast at the edges): fed and read as the fp32 model is."""
-    return convert_with_report(model, keep_io_fp32, keep_fp32_ops)[0]
+    inputs and outputs stay float32 (cast at the edges): fed and read as the fp32 model is.
+    The nodes of ``keep_fp32_ops`` types and those named in ``keep_fp32_nodes`` compute fp32."""
+    return convert_with_report(model, keep_io_fp32, keep_fp32_ops, keep_fp32_nodes)[0]
 
 
 def convert_with_report(model: onnx.ModelProto, keep_io_fp32: bool = True,
-                        keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32
+                        keep_fp32_ops: frozenset[str] = DEFAULT_KEEP_FP32,
+                        keep_fp32_nodes: frozenset[str] = frozenset()
                         ) -> tuple[onnx.ModelProto, Fp16Report]:
     """:func:`convert_to_fp16` and its :class:`Fp16Report` (clipping cannot be read back from
     a converted model)."""
+    missing = sorted(set(keep_fp32_nodes) - {node.name for node in model.graph.node if node.name})
+    if missing:   # a name that matches nothing would keep nothing, silently
+        raise InputError(f"keep_fp32_nodes: the model has no node named "
+                         f"{', '.join(map(repr, missing))}")
     # FCN graphs have no control flow; a half-converted If/Loop body would be silently wrong.
     for node in model.graph.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -114,8 +126,8 @@ def convert_with_report(model: onnx.ModelProto, keep_io_fp32: bool = True,
     out.CopyFrom(model)
     casts_before = sum(n.op_type == "Cast" for n in out.graph.node)
     report = Fp16Report()
-    rewrite = _Rewrite(out, frozenset(keep_fp32_ops), _refold_batchnorms(out.graph), keep_io_fp32,
-                       report)
+    rewrite = _Rewrite(out, (frozenset(keep_fp32_ops), frozenset(keep_fp32_nodes)),
+                       _refold_batchnorms(out.graph), keep_io_fp32, report)
     rewrite.isolate()
     half = rewrite.choose_fp16()
     rewrite.apply(half)
@@ -199,10 +211,10 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 class _Rewrite:
     """One conversion of one graph: its float types before, and the tensors pinned to fp32."""
 
-    def __init__(self, model: onnx.ModelProto, keep_ops: frozenset[str], refolded: set[str],
-                 keep_io: bool, report: Fp16Report) -> None:
+    def __init__(self, model: onnx.ModelProto, keep: tuple[frozenset[str], frozenset[str]],
+                 refolded: set[str], keep_io: bool, report: Fp16Report) -> None:
         self.graph, self.keep_io, self.report = model.graph, keep_io, report
-        self.keep_ops, self.refolded = keep_ops, refolded
+        (self.keep_ops, self.keep_nodes), self.refolded = keep, refolded   # op types, node names
         self.opset = next((o.version for o in model.opset_import
                            if o.domain in ("", "ai.onnx")), 1)
         self.types = _elem_types(model)
@@ -212,8 +224,9 @@ class _Rewrite:
 
     # ---- step 1: isolate what stays fp32 behind casts ---------------------------------------
     def opaque(self, node: onnx.NodeProto) -> bool:
-        """Whether ``node`` computes in fp32: kept ops, unfolded BN, and other domains."""
+        """Whether ``node`` computes in fp32: kept ops and nodes, unfolded BN, other domains."""
         return node.domain not in ("", "ai.onnx") or node.op_type in self.keep_ops or (
+            node.name in self.keep_nodes) or (
             node.op_type == "BatchNormalization" and node.output[0] not in self.refolded)
 
     def is_float(self, name: str) -> bool:
@@ -237,6 +250,8 @@ class _Rewrite:
         params = None if self.opaque(node) else _schema_params(node, self.opset)
         if params is None:
             self.report.kept_fp32_nodes += 1
+            if node.name in self.keep_nodes or node.op_type in self.keep_ops - DEFAULT_KEEP_FP32:
+                self.report.requested_fp32_nodes.append(node.name)   # beyond the defaults
             return [True] * len(node.input), [True] * len(node.output)
         return tuple([p == "tensor(float)" for p in slots] for slots in params)
 
