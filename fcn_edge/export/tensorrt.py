@@ -3,13 +3,22 @@ makes plans differ, written in the self-describing engine format (``runtime/engi
 
 What to build — network typing per release, flags, profile, cache key and paths — is decided
 without TensorRT in ``trt_options.py``; this module does the TensorRT calls: parse, configure,
-build, keep the timing cache, and write the engine. TensorRT logs through the runtime's one
-process-wide logger (:func:`~fcn_edge.runtime.backends.tensorrt.tensorrt_logger`).
+build (on a Jetson's DLA core when asked, GPU fallback reported per layer), keep the timing cache,
+and write the engine. TensorRT logs through the runtime's one process-wide logger
+(:func:`~fcn_edge.runtime.backends.tensorrt.tensorrt_logger`).
+
+Nothing is cached or written before the accuracy gate (``trt_gate.py``) has passed: the fresh
+plan goes to a temporary file beside its cache entry, the runtime's own TensorRT backend runs it
+against ONNX Runtime on the same ONNX at the profile's min/opt/max shapes, and only an engine
+within its precision's bounds is renamed into the cache, its figures in the header (next to the
+ONNX's own parity figures in ``meta``). A cached engine that was built with ``--no-verify``, or
+gated on other frames, is verified before it is used.
 """
 from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,49 +33,164 @@ from ..runtime.backends.tensorrt import tensorrt_logger
 from ..runtime.engine_file import check_engine_compatible, read_engine, write_engine
 from ..runtime.metadata import ArtifactMeta
 from ..runtime.onnx_file import read_onnx_metadata
-from .trt_options import (BuildOptions, builder_flags, cached_engine_path, default_output_path,
-                          default_timing_cache, engine_cache_key, find_cached_engine,
+from .trt_gate import gate_bounds, reference_backend, refuse, run_gate, verify_images
+from .trt_options import (BuildOptions, DlaPlan, builder_flags, cached_engine_path,
+                          default_output_path, default_timing_cache, dla_layer_report, dla_plan,
+                          dla_report_lines, engine_cache_key, find_cached_engine,
+                          int8_source_problem,
                           network_flags, optimisation_profile, precision_strategy)
 
 
 def build_engine(onnx_path: str | Path, options: BuildOptions | None = None) -> Path:
-    """Build (or fetch from the cache) the engine for ``onnx_path``; returns the output path."""
+    """Build (or fetch from the cache) the engine for ``onnx_path``, verified by the accuracy
+    gate unless ``options.verify`` is False; returns the output path."""
     options = options or BuildOptions()
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise InputError(f"{onnx_path}: no such ONNX file")
-    meta = read_onnx_metadata(onnx_path)
-    precision = options.precision or meta.precision
-    shapes = options.shapes or meta.shapes
-    profile = optimisation_profile(meta, shapes)  # refuse bad shapes before loading TensorRT
-    trt = _import_tensorrt()
-    version = trt.__version__
-    strategy = precision_strategy(version, precision, meta.precision)
-    if options.check:
-        check_before_build(onnx_path, version, precision)
-    gpu_name, cc = query_gpu()
-    onnx_sha = file_sha256(onnx_path)
-    key, fields = engine_cache_key(onnx_sha, version, gpu_name, cc, precision, shapes)
-    cached = None if options.force else _usable_cached_engine(options.cache_dir, key, version,
-                                                              gpu_name, cc)
+    job = _plan(Path(onnx_path), options)
+    cached = None if options.force else _cached(job)
     if cached is None:
-        print(f"building a {precision} TensorRT {version} engine for {gpu_name} from "
-              f"{onnx_path.name} (shapes {shapes}); this takes a while", file=sys.stderr)
-        timing = options.timing_cache or default_timing_cache(options.cache_dir, version, cc)
-        plan, build = _build_plan(trt, onnx_path, meta, profile, precision, strategy,
-                                  options.workspace_gb, timing)
-        header = {"meta": meta.with_(precision=precision, shapes=shapes).to_dict(),
-                  "cache_key": key, "key_fields": fields, "tensorrt_version": version,
-                  "gpu": {"name": gpu_name, "compute_capability": cc}, "precision": precision,
-                  "shapes": shapes.to_json(), "onnx_sha256": onnx_sha, "onnx_file": onnx_path.name,
-                  "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "build": build, "fcn_edge_version": __version__}
-        cached = write_engine(cached_engine_path(options.cache_dir, key), plan, header)
-    output = options.output or default_output_path(onnx_path, precision)
+        cached = _build_and_verify(job)
+    output = options.output or default_output_path(job.onnx_path, job.meta.precision,
+                                                   options.dla_core)
     if output.resolve() != cached.resolve():
         with atomic_path(output) as tmp:
             shutil.copyfile(cached, tmp)
     return output
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One build, decided: the engine's metadata (precision and shapes as built), its profile,
+    the network typing, the TensorRT release and GPU it is for, and its cache key."""
+
+    onnx_path: Path
+    options: BuildOptions
+    meta: ArtifactMeta
+    profile: dict
+    strategy: str
+    trt: Any
+    gpu: tuple[str, str]
+    onnx_sha: str
+    key: str
+    key_fields: dict
+
+    @property
+    def what(self) -> str:
+        where = f" on DLA core {self.options.dla_core}" if self.options.dla_core is not None \
+            else ""
+        return f"the {self.meta.precision} engine{where} for {self.onnx_path.name}"
+
+
+def _plan(onnx_path: Path, options: BuildOptions) -> _Job:
+    """Everything decided before TensorRT builds, each refusal as early as it can be made."""
+    if not onnx_path.is_file():
+        raise InputError(f"{onnx_path}: no such ONNX file")
+    source = read_onnx_metadata(onnx_path)
+    meta = source.with_(precision=options.precision or source.precision,
+                        shapes=options.shapes or source.shapes)
+    profile = optimisation_profile(meta, meta.shapes)  # bad shapes: refused before TensorRT
+    if options.verify and options.verify_data is not None:
+        verify_images(meta, options.verify_data, 1)  # a bad --verify-data, likewise
+    trt = _import_tensorrt()
+    strategy = precision_strategy(trt.__version__, meta.precision, source.precision,
+                                  dla=options.dla_core is not None)
+    problem = int8_source_problem(source) if meta.precision == "int8" else None
+    if problem:
+        raise InputError(f"{onnx_path.name}: {problem}")
+    if options.check:
+        check_before_build(onnx_path, trt.__version__, meta.precision)
+    gpu_name, cc = query_gpu()
+    onnx_sha = file_sha256(onnx_path)
+    key, fields = engine_cache_key(onnx_sha, trt.__version__, gpu_name, cc, meta.precision,
+                                   meta.shapes, options.dla_core)
+    return _Job(onnx_path, options, meta, profile, strategy, trt, (gpu_name, cc), onnx_sha,
+                key, fields)
+
+
+def _cached(job: _Job) -> Path | None:
+    """The cached engine for ``job``'s key, verified: one built with ``--no-verify`` or gated
+    on other frames is verified now (and removed from the cache when it fails)."""
+    path = _usable_cached_engine(job.options.cache_dir, job.key, job.trt.__version__, *job.gpu)
+    if path is None or not job.options.verify:
+        return path
+    header, plan = read_engine(path)
+    if _verified(header.get("verification"), job):
+        return path
+    print(f"verifying the cached engine {path.name}: it was not verified on these frames",
+          file=sys.stderr)
+    try:
+        verification = _verify(job, path)
+    except ModelFormatError:
+        path.unlink(missing_ok=True)  # a refused engine does not stay in the cache
+        raise
+    return write_engine(path, plan, {**header, "verification": verification})
+
+
+def _build_and_verify(job: _Job) -> Path:
+    """Build the plan; with the gate on, the engine is written under a temporary name, run
+    against ONNX Runtime, and renamed into the cache only when it passes."""
+    print(f"building {job.what} with TensorRT {job.trt.__version__} on {job.gpu[0]} (shapes "
+          f"{job.meta.shapes}); this takes a while", file=sys.stderr)
+    options = job.options
+    timing = options.timing_cache or default_timing_cache(options.cache_dir,
+                                                          job.trt.__version__, job.gpu[1])
+    plan, build = _build_plan(job, timing)
+    header = _header(job, build)
+    final = cached_engine_path(options.cache_dir, job.key)
+    if not options.verify:
+        print(f"{job.what} was not verified (--no-verify)", file=sys.stderr)
+        return write_engine(final, plan, {**header, "verification": {"skipped": True}})
+    with atomic_path(final) as staged:  # removed unless the gate passes
+        write_engine(staged, plan, header)
+        verification = _verify(job, staged)
+        write_engine(staged, plan, {**header, "verification": verification})
+    return final
+
+
+def _verify(job: _Job, engine_path: Path) -> dict:
+    """Run the accuracy gate on ``engine_path``: its figures for the header, or a
+    ModelFormatError naming the output that failed and what to try."""
+    from ..runtime.backends.tensorrt import TensorRTBackend
+
+    reference = reference_backend(job.onnx_path)
+    try:
+        engine = TensorRTBackend(engine_path)
+        try:
+            report = run_gate(job.meta, engine.run, reference.run, job.meta.shapes,
+                              job.options.verify_data)
+        finally:
+            engine.close()
+    finally:
+        reference.close()
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    refuse(report, job.what)
+    print(f"{job.what} passed the accuracy gate", file=sys.stderr)
+    return report.to_header()
+
+
+def _verified(verification: Any, job: _Job) -> bool:
+    """Whether a cached engine's gate figures stand for this build: passed, on the same frames,
+    against the same bound."""
+    if not isinstance(verification, dict) or verification.get("passed") is not True:
+        return False
+    frames = str(job.options.verify_data) if job.options.verify_data else "procedural"
+    return verification.get("frames") == frames and \
+        verification.get("min_agreement") == gate_bounds(job.meta.precision).min_agreement
+
+
+def _header(job: _Job, build: dict) -> dict:
+    gpu_name, cc = job.gpu
+    header = {"meta": job.meta.to_dict(), "cache_key": job.key, "key_fields": job.key_fields,
+              "tensorrt_version": job.trt.__version__,
+              "gpu": {"name": gpu_name, "compute_capability": cc},
+              "precision": job.meta.precision, "shapes": job.meta.shapes.to_json(),
+              "onnx_sha256": job.onnx_sha, "onnx_file": job.onnx_path.name,
+              "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "build": {k: v for k, v in build.items() if k != "dla"},
+              "fcn_edge_version": __version__}
+    if "dla" in build:
+        header["dla"] = build["dla"]
+    return header
 
 
 def check_before_build(onnx_path: Path, trt_version: str, precision: str) -> None:
@@ -104,12 +228,14 @@ def _import_tensorrt() -> Any:
                                    + TRT_EXTRA)
 
 
-def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, precision: str,
-                strategy: str, workspace_gb: float, timing_path: Path) -> tuple[bytes, dict]:
+def _build_plan(job: _Job, timing_path: Path) -> tuple[bytes, dict]:
     """Parse, configure and build; returns the serialised plan and how it was built."""
+    trt, onnx_path, precision = job.trt, job.onnx_path, job.meta.precision
     logger = tensorrt_logger(trt)  # the process's one logger, shared with the runtime
     builder = trt.Builder(logger)
-    net_flags = network_flags(trt.__version__, strategy)
+    dla = dla_plan(trt.__version__, job.options.dla_core, precision, job.strategy,
+                   int(getattr(builder, "num_DLA_cores", 0)), job.gpu[0])
+    net_flags = network_flags(trt.__version__, job.strategy)
     network = builder.create_network(_flag_bits(trt.NetworkDefinitionCreationFlag, net_flags))
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(str(onnx_path))  # from the file: external weights resolve
@@ -117,18 +243,23 @@ def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, pr
         raise ModelFormatError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: "
                                + ("; ".join(_parser_errors(parser)) or "no details given"))
     check_tensor_names(onnx_path, [network.get_input(i).name for i in range(network.num_inputs)],
-                       [network.get_output(i).name for i in range(network.num_outputs)], meta,
-                       "export it again with `fcn-edge export`")
+                       [network.get_output(i).name for i in range(network.num_outputs)],
+                       job.meta, "export it again with `fcn-edge export`")
     config = builder.create_builder_config()
+    workspace_gb = job.options.workspace_gb
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    flags = builder_flags(precision, strategy)
+    flags = builder_flags(precision, job.strategy, dla=dla is not None)
     for name in flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    build = {"strategy": job.strategy, "network_flags": list(net_flags),
+             "builder_flags": list(flags), "workspace_gb": workspace_gb}
+    if dla is not None:
+        build["dla"] = _place_on_dla(trt, network, config, dla)
     trt_profile = builder.create_optimization_profile()
-    for name, shapes in profile.items():
+    for name, shapes in job.profile.items():
         _set_profile_shape(trt_profile, name, shapes, onnx_path)
     if config.add_optimization_profile(trt_profile) < 0:
-        raise InputError(f"TensorRT refused the profile {profile} for {onnx_path} (see its "
+        raise InputError(f"TensorRT refused the profile {job.profile} for {onnx_path} (see its "
                          f"messages above): does the ONNX have fixed height/width?")
     _attach_timing_cache(config, timing_path)  # set_timing_cache keeps it alive with config
     serialized = builder.build_serialized_network(network, config)
@@ -137,9 +268,20 @@ def _build_plan(trt: Any, onnx_path: Path, meta: ArtifactMeta, profile: dict, pr
                                f"{onnx_path} (see its messages above); try a larger --workspace "
                                f"or a smaller --shapes maximum")
     _save_timing_cache(config, timing_path)
-    build = {"strategy": strategy, "network_flags": list(net_flags),
-             "builder_flags": list(flags), "workspace_gb": workspace_gb}
     return bytes(serialized), build
+
+
+def _place_on_dla(trt: Any, network: Any, config: Any, dla: DlaPlan) -> dict:
+    """Send the network to DLA core ``dla.core``, GPU fallback for the layers DLA cannot run;
+    which those are comes from the builder (``IBuilderConfig.can_run_on_DLA``), per layer."""
+    config.default_device_type = getattr(trt.DeviceType, dla.device_type)
+    config.DLA_core = dla.core
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    report = dla_layer_report(((layer.name, str(layer.type), config.can_run_on_DLA(layer))
+                               for layer in layers), core=dla.core)
+    for line in dla_report_lines(report):
+        print(line, file=sys.stderr)
+    return report
 
 
 def _set_profile_shape(trt_profile: Any, name: str, shapes: tuple, onnx_path: Path) -> None:

@@ -4,7 +4,8 @@ optimisation profile TensorRT refuses is an InputError naming the input, not Ten
 RuntimeError.
 
 TensorRT cannot be installed here: the builder calls are answered by a stand-in added to
-conftest's ``FakeTensorRT`` (the names and signatures of TensorRT's Python bindings, as
+the runtime stand-in ``FakeTensorRT`` of tests/support_tensorrt.py (the names and signatures of
+TensorRT's Python bindings, as
 tests/export/test_tensorrt_plan.py's stand-in has them); its ``set_shape`` raises the
 RuntimeError TensorRT's bindings raise (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
 ``opt_profile_set_shape``) when min/opt/max are inconsistent.
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from fcn_edge.errors import InputError
-from fcn_edge.export.tensorrt import _build_plan
+from fcn_edge.export.tensorrt import _build_plan, _Job
+from fcn_edge.export.trt_options import BuildOptions
 from fcn_edge.runtime.backends.tensorrt import TensorRTBackend, tensorrt_logger
 from fcn_edge.runtime.metadata import ArtifactMeta
 
@@ -30,7 +32,7 @@ PROFILE = {"images": ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128))}
 
 
 def add_stand_in_builder(trt, monkeypatch) -> list:
-    """Give conftest's FakeTensorRT (a stand-in: no TensorRT here) the builder calls
+    """Give the stand-in FakeTensorRT (a stand-in: no TensorRT here) the builder calls
     ``_build_plan`` makes; returns the list of loggers Builder and OnnxParser were given."""
     loggers: list = []
 
@@ -74,8 +76,9 @@ def add_stand_in_builder(trt, monkeypatch) -> list:
 
 
 def build(trt, tmp_path: Path, profile=PROFILE) -> bytes:
-    plan, _ = _build_plan(trt, tmp_path / "model.onnx", META, profile, "fp32", "builder_flag",
-                          0.5, tmp_path / "timing.cache")
+    job = _Job(tmp_path / "model.onnx", BuildOptions(workspace_gb=0.5, cache_dir=tmp_path),
+               META, profile, "builder_flag", trt, ("Fake GPU 3000", "8.6"), "0" * 64, "key", {})
+    plan, _ = _build_plan(job, tmp_path / "timing.cache")
     return plan
 
 
