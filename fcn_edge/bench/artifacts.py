@@ -1,19 +1,21 @@
 """The files the bench runs: the checkpoint itself, its exports, and TensorRT engines.
 
 Given a checkpoint, the exports are made here — each verified against PyTorch by the exporter as
-always — into ``artifacts_dir``, one folder per IO and int8 flavour. An export already there
-is reused when its metadata says it came from this very checkpoint (sha256) with this fcn-edge
-version; anything else is exported again. Engines are built (and cached) by
-:func:`~fcn_edge.export.tensorrt.build_engine`. Given an ONNX or an engine, that file is the
-only artifact, and only rows that run it are planned.
+always — into ``artifacts_dir``, one folder per IO and int8 flavour (``plain-int8cpu``,
+``raw-int8tensorrt``, …). An export already there is reused when its metadata says it came from
+this very checkpoint (sha256) with this fcn-edge version; anything else is exported again.
+Engines are built (gated and cached) by :func:`~fcn_edge.export.tensorrt.build_engine` from the
+ONNX of their own precision, IO and int8 flavour, and written beside it. Given an ONNX or an
+engine, that file is the only artifact, and only rows that run it are planned.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import __version__
-from ..errors import FcnEdgeError, InputError
+from ..errors import BackendUnavailable, FcnEdgeError, InputError
 from ..io import Log, file_sha256
+from ..runtime.backends.optional import TRT_EXTRA, lazy_import
 from ..runtime.onnx_file import read_onnx_metadata
 from .plan import ArtifactKey
 
@@ -62,11 +64,21 @@ class ArtifactStore:
             raise
         return self._paths[key]
 
+    def failure(self, key: ArtifactKey | None) -> FcnEdgeError | None:
+        """Why making ``key``'s file failed, if it did (e.g. the accuracy gate refused an
+        engine)."""
+        return self._failed.get(key) if key is not None else None
+
     def prepare(self, keys: list[ArtifactKey]) -> None:
-        """Export all ONNX ``keys`` of one IO/int8 flavour together (one export call makes the
-        fp32, fp16 and int8 files of a flavour)."""
-        self._asked.update(keys)
-        for key in keys:
+        """Export the ONNX behind every one of ``keys`` (an engine's: its source), all those of
+        one IO/int8 flavour together (one export call makes a flavour's fp32, fp16 and int8
+        files). Engines are built later, by :meth:`path`."""
+        engines = [k for k in keys if k.kind == "engine" and k not in self._paths]
+        if engines and not _tensorrt_here():
+            engines = []  # their rows say so (path); no export for engines not built here
+        sources = [k for k in keys if k.kind == "onnx"] + [source_key(k) for k in engines]
+        self._asked.update(sources)
+        for key in sources:
             try:
                 self.path(key)
             except FcnEdgeError:
@@ -85,7 +97,7 @@ class ArtifactStore:
     def _export(self, key: ArtifactKey) -> None:
         from ..export.exporter import ExportConfig, export
 
-        folder = self.dir / f"{key.io}-int8{key.int8_target}"
+        folder = self._folder(key)
         wanted = self._wanted(key)
         reused = {p: self._reusable(folder, key.io, p) for p in wanted}
         if all(reused.values()):
@@ -128,13 +140,39 @@ class ArtifactStore:
                 and meta.fcn_edge_version == __version__)
         return path if same else None
 
+    def _folder(self, key: ArtifactKey) -> Path:
+        return self.dir / f"{key.io}-int8{key.int8_target}"
+
     def _build(self, key: ArtifactKey) -> Path:
         from ..export.tensorrt import BuildOptions, build_engine
+        from ..export.trt_options import default_output_path
 
-        # An fp16 engine is built from the fp16 ONNX: TensorRT 11 builds fp16 only that way
-        # (strongly typed), and 10 builds it just as well.
-        source = self.path(ArtifactKey("onnx", key.precision, key.io))
-        output = self.dir / "engines" / f"{source.stem}.{key.precision}.engine"
+        require_tensorrt()  # before its source is exported: no export for a row that cannot run
+        source = self.path(source_key(key))
+        # Beside its source, as `fcn-edge build` writes it: the flavour's folder keeps an int8
+        # engine of one flavour from replacing another's.
+        output = self._folder(key) / default_output_path(source, key.precision).name
         engine = build_engine(source, BuildOptions(precision=key.precision, output=output))
         self.log(f"{key.precision} TensorRT engine from {source.name}: {engine}")
         return engine
+
+
+def require_tensorrt() -> None:
+    """BackendUnavailable, naming the extra to install, when TensorRT cannot be imported."""
+    lazy_import("tensorrt", "building this row's TensorRT engine needs TensorRT ({exc}): "
+                            + TRT_EXTRA)
+
+
+def _tensorrt_here() -> bool:
+    try:
+        require_tensorrt()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def source_key(engine: ArtifactKey) -> ArtifactKey:
+    """The ONNX an engine is built from: its own precision, IO and int8 flavour. fp16 from the
+    fp16 ONNX (TensorRT 11 builds fp16 only that way, strongly typed; 10 just as well); int8
+    from the ``tensorrt`` flavour's explicit Q/DQ (the only int8 TensorRT builds)."""
+    return ArtifactKey("onnx", engine.precision, engine.io, engine.int8_target)

@@ -27,7 +27,7 @@ from ..runtime.metadata import ArtifactMeta
 from ..runtime.onnx_file import read_onnx_metadata
 from . import accuracy as acc
 from .artifacts import ArtifactStore
-from .plan import ArtifactKey, Combo, combos_for_artifact, plan_combos
+from .plan import Combo, combos_for_artifact, given_key, plan_combos
 
 if TYPE_CHECKING:
     from .runner import BenchConfig, BenchRow
@@ -56,10 +56,10 @@ def contender(config: BenchConfig, model: Path, reference: str | None, artifacts
         meta = _checkpoint_meta(model)
     else:
         meta = _artifact_meta(model, kind)
-        io = "raw" if meta.raw_io else "plain"
-        store = ArtifactStore(artifacts, given=(ArtifactKey(kind, meta.precision, io), model),
-                              log=log)
-        combos = combos_for_artifact(kind, meta.precision, io, config.backends)
+        given = given_key(kind, meta)
+        store = ArtifactStore(artifacts, given=(given, model), log=log)
+        combos = combos_for_artifact(kind, meta.precision, given.io, config.backends,
+                                     given.int8_target)
     if meta.inputs or meta.heads:
         raise InputError(f"{model} takes {' + '.join(meta.modalities)} and has "
                          f"{len(meta.heads) or 1} head(s); fcn-edge bench measures RGB, "

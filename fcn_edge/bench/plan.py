@@ -5,9 +5,13 @@ backend options) or says why it cannot run — unsupported combinations and unav
 stay in the table with their reason, never silently dropped.
 
 Artifacts (``ArtifactKey``): ``checkpoint`` (PyTorch runs the checkpoint itself), or an exported
-``onnx`` of one precision and IO, or a TensorRT ``engine`` built from such an ONNX. IO ``plain``
-takes normalised float NCHW images and returns logits; ``raw`` is ``--raw-io --argmax``: uint8
-BGR frames in, labels out, normalisation and argmax in the graph.
+``onnx`` of one precision and IO, or a TensorRT ``engine`` built from the ONNX of its own
+precision and IO. IO ``plain`` takes normalised float NCHW images and returns logits; ``raw`` is
+``--raw-io --argmax``: uint8 BGR frames in, labels out, normalisation and argmax in the graph.
+
+int8 comes in two flavours (``ArtifactKey.int8_target``, the export's ``--int8-target``): ONNX
+Runtime's rows run ``cpu`` (uint8 activations, its fastest CPU kernels); the TensorRT engine is
+built from ``tensorrt`` (symmetric int8 Q/DQ: TensorRT builds nothing else).
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from typing import Iterable
 from ..config import IMAGE_SIZE
 from ..errors import InputError
 from ..runtime.bounds import Many
-from ..runtime.metadata import PRECISIONS  # an artifact's precisions are the rows' precisions
+# An artifact's precisions are the rows' precisions.
+from ..runtime.metadata import PRECISIONS, ArtifactMeta  # noqa: F401
 
 IO_KINDS = ("plain", "raw")
 #: Every name ``--backends`` takes, fastest first; ``torch:cuda+graphs`` is torch:cuda
@@ -82,15 +87,16 @@ def combo(backend: str, precision: str, io: str) -> Combo:
     if backend.startswith("torch"):
         return _torch_combo(backend, precision, io)
     if backend == "tensorrt":
-        if precision == "int8":
-            return Combo(backend, precision, io, None, why="`fcn-edge build` makes fp32 and "
-                         "fp16 engines; int8 runs as a QDQ ONNX on ONNX Runtime")
         # TensorRT 11 builds fp16 only from an fp16 ONNX (strongly typed); 10 takes either.
-        return Combo(backend, precision, io, ArtifactKey("engine", precision, io))
+        # int8: the explicit Q/DQ of an `--int8-target tensorrt` export (the cpu flavour's
+        # uint8 activations do not build).
+        return Combo(backend, precision, io, ArtifactKey(
+            "engine", precision, io, "tensorrt" if precision == "int8" else "cpu"))
     if backend == "onnxruntime:tensorrt":
         if precision == "int8":
             return Combo(backend, precision, io, None, why="the TensorRT provider's int8 mode "
-                         "is not wired up; use onnxruntime:cpu/cuda or a TensorRT fp16 engine")
+                         "is not wired up; use the tensorrt backend's int8 engine or "
+                         "onnxruntime:cpu/cuda")
         # The provider builds fp16 kernels from the fp32 ONNX when asked to (trt_fp16_enable).
         return Combo(backend, precision, io, ArtifactKey("onnx", "fp32", io),
                      (("fp16", precision == "fp16"),))
@@ -106,24 +112,45 @@ def plan_combos(backends: Iterable[str], precisions: Iterable[str],
     return [combo(b, p, io) for b in backends for p in precisions for io in io_kinds]
 
 
-def combos_for_artifact(kind: str, precision: str, io: str,
-                        backends: Iterable[str]) -> list[Combo]:
-    """Rows for benchmarking one given artifact (an ONNX or an engine) as it is."""
+def combos_for_artifact(kind: str, precision: str, io: str, backends: Iterable[str],
+                        int8_target: str = "cpu") -> list[Combo]:
+    """Rows for benchmarking one given artifact (an ONNX or an engine) as it is: every row
+    that runs a file of its kind runs that file; the others say what they run instead."""
+    given = ArtifactKey(kind, precision, io, int8_target)
     rows = []
     for backend in backends:
         planned = combo(backend, precision, io)
         if planned.artifact is not None and planned.artifact.kind == kind \
-                and planned.artifact.precision != precision:
+                and planned.artifact != given:
             # e.g. the TensorRT provider builds fp16 from an fp32 ONNX; given an fp16 ONNX,
-            # it runs that file as it is.
-            planned = Combo(backend, precision, io, ArtifactKey(kind, precision, io))
+            # it runs that file as it is. ONNX Runtime runs either int8 flavour.
+            options = planned.options if planned.artifact.precision == precision else ()
+            planned = Combo(backend, precision, io, given, options, note=planned.note)
         if planned.artifact is not None and planned.artifact.kind != kind:
-            names = {"onnx": "an ONNX", "engine": "a TensorRT engine"}
             planned = Combo(backend, precision, io, None,
-                            why=f"runs {names.get(planned.artifact.kind, 'a checkpoint')}; "
-                                f"the model given is {names[kind]}")
+                            why=_runs_another_kind(planned.artifact, given))
         rows.append(planned)
     return rows
+
+
+def given_key(kind: str, meta: ArtifactMeta) -> ArtifactKey:
+    """The key of a given ONNX or engine, from its metadata. An int8 export records its
+    flavour (its ``parity`` figures' ``target``); an int8 engine is built only from the
+    ``tensorrt`` one."""
+    io = "raw" if meta.raw_io else "plain"
+    flavour = "cpu"
+    if meta.precision == "int8":
+        flavour = "tensorrt" if kind == "engine" else str(meta.parity.get("target", "cpu"))
+    return ArtifactKey(kind, meta.precision, io, flavour)
+
+
+def _runs_another_kind(needed: ArtifactKey, given: ArtifactKey) -> str:
+    names = {"onnx": "an ONNX", "engine": "a TensorRT engine"}
+    if needed.kind == "engine" and given.precision == "int8" and given.int8_target != "tensorrt":
+        return ("runs a TensorRT engine built from an `--int8-target tensorrt` export; the "
+                f"model given is an ONNX of `--int8-target {given.int8_target}`, whose uint8 "
+                "activations TensorRT cannot build")
+    return f"runs {names.get(needed.kind, 'a checkpoint')}; the model given is {names[given.kind]}"
 
 
 def _torch_combo(backend: str, precision: str, io: str) -> Combo:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FcnEdgeError
+from ..errors import AccuracyGateFailed, FcnEdgeError
 from ..config import IMAGE_SIZE
 from ..data import SYNTHETIC_READERS
 from ..io import Log
@@ -161,19 +161,21 @@ def bench(config: BenchConfig, log: Log = print) -> BenchReport:
 
 def _runnable(model: Contender, base: Contender | None, report: BenchReport) -> list:
     """``(combination, file, the baseline's (combination, file) or None)`` of each row that
-    can run; what cannot is reported, once and not once per size. Exports happen here."""
-    model.store.prepare([c.artifact for c in model.combos
-                         if c.artifact and c.artifact.kind == "onnx"])
+    can run; what cannot is reported, once and not once per size. Exports (the engines'
+    sources too) happen here, then engines are built."""
+    model.store.prepare([c.artifact for c in model.combos if c.artifact])
     if base:
-        base.store.prepare([c.artifact for c in base.combos
-                            if c.artifact and c.artifact.kind == "onnx"])
+        base.store.prepare([c.artifact for c in base.combos if c.artifact])
     runnable = []
     for c in model.combos:
         why, path = blocked(c, model.store)
         if why and why[0] == "unsupported":
             report.not_run.append((f"{c.backend} {c.precision} {c.io}", why[1]))
         elif why:
-            report.rows.append(BenchRow(c.backend, c.precision, c.io, "all", *why))
+            row = BenchRow(c.backend, c.precision, c.io, "all", *why)
+            if isinstance(model.store.failure(c.artifact), AccuracyGateFailed):
+                row.check = "FAIL"  # an engine the gate refused: out of bounds, as a FAIL row
+            report.rows.append(row)
         else:
             partner = None
             if base:

@@ -28,6 +28,7 @@ from fcn_edge.cli import main
 from fcn_edge.errors import BackendUnavailable, InputError
 from fcn_edge.data import render_scene
 from fcn_edge.runtime import Segmenter
+from fcn_edge.runtime.onnx_file import read_onnx_metadata
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 FAST = ["--sizes", "64x96", "--images", "2", "--runs", "3", "--warmup", "1", "--threads", "1"]
@@ -97,7 +98,7 @@ def test_bench_exits_0_and_writes_the_table_csv_and_json(first):
                                              f"{first.out / 'bench.csv'}, "
                                              f"{first.out / 'bench.json'}")
     csv_lines = first.files["bench.csv"].splitlines()
-    assert len(csv_lines) == 1 + len(first.json["rows"]) == 12
+    assert len(csv_lines) == 1 + len(first.json["rows"]) == 14
     assert table.splitlines()[0].startswith("backend")
     assert "reference: " + f"{first.json['reference']} in PyTorch fp32 on the CPU" in table
 
@@ -138,29 +139,29 @@ def test_missing_backends_are_unavailable_once_with_what_to_install(first):
     if trt or cuda:
         pytest.skip("this machine has TensorRT or ORT CUDA: those rows run here")
     unavailable = {k: r for k, r in rows.items() if r["status"] == "unavailable"}
-    assert set(unavailable) == {("tensorrt", "fp32", io, "all") for io in ("plain", "raw")} | {
-        ("onnxruntime:cuda", p, io, "all") for p in ("fp32", "int8") for io in ("plain", "raw")}
+    assert set(unavailable) == {
+        (b, p, io, "all") for b in ("tensorrt", "onnxruntime:cuda") for p in ("fp32", "int8")
+        for io in ("plain", "raw")}
     for (backend, *_), row in unavailable.items():
         assert all(row[k] is None for k in FIGURES) and row["check"] == ""
-        if backend == "tensorrt":
-            assert "needs TensorRT" in row["reason"]
+        if backend == "tensorrt":  # int8 too, said before its source is exported
+            assert row["reason"].startswith("building this row's TensorRT engine needs "
+                                            "TensorRT (No module named 'tensorrt')")
             assert 'pip install "fcn-edge[trt]"' in row["reason"]
+            assert "\n" not in row["reason"] and row["artifact"] == ""
         else:
             assert "no CUDAExecutionProvider" in row["reason"]
             assert "onnxruntime-gpu" in row["reason"]
     assert [r["status"] for r in first.json["rows"]].count("ok") == 5
-    assert len(first.json["rows"]) == 11
+    assert len(first.json["rows"]) == 13
 
 
 def test_unsupported_combinations_are_listed_as_not_run(first):
     not_run = dict(map(tuple, first.json["not_run"]))
     raw = "raw-IO + argmax is an exported graph; PyTorch runs the checkpoint (plain IO)"
-    assert not_run == {
+    assert not_run == {  # TensorRT int8 is a row (built from the tensorrt flavour), not here
         "torch:cpu fp32 raw": raw, "torch:cpu int8 raw": raw,
-        "torch:cpu int8 plain": "no PyTorch int8 path; int8 runs as a QDQ ONNX",
-        "tensorrt int8 plain": not_run["tensorrt int8 plain"],
-        "tensorrt int8 raw": not_run["tensorrt int8 plain"]}
-    assert "int8 runs as a QDQ ONNX on ONNX Runtime" in not_run["tensorrt int8 plain"]
+        "torch:cpu int8 plain": "no PyTorch int8 path; int8 runs as a QDQ ONNX"}
     assert f"not run: torch:cpu fp32 raw, torch:cpu int8 raw: {raw}" in first.stdout
 
 
@@ -174,9 +175,17 @@ def test_the_setting_is_recorded(first, checkpoint):
 
 
 def test_each_flavour_is_exported_once(first):
+    artifacts = first.out / "artifacts"
     assert first.stderr.count("exporting plain fp32/int8 artifacts") == 1
     assert first.stderr.count("exporting raw-IO + argmax fp32/int8 artifacts") == 1
+    for int8 in artifacts.glob("*-int8cpu/*.int8.onnx"):  # ONNX Runtime's int8 flavour
+        assert read_onnx_metadata(int8).parity["target"] == "cpu"
+    if importlib.util.find_spec("tensorrt") is not None:
+        return  # the TensorRT rows export their int8 flavour too (test_bench_trt_int8.py)
+    # ... but not on a machine that cannot build its engine.
+    assert first.stderr.count("exporting") == 2
     assert sorted(p.name for p in first.mtimes) == sorted(ORT_ROWS.values())
+    assert {p.parent.name for p in first.mtimes} == {"plain-int8cpu", "raw-int8cpu"}
 
 
 def test_a_second_bench_reuses_the_exports(first, checkpoint):
@@ -205,7 +214,7 @@ def test_the_store_remembers_a_failure_as_the_error_it_was(first, checkpoint, tm
         with pytest.raises(BackendUnavailable, match="needs TensorRT"):
             store.path(ArtifactKey("engine", "fp32", "plain"))
     assert logged == []  # an engine is logged once built; none was
-    assert not (tmp_path / "engines").exists()
+    assert not list(tmp_path.rglob("*.engine"))
 
     alone = ArtifactStore(tmp_path, given=(onnx_key, source))
     for _ in range(2):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from fcn_edge.bench.artifacts import source_key
 from fcn_edge.bench.plan import (BENCH_BACKENDS, IO_KINDS, PRECISIONS, ArtifactKey, combo,
-                                 combos_for_artifact, parse_choices, parse_sizes, plan_combos)
+                                 combos_for_artifact, given_key, parse_choices, parse_sizes,
+                                 plan_combos)
 from fcn_edge.errors import InputError
+from fcn_edge.runtime.metadata import ArtifactMeta
 
 TORCH = ("torch:cpu", "torch:cuda", "torch:cuda+graphs")
 
@@ -99,11 +102,33 @@ def test_cuda_graphs_replays_on_the_torch_cuda_backend():
 
 
 @pytest.mark.parametrize("io", IO_KINDS)
-def test_tensorrt_builds_fp32_and_fp16_engines_but_no_int8(io):
+def test_tensorrt_builds_an_engine_of_every_precision(io):
     assert combo("tensorrt", "fp32", io).artifact == ArtifactKey("engine", "fp32", io)
     assert combo("tensorrt", "fp16", io).artifact == ArtifactKey("engine", "fp16", io)
     int8 = combo("tensorrt", "int8", io)
-    assert int8.artifact is None and "QDQ ONNX on ONNX Runtime" in int8.why
+    assert int8.artifact == ArtifactKey("engine", "int8", io, int8_target="tensorrt")
+    assert int8.why == "" and int8.options == () and int8.backend_name == "tensorrt"
+
+
+@pytest.mark.parametrize("io", IO_KINDS)
+def test_each_engine_is_built_from_the_onnx_of_its_precision_and_int8_flavour(io):
+    # int8: the symmetric Q/DQ of `--int8-target tensorrt`, never ORT's uint8 cpu flavour.
+    assert source_key(combo("tensorrt", "int8", io).artifact) == \
+        ArtifactKey("onnx", "int8", io, "tensorrt")
+    assert source_key(combo("tensorrt", "fp16", io).artifact) == ArtifactKey("onnx", "fp16", io)
+    assert source_key(combo("tensorrt", "fp32", io).artifact) == ArtifactKey("onnx", "fp32", io)
+
+
+def test_int8_on_tensorrt_and_on_onnx_runtime_plan_two_flavours_of_export():
+    combos = plan_combos(["tensorrt", "onnxruntime:cpu", "onnxruntime:cuda"], ["int8"],
+                         IO_KINDS)
+    onnx = {source_key(c.artifact) if c.artifact.kind == "engine" else c.artifact
+            for c in combos}
+    assert {(k.io, k.int8_target) for k in onnx} == {
+        (io, flavour) for io in IO_KINDS for flavour in ("cpu", "tensorrt")}
+    for c in combos:
+        expected = "tensorrt" if c.backend == "tensorrt" else "cpu"
+        assert c.artifact.int8_target == expected, c
 
 
 @pytest.mark.parametrize("io", IO_KINDS)
@@ -116,6 +141,7 @@ def test_ort_tensorrt_fp16_runs_the_fp32_onnx_with_its_fp16_option(io):
     assert dict(fp32.options) == {"fp16": False}
     int8 = combo("onnxruntime:tensorrt", "int8", io)
     assert int8.artifact is None and "int8 mode is not wired up" in int8.why
+    assert "the tensorrt backend's int8 engine" in int8.why
 
 
 @pytest.mark.parametrize("io", IO_KINDS)
@@ -142,9 +168,9 @@ def test_every_planned_combination_either_runs_or_says_why():
         ("tensorrt", "fp32", "plain"), ("tensorrt", "fp32", "raw"), ("tensorrt", "fp16", "plain")]
     for c in combos:
         assert (c.artifact is None) == bool(c.why), c
-    # 42 combinations: torch 3 backends × (3 raw + int8 plain) + torch:cpu fp16, TensorRT and
-    # its ORT provider 2 int8 each: 12 + 1 + 4 = 17 cannot run.
-    assert sum(c.artifact is None for c in combos) == 17
+    # 42 combinations: torch 3 backends × (3 raw + int8 plain) + torch:cpu fp16, and the
+    # TensorRT provider's 2 int8: 12 + 1 + 2 = 15 cannot run (TensorRT's own int8 can).
+    assert sum(c.artifact is None for c in combos) == 15
 
 
 # --- combos_for_artifact ----------------------------------------------------------------------
@@ -170,3 +196,66 @@ def test_a_given_onnx_runs_on_onnx_runtime_only():
     assert by["tensorrt"].why == "runs a TensorRT engine; the model given is an ONNX"
     assert by["onnxruntime:tensorrt"].artifact == ArtifactKey("onnx", "fp32", "raw")
     assert by["onnxruntime:cpu"].artifact == ArtifactKey("onnx", "fp32", "raw")
+
+
+def test_a_given_int8_engine_runs_on_tensorrt():
+    rows = combos_for_artifact("engine", "int8", "raw",
+                               ["tensorrt", "onnxruntime:cpu", "onnxruntime:tensorrt"],
+                               "tensorrt")
+    by = {c.backend: c for c in rows}
+    assert by["tensorrt"].artifact == ArtifactKey("engine", "int8", "raw", "tensorrt")
+    assert by["onnxruntime:cpu"].why == "runs an ONNX; the model given is a TensorRT engine"
+    assert "int8 mode is not wired up" in by["onnxruntime:tensorrt"].why
+
+
+def test_a_given_cpu_flavour_int8_onnx_says_why_tensorrt_cannot_build_it():
+    rows = combos_for_artifact("onnx", "int8", "plain", ["tensorrt", "onnxruntime:cpu"], "cpu")
+    by = {c.backend: c for c in rows}
+    assert by["tensorrt"].artifact is None
+    assert by["tensorrt"].why == (
+        "runs a TensorRT engine built from an `--int8-target tensorrt` export; the model given "
+        "is an ONNX of `--int8-target cpu`, whose uint8 activations TensorRT cannot build")
+    assert by["onnxruntime:cpu"].artifact == ArtifactKey("onnx", "int8", "plain", "cpu")
+
+
+def test_a_given_tensorrt_flavour_int8_onnx_runs_as_it_is_on_onnx_runtime():
+    rows = combos_for_artifact("onnx", "int8", "plain",
+                               ["tensorrt", "onnxruntime:cpu", "onnxruntime:cuda"], "tensorrt")
+    by = {c.backend: c for c in rows}
+    assert by["tensorrt"].why == "runs a TensorRT engine; the model given is an ONNX"
+    for backend in ("onnxruntime:cpu", "onnxruntime:cuda"):
+        assert by[backend].artifact == ArtifactKey("onnx", "int8", "plain", "tensorrt")
+        assert by[backend].why == "" and by[backend].options == ()
+
+
+def test_a_given_fp16_onnx_keeps_the_cast_note_on_ort_cpu():
+    rows = combos_for_artifact("onnx", "fp16", "plain", ["onnxruntime:cpu"])
+    assert rows[0].artifact == ArtifactKey("onnx", "fp16", "plain")
+    assert rows[0].note == "ORT CPU inserts casts and computes fp16 convolutions in fp32"
+
+
+# --- given_key --------------------------------------------------------------------------------
+
+def _meta(**changes) -> ArtifactMeta:
+    return ArtifactMeta(model="fcn8s", backbone="vgg16", num_classes=2, classes=("bg", "fg"),
+                        palette=((0, 0, 0), (255, 0, 0)), mean=(0.485, 0.456, 0.406),
+                        std=(0.229, 0.224, 0.225), **changes)
+
+
+@pytest.mark.parametrize("kind, changes, expected", [
+    ("onnx", {}, ArtifactKey("onnx", "fp32", "plain", "cpu")),
+    ("onnx", {"raw_io": True, "argmax": True, "precision": "fp16"},
+     ArtifactKey("onnx", "fp16", "raw", "cpu")),
+    ("onnx", {"precision": "int8", "parity": {"target": "tensorrt"}},
+     ArtifactKey("onnx", "int8", "plain", "tensorrt")),
+    ("onnx", {"precision": "int8", "parity": {"target": "cpu"}},
+     ArtifactKey("onnx", "int8", "plain", "cpu")),
+    ("onnx", {"precision": "int8"}, ArtifactKey("onnx", "int8", "plain", "cpu")),
+    ("engine", {"precision": "int8", "parity": {"target": "tensorrt"}},
+     ArtifactKey("engine", "int8", "plain", "tensorrt")),
+    ("engine", {"precision": "int8"}, ArtifactKey("engine", "int8", "plain", "tensorrt")),
+    ("engine", {"precision": "fp16", "parity": {"target": "x"}},
+     ArtifactKey("engine", "fp16", "plain", "cpu")),
+])
+def test_given_key_reads_kind_precision_io_and_int8_flavour(kind, changes, expected):
+    assert given_key(kind, _meta(**changes)) == expected
