@@ -1,5 +1,6 @@
 """One prepared check for the rare minutes a GPU is at hand: install, latency, training
-throughput, the TensorRT backend's CUDA buffers, torchvision parity and the GPU tests, in one JSON.
+throughput, the TensorRT backend's CUDA buffers, torchvision parity, the TensorRT build's accuracy
+gate (PyTorch fp16 in the engine's place) and the GPU tests, in one JSON.
 
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py [--out PATH] [--budget-seconds 480]
         [--sections install,latency,...] [--device cuda|cpu] [--quick] [--no-install]
@@ -9,13 +10,15 @@ one-line error, skipped with the reason) and its wall seconds, and never stops t
 JSON (default ``$OUT/gpu_check.json``, else ``gpu_check.json``) is replaced atomically before
 and after every section and after every measurement, so a run killed at its time limit still
 leaves what it measured. ``--device cpu --quick`` runs the whole flow on a CPU at tiny sizes.
-Sizes are W×H (width × height) throughout, unlike ``fcn-edge``'s H×W ``--size`` options.
+Sizes are W×H (width × height) throughout, unlike ``fcn-edge``'s H×W ``--size`` options (but
+the gate's profile, which is an ONNX's ``--shapes``: N×H×W).
 
 This file is the command: its arguments, the SECTIONS it runs and the table printed last. The
 runner, budgets and statistics are in gpu_check_runner.py; the sections that run the network on
 the device (latency, training, torchvision_parity) in gpu_check_models.py, those that check the
-machine (install, cuda_buffers, pytest_gpu) in gpu_check_machine.py. Python puts this folder
-first on ``sys.path`` when it runs this file, so they import each other by name.
+machine (install, cuda_buffers, pytest_gpu) in gpu_check_machine.py, the accuracy gate (gate) in
+gpu_check_gate.py. Python puts this folder first on ``sys.path`` when it runs this file, so they
+import each other by name.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from gpu_check_gate import gate
 from gpu_check_machine import cuda_buffers, install, pytest_gpu
 from gpu_check_models import SIZE_CONVENTION, latency, torchvision_parity, training
 from gpu_check_runner import DEFAULT_BUDGET_S, Context, Section, run_sections, write_report
@@ -45,6 +49,7 @@ SECTIONS = {s.name: s for s in (
     Section("training", training, 90, needs="device"),
     Section("cuda_buffers", cuda_buffers, 30, needs="cuda"),
     Section("torchvision_parity", torchvision_parity, 60, needs="device"),
+    Section("gate", gate, 60, needs="device"),
     Section("pytest_gpu", pytest_gpu, 240, needs="cuda"),
 )}
 
@@ -90,6 +95,11 @@ def _brief(m: dict) -> str:
                 f"agree {m['agreement']:.4f}")
     if "images_per_s" in m:
         return f"{m['images_per_s']:.1f} img/s  step {m['step_p50_ms']:.1f} ms"
+    if "min_agreement" in m:  # the accuracy gate's header figures
+        worst = min((c["agreement"] for c in m["checks"]), default=float("nan"))
+        nan_inf = sum(c["nan"] + c["inf"] for c in m["checks"])
+        return (f"passed {m['passed']}  {m['precision']}: worst agreement {worst:.4%} "
+                f"(≥ {m['min_agreement']:.2%}), NaN+Inf {nan_inf}, {len(m['checks'])} checks")
     if "taps" in m:
         worst = max(t.get("rel", math.inf) for t in m["taps"].values())
         return f"{len(m['taps'])} taps, worst rel {worst:.2e}"

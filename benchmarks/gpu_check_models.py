@@ -37,7 +37,7 @@ def latency(ctx: Context, record: dict) -> None:
 
     cuda = ctx.device == "cuda"
     torch.manual_seed(0)
-    model = _random_scores(_create("resnet18")).to(ctx.device).eval()
+    model = random_scores(create_fcn8s("resnet18")).to(ctx.device).eval()
     half = copy.deepcopy(model).half() if cuda else None
     iters, warmup = (5, 2) if ctx.quick else (300, 25)
     record.update(device=ctx.device, model="fcn8s resnet18, 21 classes, eval", batch=1,
@@ -118,13 +118,13 @@ def _capture(model, example):
     return graph, static_in, static_out
 
 
-def _create(backbone: str, weights: Path | None = None):
+def create_fcn8s(backbone: str, weights: Path | None = None):
     from fcn_edge.models import create_model
 
     return create_model("fcn8s", num_classes=21, backbone=backbone, weights=weights)
 
 
-def _random_scores(model):
+def random_scores(model):
     """Score layers start at zero (paper §4.2): every label would be 0. Draw them instead."""
     with torch.no_grad():
         for key, param in model.named_parameters():
@@ -164,7 +164,7 @@ def _train_rate(ctx, backbone, size, batch, warmup, steps) -> dict:
 
     cuda = ctx.device == "cuda"
     torch.manual_seed(0)
-    model = _create(backbone).to(ctx.device).train()
+    model = create_fcn8s(backbone).to(ctx.device).train()
     if cuda:
         model = model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats()
@@ -287,7 +287,7 @@ def load_ours(reference: torch.nn.Module, backbone: str, folder: Path):
     draw_batchnorm(reference)
     path = folder / f"{backbone}_classifier.pt"
     torch.save(reference.state_dict(), path)
-    return _create(backbone, weights=path)
+    return create_fcn8s(backbone, weights=path)
 
 
 def draw_live_weights(model: torch.nn.Module, seed: int = 2) -> None:

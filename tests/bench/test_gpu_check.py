@@ -26,6 +26,7 @@ SCRIPT = BENCHMARKS / "gpu_check.py"
 sys.path.insert(0, str(BENCHMARKS))
 
 import gpu_check as gc  # noqa: E402  the command: SECTIONS, parse_sections, main
+import gpu_check_gate as gate  # noqa: E402  the accuracy gate with PyTorch as the engine
 import gpu_check_machine as machine  # noqa: E402  install, cuda_buffers, pytest_gpu
 import gpu_check_models as models  # noqa: E402  latency, training, torchvision_parity
 import gpu_check_runner as runner  # noqa: E402  the runner and its statistics
@@ -301,6 +302,41 @@ def test_segmentation_parity_detects_the_architecture_and_finds_a_changed_head(t
     assert differs["out"]["rel"] > 1e-3
     wrong = segmentation.parity_one(reference, "fcn_resnet34", tmp_path, "cpu")
     assert wrong["error"].startswith("differs from torchvision at detected as fcn_resnet18")
+
+
+# --- the accuracy gate, PyTorch in the engine's place -------------------------------------------
+
+def test_the_gate_section_runs_the_gate_on_the_cpu_stand_in_and_records_its_figures():
+    records = {}
+    ctx = runner.Context("cpu", cuda=False, quick=True)
+    runner.run_sections([gc.SECTIONS["gate"]], ctx, runner.DEFAULT_BUDGET_S, records)
+    record = records["gate"]
+    assert record["status"] == "ok", record.get("error")
+    assert record["engine"].startswith("PyTorch fp32 on the CPU, the stand-in")
+    figures = record["results"]["fcn8s resnet18"]
+    assert figures["passed"] is True and figures["failures"] == []
+    assert (figures["reference"], figures["frames"], figures["precision"],
+            figures["min_agreement"]) == ("onnxruntime cpu", "procedural", "fp32", 0.999)
+    assert [(c["batch"], c["height"], c["width"]) for c in figures["checks"]] == [
+        (1, 32, 32), (2, 48, 64), (2, 64, 96)]  # QUICK_SHAPES' min, opt, max
+    assert all(c["agreement"] == 1.0 and c["rel_max_abs"] < 1e-4 and c["nan"] == 0
+               for c in figures["checks"])
+    assert figures["lines"][0].startswith("gate 1×32×32 logits: labels agree 100.00%")
+    assert json.loads(json.dumps(record)) == record
+    assert "passed True  fp32: worst agreement 100.0000%" in "\n".join(
+        gc.table({"device": "cpu", "sections": records}))
+
+
+def test_a_failed_gate_is_a_recorded_result_not_a_failed_section(tmp_path):
+    model, onnx_path = gate.export_model(tmp_path, gate.QUICK_SHAPES)
+    with torch.no_grad():  # another model than the one exported: its labels differ
+        model.score_fr.weight.mul_(-1.0)
+    figures = gate.gate_figures(model, onnx_path, "cpu", "fp32")
+    assert figures["passed"] is False and "error" not in figures
+    assert figures["failures"][0].startswith(
+        "logits at 1×32×32: labels agree with ONNX Runtime on")
+    assert all(c["agreement"] < 0.999 for c in figures["checks"])
+    runner.raise_failures({"fcn8s resnet18": figures})  # not an error: the section stays ok
 
 
 # --- the whole CPU flow -------------------------------------------------------------------------
