@@ -140,7 +140,7 @@ def given_key(kind: str, meta: ArtifactMeta) -> ArtifactKey:
     io = "raw" if meta.raw_io else "plain"
     flavour = "cpu"
     if meta.precision == "int8":
-        flavour = "tensorrt" if kind == "engine" else str(meta.parity.get("target", "cpu"))
+        flavour = "tensorrt" if kind == "engine" else str(meta.int8_target or "cpu")
     return ArtifactKey(kind, meta.precision, io, flavour)
 
 

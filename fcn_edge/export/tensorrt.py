@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import InputError, ModelFormatError
+from ..errors import AccuracyGateFailed, InputError, ModelFormatError
 from ..io import atomic_path, file_sha256
 from ..runtime.backends.base import check_tensor_names
 from ..runtime.backends.cuda import query_gpu
@@ -33,7 +33,8 @@ from ..runtime.backends.tensorrt import tensorrt_logger
 from ..runtime.engine_file import check_engine_compatible, read_engine, write_engine
 from ..runtime.metadata import ArtifactMeta
 from ..runtime.onnx_file import read_onnx_metadata
-from .trt_gate import gate_bounds, reference_backend, refuse, run_gate, verify_images
+from .trt_gate import (frames_label, gate_bounds, reference_backend, refuse, run_gate,
+                       verify_images)
 from .trt_options import (BuildOptions, DlaPlan, builder_flags, cached_engine_path,
                           default_output_path, default_timing_cache, dla_layer_report, dla_plan,
                           dla_report_lines, engine_cache_key, find_cached_engine,
@@ -109,17 +110,17 @@ def _plan(onnx_path: Path, options: BuildOptions) -> _Job:
 def _cached(job: _Job) -> Path | None:
     """The cached engine for ``job``'s key, verified: one built with ``--no-verify`` or gated
     on other frames is verified now (and removed from the cache when it fails)."""
-    path = _usable_cached_engine(job.options.cache_dir, job.key, job.trt.__version__, *job.gpu)
-    if path is None or not job.options.verify:
-        return path
-    header, plan = read_engine(path)
-    if _verified(header.get("verification"), job):
+    cached = _usable_cached_engine(job.options.cache_dir, job.key, job.trt.__version__, *job.gpu)
+    if cached is None:
+        return None
+    path, header, plan = cached
+    if not job.options.verify or _verified(header.get("verification"), job):
         return path
     print(f"verifying the cached engine {path.name}: it was not verified on these frames",
           file=sys.stderr)
     try:
         verification = _verify(job, path)
-    except ModelFormatError:
+    except AccuracyGateFailed:
         path.unlink(missing_ok=True)  # a refused engine does not stay in the cache
         raise
     return write_engine(path, plan, {**header, "verification": verification})
@@ -173,24 +174,22 @@ def _verified(verification: Any, job: _Job) -> bool:
     against the same bound."""
     if not isinstance(verification, dict) or verification.get("passed") is not True:
         return False
-    frames = str(job.options.verify_data) if job.options.verify_data else "procedural"
-    return verification.get("frames") == frames and \
+    return verification.get("frames") == frames_label(job.options.verify_data) and \
         verification.get("min_agreement") == gate_bounds(job.meta.precision).min_agreement
 
 
 def _header(job: _Job, build: dict) -> dict:
     gpu_name, cc = job.gpu
+    build = dict(build)
+    dla = build.pop("dla", None)  # the runtime reads it at the top (engine_dla_core)
     header = {"meta": job.meta.to_dict(), "cache_key": job.key, "key_fields": job.key_fields,
               "tensorrt_version": job.trt.__version__,
               "gpu": {"name": gpu_name, "compute_capability": cc},
               "precision": job.meta.precision, "shapes": job.meta.shapes.to_json(),
               "onnx_sha256": job.onnx_sha, "onnx_file": job.onnx_path.name,
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "build": {k: v for k, v in build.items() if k != "dla"},
-              "fcn_edge_version": __version__}
-    if "dla" in build:
-        header["dla"] = build["dla"]
-    return header
+              "build": build, "fcn_edge_version": __version__}
+    return header if dla is None else {**header, "dla": dla}
 
 
 def check_before_build(onnx_path: Path, trt_version: str, precision: str) -> None:
@@ -208,19 +207,21 @@ def check_before_build(onnx_path: Path, trt_version: str, precision: str) -> Non
 
 
 def _usable_cached_engine(cache_dir: Path, key: str, trt_version: str, gpu_name: str,
-                          cc: str) -> Path | None:
+                          cc: str) -> tuple[Path, dict, bytes] | None:
+    """The cached engine for ``key`` with its header and plan, read once; None when there is
+    none or it is unusable (truncated, stale, another key)."""
     path = find_cached_engine(cache_dir, key)
     if path is None:
         return None
     try:
-        header, _ = read_engine(path)  # reads the plan too: catches truncated cache files
+        header, plan = read_engine(path)  # reads the plan too: catches truncated cache files
         check_engine_compatible(header, trt_version, gpu_name, cc)
         if header.get("cache_key") != key:
             raise ModelFormatError("its header holds another cache key")
     except ModelFormatError as exc:
         print(f"rebuilding: the cached engine {path} is unusable: {exc}", file=sys.stderr)
         return None
-    return path
+    return path, header, plan
 
 
 def _import_tensorrt() -> Any:

@@ -41,7 +41,7 @@ from .frames import Infer, artifact_feed, scene_arrays
 
 __all__ = ["Infer", "REFERENCE", "GateBounds", "gate_bounds", "gate_shapes", "gate_feeds",
            "OutputCheck", "compare_output", "GateReport", "judge", "failure_advice", "run_gate",
-           "refuse", "reference_backend"]
+           "refuse", "reference_backend", "frames_label"]
 
 #: What the engine is compared with (written into the engine's header).
 REFERENCE = "onnxruntime cpu"
@@ -251,11 +251,14 @@ def failure_advice(precision: str) -> str:
 
 @dataclass(frozen=True)
 class GateReport:
-    precision: str
-    frames: str                        # "procedural" or the --verify-data folder
+    frames: str                        # frames_label(): "procedural" or the --verify-data folder
     bounds: GateBounds
     checks: tuple[OutputCheck, ...]
     failures: tuple[str, ...]
+
+    @property
+    def precision(self) -> str:
+        return self.bounds.precision
 
     @property
     def passed(self) -> bool:
@@ -299,8 +302,13 @@ def run_gate(meta: ArtifactMeta, engine: Infer, reference: Infer, shapes: Shapes
         ours, theirs = engine(feed), reference(feed)
         checks += [compare_output(meta, name, ours[name], theirs[name])
                    for name in meta.output_names]
-    frames = PROCEDURAL if data_dir is None else str(data_dir)
-    return GateReport(bounds.precision, frames, bounds, tuple(checks), judge(checks, bounds))
+    return GateReport(frames_label(data_dir), bounds, tuple(checks), judge(checks, bounds))
+
+
+def frames_label(data_dir: Path | None) -> str:
+    """How the header names the gate's frames: ``procedural``, or the ``--verify-data``
+    folder (a cached engine gated on other frames is gated again)."""
+    return PROCEDURAL if data_dir is None else str(data_dir)
 
 
 def refuse(report: GateReport, what: str) -> None:
@@ -310,9 +318,9 @@ def refuse(report: GateReport, what: str) -> None:
         return
     more = len(report.failures) - 1
     raise AccuracyGateFailed(f"{what} failed the accuracy gate against ONNX Runtime and was "
-                           f"neither cached nor written: {report.failures[0]}"
-                           f"{f'; +{more} more' if more else ''}; "
-                           f"{failure_advice(report.precision)}")
+                             f"neither cached nor written: {report.failures[0]}"
+                             f"{f'; +{more} more' if more else ''}; "
+                             f"{failure_advice(report.precision)}")
 
 
 def reference_backend(onnx_path: Path):

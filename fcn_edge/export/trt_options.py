@@ -305,8 +305,7 @@ def int8_source_problem(meta: ArtifactMeta, model: Any = None,
     if meta.precision != "int8":
         return None
     redo = f"export it again with {_INT8_EXPORT}"
-    target = meta.parity.get("target") or meta.export_options.get("int8_target")
-    if target == "cpu":
+    if meta.int8_target == "cpu":
         return (f"this int8 ONNX was quantised for ONNX Runtime's CPU (`--int8-target cpu`: "
                 f"asymmetric uint8 activations), which TensorRT cannot build: {redo}")
     if model is None:

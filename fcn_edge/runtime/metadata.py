@@ -257,6 +257,15 @@ class ArtifactMeta:
         return tuple((name, n, dtype if self.argmax else "float32") for name, n, dtype in heads)
 
     @property
+    def int8_target(self) -> str | None:
+        """An int8 export's flavour as its export recorded it: ``cpu`` (ONNX Runtime's
+        asymmetric uint8) or ``tensorrt`` (symmetric int8 Q/DQ); None when the artifact is not
+        int8 or says nothing (``parity["target"]``, else ``export_options["int8_target"]``)."""
+        if self.precision != "int8":
+            return None
+        return self.parity.get("target") or self.export_options.get("int8_target")
+
+    @property
     def tasks(self) -> dict[str, HeadInfo]:
         """Head description by task; an empty dict for a one-task model."""
         return {h.task: h for h in self.heads}
